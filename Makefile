@@ -1,0 +1,26 @@
+# make test : create .venv if missing, install requirements and test tools, run the tests
+# make demo : generate a held-out synthetic set, segment it with the shipped models, write demo_output/
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo venv clean
+
+venv: $(STAMP)
+
+# Re-installs only when requirements.txt changes. torch is pinned in requirements.txt:
+# on a CPU machine that pin resolves to the CPU wheel, on a CUDA box to the CUDA build.
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt pytest
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) demo.py --output-dir demo_output
+
+clean:
+	rm -rf demo_output .pytest_cache

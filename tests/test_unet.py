@@ -1,0 +1,135 @@
+"""unet.py: shapes, checkpoint round trip, original weights, refusal of pickled code, devices."""
+import pickle
+import subprocess
+import sys
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+import unet
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("h,w", [(37, 53), (16, 16), (9, 130), (5, 5)])
+def test_output_shape_equals_input_for_odd_sizes(h, w):
+    model = unet.build_model(base_channels=4, depth=3).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, h, w))
+    assert out.shape == (2, 1, h, w)
+
+
+def test_first_kernel_and_dropout_configurable():
+    model = unet.build_model(base_channels=4, depth=2, first_kernel=5, dropout=0.2, batch_norm=False)
+    assert model.enc1[0].kernel_size == (5, 5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert model(torch.randn(1, 1, 20, 20)).shape == (1, 1, 20, 20)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = unet.build_model(base_channels=4, depth=2, first_kernel=5).eval()
+    with torch.no_grad():  # make BN statistics non-trivial
+        model.enc1[1].running_mean.uniform_(-0.5, 0.5)
+    x = torch.randn(1, 1, 24, 31)
+    path = tmp_path / "m.pth"
+    unet.save_checkpoint(path, model, task="cytoskeleton", normalization={"mode": "standardize"},
+                         pixel_size_um=0.1, train_args={"out": tmp_path}, metrics={"dice": 0.9})
+    loaded, info = unet.load_model(path)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert info["task"] == "cytoskeleton"
+    assert info["pixel_size_um"] == pytest.approx(0.1)
+    assert info["model_args"]["first_kernel"] == 5
+    assert info["metrics"]["dice"] == pytest.approx(0.9)
+    assert info["train_args"]["out"] == str(tmp_path)
+
+
+def _original_state_dict(first_kernel):
+    """A state dict with exactly the original SynSeg key layout and shapes (base 64, depth 3)."""
+    sd = OrderedDict()
+
+    def block(name, cin, cout, k):
+        sd[f"{name}.0.weight"] = torch.randn(cout, cin, k, k) * 0.05
+        sd[f"{name}.0.bias"] = torch.zeros(cout)
+        for i in (1, 4):
+            sd[f"{name}.{i}.weight"] = torch.ones(cout)
+            sd[f"{name}.{i}.bias"] = torch.zeros(cout)
+            sd[f"{name}.{i}.running_mean"] = torch.zeros(cout)
+            sd[f"{name}.{i}.running_var"] = torch.ones(cout)
+            sd[f"{name}.{i}.num_batches_tracked"] = torch.tensor(0)
+        sd[f"{name}.3.weight"] = torch.randn(cout, cout, 3, 3) * 0.05
+        sd[f"{name}.3.bias"] = torch.zeros(cout)
+
+    block("enc1", 1, 64, first_kernel)
+    block("enc2", 64, 128, first_kernel)
+    block("enc3", 128, 256, first_kernel)
+    block("bottleneck", 256, 512, first_kernel)
+    for i, (cin, cout) in zip((3, 2, 1), ((512, 256), (256, 128), (128, 64))):
+        sd[f"up{i}.weight"] = torch.randn(cin, cout, 2, 2) * 0.05
+        sd[f"up{i}.bias"] = torch.zeros(cout)
+        block(f"dec{i}", 2 * cout, cout, first_kernel)
+    sd["final.weight"] = torch.randn(1, 64, 1, 1) * 0.05
+    sd["final.bias"] = torch.zeros(1)
+    return sd
+
+
+@pytest.mark.parametrize("k,task", [(3, "vesicle"), (5, "cytoskeleton")])
+def test_original_state_dict_loads_and_predicts(tmp_path, k, task):
+    path = tmp_path / "orig.pth"
+    torch.save(_original_state_dict(k), path)
+    model, info = unet.load_model(path)
+    assert info["task"] == task
+    assert info["model_args"]["base_channels"] == 64 and info["model_args"]["depth"] == 3
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, 40, 40))
+    assert out.shape == (1, 1, 40, 40) and torch.isfinite(out).all()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickled_object_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as fh:
+        pickle.dump({"state_dict": _Evil(), "model_args": {}}, fh)
+    with pytest.raises(ValueError, match=r"evil\.pth.*refused"):
+        unet.load_model(path)
+
+
+def test_garbage_file_is_named(tmp_path):
+    path = tmp_path / "junk.pth"
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match=r"junk\.pth"):
+        unet.load_model(path)
+
+
+def test_cuda_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(RuntimeError, match="CUDA is not available.*--device cpu"):
+        unet.get_device("cuda")
+    assert unet.get_device("cpu").type == "cpu"
+    assert unet.get_device("auto", verbose=False).type in ("cpu", "mps")
+
+
+@pytest.mark.parametrize("mode", ["standardize", "percentile"])
+def test_normalisation_is_brightness_invariant(mode):
+    rng = np.random.default_rng(0)
+    img = rng.gamma(2.0, 100.0, size=(32, 32)).astype(np.float32)
+    a = unet.normalize_image(img, {"mode": mode})
+    b = unet.normalize_image(img * 100.0, {"mode": mode})
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert not np.any(unet.normalize_image(np.full((8, 8), 7.0), {"mode": mode}))
+
+
+@pytest.mark.parametrize("script", ["Vesicle_generator.py", "Cytoskeleton_generator.py", "train_vesicle_seg.py",
+                                    "train_cytoskeleton_seg.py", "SynSeg_Vesicle.py", "SynSeg_Cytoskeleton.py"])
+def test_every_script_has_help(script):
+    res = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "usage" in res.stdout.lower()

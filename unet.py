@@ -1,0 +1,325 @@
+"""The SynSeg U-Net, its checkpoint format, input normalisation and device choice.
+
+The network follows Ronneberger et al., "U-Net: Convolutional Networks for Biomedical Image
+Segmentation" (MICCAI 2015), in the configuration of the original SynSeg models: two convs per
+block with batch norm, max-pool down, ConvTranspose2d up, and a 1x1 head that returns logits.
+
+    model = UNet(base_channels=64, depth=3, first_kernel=5)      # original cytoskeleton net
+    save_checkpoint("m.pth", model, task="cytoskeleton", normalization={"mode": "standardize"})
+    model, info = load_model("m.pth")                             # also takes bare original weights
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CHECKPOINT_FORMAT = "synseg-unet/1"
+TASKS = ("vesicle", "cytoskeleton")
+
+
+class ConvBlock(nn.Sequential):
+    """conv(k) -> BN -> ReLU -> [dropout] -> conv(3) -> BN -> ReLU.
+
+    Indices 0,1,3,4 hold the weights, as in the original SynSeg blocks, so their state dicts load.
+    """
+
+    def __init__(self, c_in: int, c_out: int, first_kernel: int = 3, batch_norm: bool = True,
+                 dropout: float = 0.0):
+        norm = (lambda c: nn.BatchNorm2d(c)) if batch_norm else (lambda c: nn.Identity())
+        super().__init__(
+            nn.Conv2d(c_in, c_out, first_kernel, padding=first_kernel // 2, bias=True),
+            norm(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=True),
+            norm(c_out),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+        )
+
+
+class UNet(nn.Module):
+    """2D U-Net returning logits of the same height and width as the input.
+
+    Inputs of any size are padded (reflect) up to a multiple of 2**depth and the output cropped
+    back, so odd sizes work.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 64,
+                 depth: int = 3, first_kernel: int = 3, dropout: float = 0.0,
+                 batch_norm: bool = True):
+        super().__init__()
+        if depth < 1 or base_channels < 1:
+            raise ValueError(f"depth and base_channels must be >= 1, got {depth}, {base_channels}")
+        if first_kernel % 2 != 1:
+            raise ValueError(f"first_kernel must be odd, got {first_kernel}")
+        self.depth = depth
+        ch = [base_channels * 2 ** i for i in range(depth + 1)]  # e.g. 64,128,256,512
+        kw = dict(first_kernel=first_kernel, batch_norm=batch_norm)
+        for i in range(depth):
+            setattr(self, f"enc{i + 1}", ConvBlock(in_channels if i == 0 else ch[i - 1], ch[i], **kw))
+        self.bottleneck = ConvBlock(ch[depth - 1], ch[depth], dropout=dropout, **kw)
+        for i in range(depth, 0, -1):
+            setattr(self, f"up{i}", nn.ConvTranspose2d(ch[i], ch[i - 1], kernel_size=2, stride=2))
+            setattr(self, f"dec{i}", ConvBlock(2 * ch[i - 1], ch[i - 1], **kw))
+        self.final = nn.Conv2d(ch[0], out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]  # x: (B, C, H, W)
+        m = 2 ** self.depth
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            mode = "reflect" if (ph < h and pw < w) else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        skips = []
+        for i in range(1, self.depth + 1):
+            x = getattr(self, f"enc{i}")(x if i == 1 else F.max_pool2d(x, 2))
+            skips.append(x)  # (B, base*2**(i-1), H/2**(i-1), W/2**(i-1))
+        x = self.bottleneck(F.max_pool2d(x, 2))  # (B, base*2**depth, H/2**depth, W/2**depth)
+        for i in range(self.depth, 0, -1):
+            x = getattr(self, f"up{i}")(x)
+            x = getattr(self, f"dec{i}")(torch.cat((x, skips[i - 1]), dim=1))
+        return self.final(x)[..., :h, :w]  # (B, out, H, W) logits
+
+
+# --------------------------------------------------------------------------- normalisation
+
+def normalize_image(image: np.ndarray, spec: dict) -> np.ndarray:
+    """Map one 2D image of any dtype to the float32 the network was trained on.
+
+    spec["mode"]:
+      "standardize" - (x - mean) / std over the image (zero mean, unit variance);
+      "percentile"  - (x - P[low]) / (P[high] - P[low]), defaults low=1, high=99.8;
+      "median"      - original SynSeg vesicle rule: x * target / median(x > 0), target 500;
+      "minmax255"   - original SynSeg cytoskeleton rule: min-max stretch to 0..255.
+    The first two are invariant to global brightness (x -> a*x + b, a > 0).
+    A constant image maps to all zeros instead of dividing by zero.
+    """
+    x = np.asarray(image, dtype=np.float32)
+    mode = spec.get("mode", "standardize")
+    if mode == "standardize":
+        mean, std = float(x.mean()), float(x.std())
+        return (x - mean) / std if std > 0 else np.zeros_like(x)
+    if mode == "percentile":
+        lo, hi = np.percentile(x, [spec.get("low", 1.0), spec.get("high", 99.8)])
+        if hi <= lo:
+            hi = float(x.max())
+        return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    if mode == "median":
+        pos = x[x > 0]
+        med = float(np.median(pos)) if pos.size else 0.0
+        return x * (spec.get("target", 500.0) / med) if med > 0 else x
+    if mode == "minmax255":
+        lo, hi = float(x.min()), float(x.max())
+        return (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+    raise ValueError(f"unknown normalization mode {mode!r}; use standardize, percentile, median or minmax255")
+
+
+# --------------------------------------------------------------------------- devices
+
+def get_device(name: str = "auto", verbose: bool = True) -> torch.device:
+    """Resolve 'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.
+
+    Asking for a device that is not there is an error, never a silent fallback.
+    """
+    name = str(name).lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            dev = torch.device("cuda")
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            dev = torch.device("mps")
+        else:
+            dev = torch.device("cpu")
+        if verbose:
+            print(f"device: auto -> {dev}", file=sys.stderr)
+        return dev
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"--device {name}: CUDA is not available on this machine; use --device cpu or --device auto")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return dev
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise RuntimeError("--device mps: MPS is not available on this machine; use --device cpu or --device auto")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"--device {name!r} not understood; use auto, cpu, cuda, cuda:N or mps")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+        return ("avx512_bf16" in flags) or ("amx_bf16" in flags)
+    except OSError:
+        return False
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The dtype to autocast to on `device` ('auto', 'bf16', 'fp16' or 'fp32'); None means fp32.
+
+    auto: bf16 on CUDA with bf16 support and on CPUs with native bf16, fp16 on older CUDA,
+    fp32 elsewhere.
+    """
+    precision = precision.lower()
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if precision != "auto":
+        raise ValueError(f"precision {precision!r} not understood; use auto, bf16, fp16 or fp32")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return None
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _plain(value):
+    """Turn argparse values (Paths, tuples, numpy scalars) into types weights_only loading accepts."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def model_args_of(model: UNet) -> dict:
+    """The constructor arguments that rebuild `model`."""
+    return dict(model.model_args)
+
+
+def build_model(**model_args) -> UNet:
+    """Build a UNet and remember its arguments for the checkpoint."""
+    model = UNet(**model_args)
+    model.model_args = dict(model_args)
+    return model
+
+
+def save_checkpoint(path, model: nn.Module, *, task: str, normalization: dict,
+                    pixel_size_um: float | None = None, train_args: dict | None = None,
+                    metrics: dict | None = None, extra: dict | None = None) -> None:
+    """Write weights plus everything needed to use them, atomically (temp file, then rename)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    net = getattr(model, "module", model)  # unwrap DDP
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "model_args": _plain(net.model_args),
+        "task": task,
+        "normalization": _plain(normalization),
+        "pixel_size_um": None if pixel_size_um is None else float(pixel_size_um),
+        "train_args": _plain(train_args or {}),
+        "metrics": _plain(metrics or {}),
+    }
+    if extra:  # e.g. optimizer/scheduler state for --resume; tensors and plain containers only
+        ckpt.update(extra)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def infer_model_args(state_dict: dict) -> dict:
+    """Recover UNet arguments from the tensor shapes of a state dict (original or ours)."""
+    try:
+        w0 = state_dict["enc1.0.weight"]  # (base, in, k, k)
+        final = state_dict["final.weight"]  # (out, base, 1, 1)
+    except KeyError as err:
+        raise ValueError(f"not a SynSeg U-Net state dict: missing key {err}") from None
+    depth = 0
+    while f"enc{depth + 1}.0.weight" in state_dict:
+        depth += 1
+    return {
+        "in_channels": int(w0.shape[1]),
+        "out_channels": int(final.shape[0]),
+        "base_channels": int(w0.shape[0]),
+        "depth": depth,
+        "first_kernel": int(w0.shape[-1]),
+        "batch_norm": "enc1.1.running_mean" in state_dict,
+    }
+
+
+# How the original SynSeg scripts fed pixels to their two networks.
+ORIGINAL_NORMALIZATION = {
+    "vesicle": {"mode": "median", "target": 500.0},
+    "cytoskeleton": {"mode": "minmax255"},
+}
+
+
+def load_model(path, device: torch.device | str = "cpu") -> tuple[UNet, dict]:
+    """Load a SynSeg checkpoint or a bare original SynSeg state dict; returns (model in eval mode, info).
+
+    Loading never runs code from the file (weights_only=True). `info` holds task, normalization,
+    pixel_size_um, model_args, train_args and metrics; for bare state dicts the task is inferred
+    from the first kernel (5x5: cytoskeleton, 3x3: vesicle) and the original normalisation is used.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: refused to load: the file holds Python objects, not only weights "
+                         f"(weights_only=True): {first}") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a checkpoint dict or a state dict, got {type(obj).__name__}")
+    if "state_dict" in obj and "model_args" in obj:
+        state, model_args = obj["state_dict"], dict(obj["model_args"])
+        info = {k: v for k, v in obj.items() if k != "state_dict"}
+    elif all(torch.is_tensor(v) for v in obj.values()):
+        state = obj
+        try:
+            model_args = infer_model_args(state)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        task = "cytoskeleton" if model_args["first_kernel"] == 5 else "vesicle"
+        info = {"format": "original-synseg", "task": task, "normalization": ORIGINAL_NORMALIZATION[task],
+                "pixel_size_um": None, "model_args": model_args, "train_args": {}, "metrics": {}}
+    else:
+        raise ValueError(f"{path}: a dict without 'state_dict'/'model_args' that is not a state dict either")
+    model = build_model(**model_args)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        msg = str(err).splitlines()[0]
+        raise ValueError(f"{path}: weights do not fit the recorded architecture {model_args}: {msg}") from None
+    model.eval().to(device)
+    return model, info
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def receptive_margin(model_args: dict) -> int:
+    """A safe overlap margin in px for tiling: about the receptive-field radius of the network."""
+    depth = model_args.get("depth", 3)
+    k = model_args.get("first_kernel", 3)
+    # each level doubles the reach of its two convs
+    return int(sum(((k // 2) + 1) * 2 ** i for i in range(depth + 1)) * 2 + math.ceil(2 ** depth))
