@@ -116,8 +116,8 @@ def evaluate_pair(pred, gt=None, points=None, prob=None, pixel_size_um=None, tol
         if prob is not None:
             row["auc"] = metrics.auc(prob, gt_bin)
         row["hd95_px"] = metrics.hd95(pred, gt_bin)
-        row["hd95_um"] = (metrics.hd95(pred, gt_bin, spacing=pixel_size_um) if pixel_size_um
-                          else float("nan"))
+        if pixel_size_um:
+            row["hd95_um"] = metrics.hd95(pred, gt_bin, spacing=pixel_size_um)
         row["cldice"] = metrics.cldice(pred, gt_bin)
         sk = metrics.skeleton_scores(pred, gt_bin, tol=tol)
         row.update({f"skel_{k}": v for k, v in sk.items()})
@@ -167,21 +167,21 @@ def write_csv(path: Path, rows: list, info_cols: list, metric_cols: list, summar
             w.writerow([stat] + [""] * (len(info_cols) - 1) + [_cell(summary[c][stat]) for c in metric_cols])
 
 
-def _json_safe(value):
+def json_safe(value):
     """nan -> None and inf -> 'inf', recursively, so the file is strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def write_json(path: Path, report: dict) -> None:
     """metrics.json, written atomically."""
     with tiffio.atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+        tmp.write_text(json.dumps(json_safe(report), indent=2) + "\n")
 
 
 def stretch(image):
@@ -211,7 +211,7 @@ def write_grid(path: Path, items: list) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     titles = ("image", "ground truth", "prediction", "FP magenta / FN green")
-    fig, axes = plt.subplots(len(items), 4, figsize=(12, 3.1 * len(items)), squeeze=False)
+    fig, axes = plt.subplots(len(items), 4, figsize=(12, 3.5 * len(items)), squeeze=False)
     for ax_row, (name, image, gt, points, pred) in zip(axes, items):
         panels = [stretch(image) if image is not None else None,
                   (np.asarray(gt) != 0) if gt is not None else np.zeros(pred.shape, bool),
