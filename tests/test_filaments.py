@@ -1,0 +1,157 @@
+"""filaments.py: continuous exact masks, brightness, focus, determinism and flag checks, on tiny images."""
+import argparse
+
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import filaments
+
+ONLY_FILAMENTS = ["--aster-prob", "0", "--bundle-prob", "0", "--meshwork-prob", "0", "--er-prob", "0",
+                  "--mito-prob", "0"]
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    filaments.add_filament_args(parser)
+    args = parser.parse_args(list(argv))
+    filaments.check_filament_args(parser, args)
+    return args
+
+
+def render(args, seed=0, shape=(96, 96), pixel_size=0.1, psf=1.0, cells=None):
+    return filaments.render_structures(np.random.default_rng(seed), shape, pixel_size, psf, args, cells=cells)
+
+
+def test_outputs_dtypes_and_shapes():
+    for seed in range(4):
+        in_focus, out_focus, mask = render(parse(), seed, shape=(70, 90))
+        assert in_focus.dtype == out_focus.dtype == np.float32
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+        assert in_focus.shape == out_focus.shape == mask.shape == (70, 90)
+        assert in_focus.min() >= 0 and out_focus.min() >= 0
+
+
+@pytest.mark.parametrize("half_width, structure", [("1.0", ndimage.generate_binary_structure(2, 1)),
+                                                   ("0.5", ndimage.generate_binary_structure(2, 2))])
+def test_single_filament_mask_is_one_component(half_width, structure):
+    # a wiggly filament (Lp 2 um, 4 um long at 0.1 um/px): 4-connected once dilated by 1 px,
+    # 8-connected as a bare centreline
+    args = parse("--filaments", "1", "1", "--filament-length", "4", "4", "--persistence-length", "2", "2",
+                 "--out-of-focus", "0", "0", "--mask-half-width", half_width, half_width, "--mask-unit", "px",
+                 *ONLY_FILAMENTS)
+    for seed in range(12):
+        _, _, mask = render(args, seed, shape=(160, 160))
+        # a filament that starts near the border may leave and come back; count the ones that stay inside
+        if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
+            continue
+        _, n = ndimage.label(mask, structure)
+        assert n == 1, f"seed {seed}: {n} pieces"
+
+
+def test_mask_covers_every_pixel_the_density_touches():
+    # with a half-width of 1.5 px the mask holds every pixel that in-focus density reaches before blur,
+    # so every pixel a centreline passes through
+    args = parse("--mask-half-width", "1.5", "1.5", "--mask-unit", "px")
+    for seed in range(6):
+        in_focus, _, mask = render(args, seed, shape=(128, 128))
+        assert in_focus.any()
+        assert not np.any((in_focus > 0) & (mask == 0)), f"seed {seed}"
+
+
+def test_centreline_pixels_covered_and_continuous():
+    # a circle of radius 20 px: every pixel a dense sampling of the true curve falls in is in the mask
+    t = np.linspace(0, 2 * np.pi, 64)
+    verts = np.stack([32.3 + 20 * np.sin(t), 31.8 + 20 * np.cos(t)], -1)[None]
+    strokes = filaments._Strokes()
+    strokes.add_paths(verts, np.array([64]), np.ones((1, 64)), np.array([0.2]), np.array([True]))
+    y, x, w, _ = strokes.samples(1.0, 2.5)
+    core = np.zeros((64, 64), np.uint8)
+    filaments._mark(core, y, x)
+    mask = filaments._dilate_disc(core, 1.5)
+    tt = np.linspace(0, 2 * np.pi, 20000)
+    fine_y = np.floor(32.3 + 20 * np.sin(tt) + 0.5).astype(int)
+    fine_x = np.floor(31.8 + 20 * np.cos(tt) + 0.5).astype(int)
+    assert mask[fine_y, fine_x].all()
+    _, n = ndimage.label(core, ndimage.generate_binary_structure(2, 2))
+    assert n == 1
+    # equal density along the line: the weight per unit length does not depend on the sampling
+    length = np.hypot(*np.diff(verts[0], axis=0).T).sum()
+    assert np.isclose(w.sum(), 2.5 * length, rtol=0.02)
+
+
+@pytest.mark.parametrize("out_of_focus, ratio", [("0", 4.0), ("0.4", 1.5)])
+def test_mask_brighter_than_background_noise_free(out_of_focus, ratio):
+    # blurred like the generator does (PSF 1 px, out-of-focus 4 px); dense images leave less contrast
+    args = parse("--out-of-focus", out_of_focus, out_of_focus)
+    for seed in range(6):
+        in_focus, out_focus, mask = render(args, seed, shape=(128, 128))
+        image = cv2.GaussianBlur(in_focus, (0, 0), 1.0) + cv2.GaussianBlur(out_focus, (0, 0), 4.0)
+        inside, outside = image[mask > 0].mean(), image[mask == 0].mean()
+        assert inside > ratio * outside, f"seed {seed}: {inside:.3f} vs {outside:.3f}"
+
+
+def test_out_of_focus_structures_are_not_in_the_mask():
+    args = parse("--out-of-focus", "1", "1", *ONLY_FILAMENTS)
+    in_focus, out_focus, mask = render(args, 3)
+    assert out_focus.sum() > 0
+    assert in_focus.sum() == 0 and mask.sum() == 0
+    # half in focus: every mask pixel is near in-focus density, whatever lies out of focus
+    args = parse("--out-of-focus", "0.5", "0.5", "--mask-half-width", "1", "1", "--mask-unit", "px",
+                 *ONLY_FILAMENTS)
+    in_focus, out_focus, mask = render(args, 4, shape=(128, 128))
+    assert out_focus.sum() > 0 and mask.sum() > 0
+    near = cv2.dilate((in_focus > 0).astype(np.uint8), np.ones((5, 5), np.uint8))
+    assert np.all(near[mask > 0])
+
+
+def test_same_seed_same_images_other_seed_differs():
+    args = parse()
+    a = render(args, 7)
+    b = render(args, 7)
+    c = render(args, 8)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_structures_stay_in_cells_when_confined():
+    cells = np.zeros((128, 128), bool)
+    cells[:, :64] = True
+    args = parse("--confine-prob", "1", *ONLY_FILAMENTS)
+    for seed in range(3):
+        in_focus, _, mask = render(args, seed, shape=(128, 128), cells=cells)
+        assert in_focus[:, :64].sum() > 0.8 * in_focus.sum()
+
+
+def test_er_scene_is_a_connected_network_and_mito_tubes_are_wide():
+    er = parse("--er-prob", "1", "--mito-prob", "0", "--out-of-focus", "0", "0")
+    _, _, mask = render(er, 1, shape=(200, 200))
+    labels, n = ndimage.label(mask)
+    assert n >= 1 and np.bincount(labels.ravel())[1:].max() > 0.5 * mask.sum()
+    mito = parse("--er-prob", "0", "--mito-prob", "1", "--mito-width", "0.5", "0.5", "--mask-half-width",
+                 "0.5", "0.5", "--mask-unit", "px", "--out-of-focus", "0", "0")
+    _, _, mask = render(mito, 1, shape=(200, 200))
+    # a 0.5 um tube at 0.1 um/px is ~5 px wide: erosion by 1 px keeps much of it, unlike a 1 px line
+    assert cv2.erode(mask, np.ones((3, 3), np.uint8)).sum() > 0.3 * mask.sum()
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--filament-length", "5", "1"], "--filament-length"),
+    (["--persistence-length", "0", "3"], "--persistence-length"),
+    (["--mask-half-width", "-1", "1"], "--mask-half-width"),
+    (["--out-of-focus", "0.2", "1.5"], "--out-of-focus"),
+    (["--aster-prob", "1.5"], "--aster-prob"),
+    (["--er-prob", "0.8", "--mito-prob", "0.5"], "--er-prob"),
+    (["--num_curves", "-2"], "--num_curves"),
+])
+def test_bad_flags_fail_naming_the_flag(argv, flag, capsys):
+    with pytest.raises(SystemExit) as err:
+        parse(*argv)
+    assert err.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_num_curves_sets_the_filament_count():
+    assert parse("--num_curves", "7").filaments == [7, 7]
