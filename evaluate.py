@@ -5,8 +5,10 @@ Example:
 
 Files are paired by name, after dropping a role suffix (_mask, _prob, _pred, _gt, _labels, _img,
 _image, _points, _points_yx): masks/00000_mask.tif pairs with DATA/val/mask/00000.npy, 00000.tif or
-00000_mask.tif, and with the points file 00000.csv. Files without a partner are listed, never dropped
-silently. Masks: TIFF/PNG (0/255 or 0/1; an integer label image keeps its objects) or .npy.
+00000_mask.tif, and with the points file 00000.csv. Where raw images and masks share a folder
+(cell.tif, cell_mask.tif), the _mask file is the mask and the other the image. Files without a
+partner are listed, never dropped silently. Masks: TIFF/PNG (0/255 or 0/1; an integer label image
+keeps its objects) or .npy.
 
 Writes to the report folder:
     metrics.csv   one row per image, then a mean row and a standard deviation row
@@ -29,6 +31,7 @@ ROLE_SUFFIXES = ("_mask", "_prob", "_pred", "_gt", "_labels", "_points_yx", "_po
 MASK_SUFFIXES = (".tif", ".tiff", ".npy", ".png")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 NOT_MASKS = ("_prob", "_overlay")  # files a segmentation run writes beside its masks
+MASK_ROLES = ("_mask", "_labels", "_gt")  # names that say "mask" where raw images sit in the same folder
 FP_COLOUR, FN_COLOUR, TP_GREY = (1.0, 0.0, 1.0), (0.0, 0.8, 0.0), 0.6  # magenta, green: colour-blind safe
 
 
@@ -48,18 +51,31 @@ def pair_key(path) -> str:
     return stem
 
 
-def index_folder(folder: Path, suffixes, skip_roles=()) -> dict:
-    """{pair key: path} for the files in `folder` with one of `suffixes`; two files with one key is an error."""
+def _has_role(path: Path, roles) -> bool:
+    """True when the file's stem ends with one of `roles`."""
+    return any(path.stem.lower().endswith(role) for role in roles)
+
+
+def index_folder(folder: Path, suffixes, skip_roles=(), prefer_roles=()) -> dict:
+    """{pair key: path} for the files in `folder` with one of `suffixes`.
+
+    Files whose stem ends with one of `skip_roles` are ignored. When two files share a key and
+    exactly one of them ends with one of `prefer_roles` and the other is an image file (cell.tif
+    beside cell_mask.tif), the first is kept; any other clash is an error naming both files.
+    """
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder")
     found = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in suffixes:
-            continue
-        if any(path.stem.lower().endswith(role) for role in skip_roles):
+        if not path.is_file() or path.suffix.lower() not in suffixes or _has_role(path, skip_roles):
             continue
         key = pair_key(path)
         if key in found:
+            old_pref, new_pref = _has_role(found[key], prefer_roles), _has_role(path, prefer_roles)
+            other = path if old_pref else found[key]
+            if old_pref != new_pref and other.suffix.lower() != ".npy":  # an .npy is never a raw image
+                found[key] = path if new_pref else found[key]
+                continue
             raise ValueError(f"{folder}: {found[key].name} and {path.name} both pair as '{key}'; "
                              "keep one of them")
         found[key] = path
@@ -228,7 +244,7 @@ def write_grid(path: Path, items: list) -> None:
             ax.set_axis_off()
     fig.tight_layout()
     with tiffio.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=150, format="png")
     plt.close(fig)
 
 
@@ -290,8 +306,8 @@ def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     try:
-        preds = index_folder(args.pred, MASK_SUFFIXES, skip_roles=NOT_MASKS)
-        gts = index_folder(args.gt, MASK_SUFFIXES, skip_roles=NOT_MASKS) if args.gt else None
+        preds = index_folder(args.pred, MASK_SUFFIXES, skip_roles=NOT_MASKS, prefer_roles=MASK_ROLES)
+        gts = index_folder(args.gt, MASK_SUFFIXES, skip_roles=NOT_MASKS, prefer_roles=MASK_ROLES) if args.gt else None
         pts = index_folder(args.gt_points, (".csv",)) if args.gt_points else None
         probs = None
         if args.prob is not None:
@@ -306,7 +322,7 @@ def main(args: argparse.Namespace) -> int:
         if image_dir is None and args.gt is not None and args.gt.name == "mask" and (args.gt.parent / "img").is_dir():
             image_dir = args.gt.parent / "img"
         if args.grid and image_dir is not None:
-            images = index_folder(image_dir, IMAGE_SUFFIXES)
+            images = index_folder(image_dir, IMAGE_SUFFIXES, skip_roles=NOT_MASKS + MASK_ROLES)
     except ValueError as err:
         print(f"evaluate.py: {err}", file=sys.stderr)
         return 1

@@ -199,7 +199,22 @@ def test_two_files_with_one_key_are_refused(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros((2, 2)))
     tiffio.write_tiff(tmp_path / "a_mask.tif", np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match="a.npy and a_mask.tif"):
-        evaluate.index_folder(tmp_path, evaluate.MASK_SUFFIXES)
+        evaluate.index_folder(tmp_path, evaluate.MASK_SUFFIXES, prefer_roles=evaluate.MASK_ROLES)
+
+
+def test_images_and_masks_in_one_folder(tmp_path):
+    flat, pred = tmp_path / "flat", tmp_path / "pred"
+    flat.mkdir()
+    pred.mkdir()
+    tiffio.write_tiff(flat / "cell.tif", spots().astype(np.uint16) * 500)  # the raw image
+    tiffio.write_tiff(flat / "cell_mask.tif", spots() * 255)  # its ground truth
+    write_pred(pred, "cell", spots())
+    report = tmp_path / "report"
+    assert run(["--pred", pred, "--gt", flat, "--images", flat, "-o", report, "--grid"]) == 0
+    row = json.loads((report / "metrics.json").read_text())["images"][0]
+    assert row["gt_file"] == "cell_mask.tif" and row["dice"] == 1.0
+    assert evaluate.index_folder(flat, evaluate.IMAGE_SUFFIXES,
+                                 skip_roles=evaluate.NOT_MASKS + evaluate.MASK_ROLES)["cell"].name == "cell.tif"
 
 
 def test_cli_end_to_end_and_bad_flags(tmp_path):
