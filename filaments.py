@@ -153,18 +153,21 @@ class _Strokes:
     def __init__(self):
         self.parts = []  # tuples of arrays: p0 (S,2), p1 (S,2), a0, a1, width_px, closes, in_focus
 
-    def add_paths(self, verts, n_valid, amp, width_px, in_focus):
-        """Add polylines: verts (N, M, 2) yx px, n_valid (N,) used vertices, amp (N, M), width (N,), in_focus (N,)."""
-        n, m = verts.shape[:2]
-        if n == 0 or m < 2:
+    def add_flat(self, pts, row, amp, width_px, in_focus):
+        """Add polylines stored flat: pts (V, 2), row (V,) path index (each path contiguous), amp (V,).
+
+        width_px and in_focus are per path (indexed by row).
+        """
+        if len(pts) < 2:
             return
-        n_valid = np.asarray(n_valid)
-        rows, cols = np.nonzero(np.arange(m - 1)[None, :] < (n_valid - 1)[:, None])
-        if rows.size == 0:
+        same = row[1:] == row[:-1]
+        i = np.flatnonzero(same)  # segment i joins vertex i to vertex i + 1 of the same path
+        if i.size == 0:
             return
-        self.parts.append((verts[rows, cols], verts[rows, cols + 1], amp[rows, cols], amp[rows, cols + 1],
-                           np.asarray(width_px, float)[rows], cols == n_valid[rows] - 2,
-                           np.asarray(in_focus, bool)[rows]))
+        last = np.append(~same, True)  # vertex ends its path
+        r = row[i]
+        self.parts.append((pts[i], pts[i + 1], amp[i], amp[i + 1], np.asarray(width_px, float)[r],
+                           last[i + 1], np.asarray(in_focus, bool)[r]))
 
     def samples(self, step, min_width):
         """Points along every segment: (y, x, weight, in_focus); wide lines get parallel rows of points.
@@ -283,17 +286,42 @@ def _worm(rng, start, theta0, n_steps, lp_px, ds, align_px=math.inf):
     return verts
 
 
-def _along(rng, shape, sigma_log, corr_samples):
-    """Multiplicative brightness along paths: lognormal, mean 1, correlation length corr_samples.
+def _runs(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For flat paths (each path's vertices contiguous): (run number, index within the run) per vertex."""
+    first = np.append(True, row[1:] != row[:-1])
+    start = np.maximum.accumulate(np.where(first, np.arange(len(row)), 0))
+    return np.cumsum(first) - 1, np.arange(len(row)) - start
 
-    The log brightness is a stationary AR(1) walk (unit variance at every sample, short paths too).
+
+def _smooth_along(rng, run, local, corr_samples) -> np.ndarray:
+    """Unit-variance random values along flat paths, correlated over ~corr_samples vertices.
+
+    Independent normal knots every corr_samples vertices of each path, linearly interpolated and
+    rescaled to unit variance; white noise when corr_samples <= 1.
     """
-    z = rng.standard_normal(shape)
-    if corr_samples > 0.5:
-        rho = math.exp(-1.0 / corr_samples)
-        z[..., 1:] *= math.sqrt(1 - rho ** 2)
-        z = _ar1(z, rho)
-    return np.exp(sigma_log * z - sigma_log ** 2 / 2)
+    if corr_samples <= 1:
+        return rng.standard_normal(len(run))
+    pos = local / corr_samples
+    k0 = np.floor(pos).astype(np.int64)
+    f = pos - k0
+    knots = np.bincount(run, minlength=run[-1] + 1 if len(run) else 0)  # vertices per path
+    knots = np.ceil(knots / corr_samples).astype(np.int64) + 1
+    offset = np.cumsum(knots) - knots
+    values = rng.standard_normal(int(knots.sum()))
+    idx = offset[run] + k0
+    return ((1 - f) * values[idx] + f * values[idx + 1]) / np.sqrt((1 - f) ** 2 + f ** 2)
+
+
+def _brightness_along(rng, row, terms) -> np.ndarray:
+    """Lognormal brightness factor (mean ~1) along flat paths: terms = [(sd of log, correlation in vertices)]."""
+    run, local = _runs(row)
+    log = np.zeros(len(row))
+    var = 0.0
+    for sd, corr in terms:
+        if sd > 0:
+            log += sd * _smooth_along(rng, run, local, corr)
+            var += sd * sd
+    return np.exp(log - var / 2)
 
 
 def _truncate(sampler, verts, n_steps, free):
@@ -348,15 +376,28 @@ class _Image:
         if n == 0:
             return
         n_steps = np.maximum(1, np.ceil(self.um(length_um) / self.ds)).astype(np.int64)
-        verts = _worm(self.rng, start, theta, n_steps, self.um(lp_um), self.ds,
-                      self.align_px if aligned else math.inf)
-        free = np.zeros(n, bool) if free is None else free
-        n_valid = _truncate(self.sampler, verts, n_steps, free)
-        corr = self.rng.uniform(0.5, 3.0) / self.px / self.ds
+        lp_px = self.um(lp_um)
+        free = np.zeros(n, bool) if free is None else np.asarray(free)
+        align = self.align_px if aligned else math.inf
+        # paths of similar length are generated together, so little work goes into padding
+        order = np.argsort(n_steps, kind="stable")
+        pts, rows = [], []
+        lo = 0
+        while lo < n:
+            hi = int(np.searchsorted(n_steps[order], 1.5 * n_steps[order[lo]], side="right"))
+            sel = order[lo:hi]
+            verts = _worm(self.rng, start[sel], theta[sel], n_steps[sel], lp_px[sel], self.ds, align)
+            n_valid = _truncate(self.sampler, verts, n_steps[sel], free[sel])
+            r, c = np.nonzero(np.arange(verts.shape[1])[None, :] < n_valid[:, None])
+            pts.append(verts[r, c])
+            rows.append(sel[r])
+            lo = hi
+        pts, rows = np.concatenate(pts), np.concatenate(rows)
         beads = self.beads if beads is None else beads
-        bead = _along(self.rng, verts.shape[:2], beads, 0.15 / self.px / self.ds)
-        a = amp[:, None] * _along(self.rng, verts.shape[:2], self.sd_along, corr) * bead
-        self.strokes.add_paths(verts, n_valid, a, self.um(width_um), in_focus)
+        corr = self.rng.uniform(0.5, 3.0) / self.px / self.ds
+        a = amp[rows] * _brightness_along(self.rng, rows, [(self.sd_along, corr),
+                                                            (beads, 0.15 / self.px / self.ds)])
+        self.strokes.add_flat(pts, rows, a, self.um(width_um), in_focus)
 
     # -- structures --------------------------------------------------------------------------
 
@@ -418,9 +459,10 @@ class _Image:
         n_valid = np.minimum(e, nv) - s
         focus = np.repeat(rng.random(nb) >= self.oof, members)
         corr = self.rng.uniform(0.5, 3.0) / self.px / self.ds
-        amp = self.brightness(k)[:, None] * _along(rng, verts.shape[:2], self.sd_along, corr)
+        r, c = np.nonzero(np.arange(verts.shape[1])[None, :] < n_valid[:, None])
+        amp = self.brightness(k)[r] * _brightness_along(rng, r, [(self.sd_along, corr)])
         width = np.full(k, _loguniform(rng, a.filament_width))
-        self.strokes.add_paths(verts, n_valid, amp, self.um(width), focus)
+        self.strokes.add_flat(verts[r, c], r, amp, self.um(width), focus)
 
     def meshwork(self):
         a, rng = self.args, self.rng
@@ -475,9 +517,10 @@ class _Image:
             normal = np.stack([-d[:, 1], d[:, 0]], 1)
             bow = rng.normal(0, 0.12, n)[:, None] * np.sin(np.pi * t)[None, :]
             verts = p0[:, None] + t[None, :, None] * d[:, None] + bow[..., None] * normal[:, None]
-            amp = self.brightness(n)[:, None] * _along(rng, verts.shape[:2], self.sd_along / 2, 0)
+            row = np.repeat(np.arange(n), 5)
+            amp = self.brightness(n)[row] * _brightness_along(rng, row, [(self.sd_along / 2, 0)])
             width = self.um(_around(rng, _loguniform(rng, (0.05, 0.12)), n, 0.3, (0.03, 0.2)))
-            self.strokes.add_paths(verts, np.full(n, 5), amp, width, rng.random(n) >= self.oof / 2)
+            self.strokes.add_flat(verts.reshape(-1, 2), row, amp, width, rng.random(n) >= self.oof / 2)
             # a few sheets: irregular flat patches on the network, in focus or as haze
             for k in rng.choice(n, size=min(n, int(rng.integers(0, 6))), replace=False):
                 self.sheet(p0[k], self.um(rng.uniform(0.4, 2.0)), rng.uniform(0.4, 1.0), rng.random() >= self.oof)

@@ -63,9 +63,9 @@ def test_mask_covers_every_pixel_the_density_touches():
 def test_centreline_pixels_covered_and_continuous():
     # a circle of radius 20 px: every pixel a dense sampling of the true curve falls in is in the mask
     t = np.linspace(0, 2 * np.pi, 64)
-    verts = np.stack([32.3 + 20 * np.sin(t), 31.8 + 20 * np.cos(t)], -1)[None]
+    verts = np.stack([32.3 + 20 * np.sin(t), 31.8 + 20 * np.cos(t)], -1)
     strokes = filaments._Strokes()
-    strokes.add_paths(verts, np.array([64]), np.ones((1, 64)), np.array([0.2]), np.array([True]))
+    strokes.add_flat(verts, np.zeros(64, int), np.ones(64), np.array([0.2]), np.array([True]))
     y, x, w, _ = strokes.samples(1.0, 2.5)
     core = np.zeros((64, 64), np.uint8)
     filaments._mark(core, y, x)
@@ -77,7 +77,7 @@ def test_centreline_pixels_covered_and_continuous():
     _, n = ndimage.label(core, ndimage.generate_binary_structure(2, 2))
     assert n == 1
     # equal density along the line: the weight per unit length does not depend on the sampling
-    length = np.hypot(*np.diff(verts[0], axis=0).T).sum()
+    length = np.hypot(*np.diff(verts, axis=0).T).sum()
     assert np.isclose(w.sum(), 2.5 * length, rtol=0.02)
 
 
