@@ -92,17 +92,17 @@ def ridge_mask(image, sigmas=RIDGE_SIGMAS) -> np.ndarray:
 
 # ---------------------------------------------------------------- SynSeg through its scripts
 
-def run_synseg(task: str, images: list, out_dir: Path, repo: Path, timeout: float) -> tuple[dict, str | None]:
+def run_synseg(task: str, images: list, out_dir: Path, repo: Path, timeout: float) -> tuple[dict, str | None, bool]:
     """Run one segmentation script with default settings on `images`.
 
-    Returns ({image stem: mask path}, None) or ({}, reason) where reason is the table's n/a text.
+    Returns ({image stem: mask path}, None or the table's n/a text, whether the script failed).
     The inputs are staged as symlinks in one folder so the script sees exactly these files.
     """
     script, model = SCRIPTS[task]
     if not (repo / model).is_file():
-        return {}, f"n/a ({model} missing)"
+        return {}, f"n/a ({model} missing)", False
     if not (repo / script).is_file():
-        return {}, f"n/a ({script} missing)"
+        return {}, f"n/a ({script} missing)", False
     stage, out = out_dir / "inputs" / task, out_dir / "synseg" / task
     for folder in (stage, out):  # our own subfolders: a re-run must not reuse stale masks
         shutil.rmtree(folder, ignore_errors=True)
@@ -119,14 +119,16 @@ def run_synseg(task: str, images: list, out_dir: Path, repo: Path, timeout: floa
     try:
         proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {}, f"n/a ({script} ran past {timeout:.0f} s)"
+        return {}, f"n/a ({script} ran past {timeout:.0f} s)", True
     log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
     print(f"  {script}: exit {proc.returncode} in {time.perf_counter() - t0:.1f} s", flush=True)
     masks = {p.name[: -len("_mask.tif")]: p for p in out.glob("*_mask.tif")}
-    if proc.returncode != 0 and not masks:
+    if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        return {}, f"n/a ({script} failed: {last[:80]})"
-    return masks, None
+        print(f"  {script} failed: {last}", file=sys.stderr)
+        if not masks:
+            return {}, f"n/a ({script} failed: {last[:80]})", True
+    return masks, None, proc.returncode != 0
 
 
 def read_binary(path: Path) -> np.ndarray:
@@ -208,7 +210,7 @@ def method_masks(image, kind: str, synseg_mask) -> dict:
 
 def synseg_mask_for(stem: str, task: str, synseg: dict):
     """SynSeg's mask for an image stem as a bool array, or the n/a text saying why there is none."""
-    masks, reason = synseg[task]
+    masks, reason, _ = synseg[task]
     if reason:
         return reason
     if stem not in masks:
@@ -313,9 +315,9 @@ def main(args: argparse.Namespace) -> int:
         images = examples_by_task[task]
         if task == "vesicle":
             images = [s[0] for s in inputs["spots"]] + [n[0] for n in inputs["nuclei"]] + images
-        synseg[task] = ({}, "n/a (--no-synseg)") if args.no_synseg else run_synseg(
+        synseg[task] = ({}, "n/a (--no-synseg)", False) if args.no_synseg else run_synseg(
             task, images, out, args.repo, args.timeout)
-    script_failed = any(r and "failed" in r for _, r in synseg.values())
+    script_failed = any(failed for _, _, failed in synseg.values())
 
     work = ([("spots", p, extra, "vesicle") for p, extra in inputs["spots"]]
             + [("nuclei", p, extra, "vesicle") for p, extra in inputs["nuclei"]]
@@ -359,7 +361,7 @@ def main(args: argparse.Namespace) -> int:
         tmp.write_text(table + "\n" + footer + "\n")
     with tiffio.atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(evaluate.json_safe({"data_dir": str(data), "synseg": {
-            t: r or f"{len(m)} masks" for t, (m, r) in synseg.items()}, "images": results,
+            t: r or f"{len(m)} masks" for t, (m, r, _) in synseg.items()}, "images": results,
             "elapsed_s": elapsed, "load_average": load}), indent=2) + "\n")
     print(f"-> {out}/benchmark.md, results.json, overlays/, masks/")
     if script_failed:
