@@ -1,0 +1,645 @@
+"""Shared rendering and dataset writing for the synthetic-data generators.
+
+Both generators (`Vesicle_generator.py`, `Cytoskeleton_generator.py`) draw their structures as a sharp
+density map in relative brightness units (1.0 = a typical structure), then hand it to `finish_image`,
+which applies the optics (Gaussian PSF), the cell context (cytoplasm, nuclei, haze, debris, uneven
+illumination) and a camera (photon shot noise, offset, gain, read noise, saturation, bit depth).
+`generate_dataset` writes the training layout with workers, resume and a preview sheet:
+
+    DATA/train/img/00000.tif    single-channel TIFF, pixel size in the ImageJ tags
+    DATA/train/mask/00000.npy   uint8 0/1, same height and width
+    DATA/train/mask/00000.csv   per-object table (when the generator has one)
+    DATA/val/...                the same for the validation images
+    DATA/generator.json         every parameter, the seed, kind, "pixel_size_um"
+    DATA/preview.png            with --preview: images with their mask outlines
+
+Every nuisance is a range flag (MIN MAX) drawn per image from `image_rng(seed, index)`, so image k depends
+only on (seed, k): the same seed gives byte-identical files whatever the number of workers.
+
+A generator script uses it like this:
+
+    parser = synth.ArgumentParser(description=__doc__)
+    synth.add_common_args(parser)                    # output, optics, camera, background groups
+    args = parser.parse_args()                       # synth.check_args runs here
+    synth.generate_dataset(args, render_one, kind="vesicle", bit_depth=16)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import multiprocessing
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import tiffio
+
+FORMAT_VERSION = 1
+# Flags that steer a run but not the images; they may differ between a run and its --resume.
+RUN_CONTROL = ("output_dir", "workers", "resume", "overwrite", "preview", "num_images")
+
+
+# --------------------------------------------------------------------------- arguments
+
+class RangeAction(argparse.Action):
+    """argparse action for a `MIN MAX` flag; rejects MIN > MAX and values outside [low, high] at parse time."""
+
+    def __init__(self, option_strings, dest, nargs=2, low=None, high=None, integer=False, **kwargs):
+        if nargs != 2:
+            raise ValueError("RangeAction takes exactly two values")
+        kwargs.setdefault("metavar", ("MIN", "MAX"))
+        kwargs.setdefault("type", int if integer else float)
+        super().__init__(option_strings, dest, nargs=2, **kwargs)
+        self.low, self.high, self.integer = low, high, integer
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        check_range(parser, option_string or self.option_strings[0], values, self.low, self.high)
+        setattr(namespace, self.dest, [values[0], values[1]])
+
+
+def check_range(parser, flag: str, values, low=None, high=None) -> None:
+    """parser.error naming `flag` if MIN > MAX or a value lies outside [low, high]."""
+    lo, hi = values
+    if lo > hi:
+        parser.error(f"{flag}: MIN {lo} is above MAX {hi}")
+    if low is not None and lo < low:
+        parser.error(f"{flag}: {lo} is below the smallest allowed value {low}")
+    if high is not None and hi > high:
+        parser.error(f"{flag}: {hi} is above the largest allowed value {high}")
+
+
+def add_range(group, *flags, default, help, low=None, high=None, integer=False):
+    """Add a `MIN MAX` range flag (drawn per image) to an argparse group; returns the action."""
+    return group.add_argument(*flags, action=RangeAction, default=list(default), help=help,
+                              low=low, high=high, integer=integer)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser with defaults shown in --help that runs `check_args` after every parse."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*a, **kw)
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        if hasattr(ns, "output_dir"):  # only once add_common_args has run
+            check_args(self, ns)
+        return ns, rest
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in --help and the module docstring kept as written."""
+
+
+def add_common_args(parser, *, default_image_size: int = 512, default_pixel_size: float = 0.1) -> dict:
+    """Add the flags every generator shares; returns {"output", "optics", "camera", "background"} groups.
+
+    Output: --output-dir (required), --num-images, --image-size, --val-fraction, --seed, --workers,
+    --resume, --overwrite, --preview (underscore spellings of the original scripts also accepted).
+    Optics: --pixel-size (um/px), --psf-sigma (um), --na, --wavelength (um), --psf-scale range.
+    Camera and background: every nuisance is a MIN MAX range drawn per image (see --help).
+    """
+    out = parser.add_argument_group("output")
+    out.add_argument("--output-dir", "--output_dir", dest="output_dir", type=Path, required=True,
+                     help="dataset folder to write (train/, val/, generator.json)")
+    out.add_argument("--num-images", "--num_images", dest="num_images", type=int, default=1000,
+                     help="number of images (train + val)")
+    out.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=default_image_size,
+                     help="height and width of each image in pixels")
+    out.add_argument("--val-fraction", "--val_fraction", dest="val_fraction", type=float, default=0.1,
+                     help="fraction of images written under val/ (spread evenly over the indices)")
+    out.add_argument("--seed", type=int, default=0, help="image k depends only on (seed, k)")
+    out.add_argument("--workers", type=int, default=1, help="worker processes (same files for any number)")
+    out.add_argument("--resume", action="store_true", help="keep existing images, write only the missing ones")
+    out.add_argument("--overwrite", action="store_true", help="delete an existing dataset in --output-dir first")
+    out.add_argument("--preview", action="store_true", help="also write DATA/preview.png (images + mask outlines)")
+
+    opt = parser.add_argument_group("optics")
+    opt.add_argument("--pixel-size", "--pixel_size", dest="pixel_size", type=float, default=default_pixel_size,
+                     help="pixel size in um/px, written into the TIFF tags")
+    opt.add_argument("--psf-sigma", "--psf_sigma", dest="psf_sigma", type=float, default=None,
+                     help="Gaussian PSF sigma in um (default: 0.21 * wavelength / NA)")
+    opt.add_argument("--na", type=float, default=1.4, help="numerical aperture (for the default PSF)")
+    opt.add_argument("--wavelength", type=float, default=0.52, help="emission wavelength in um (for the default PSF)")
+    add_range(opt, "--psf-scale", default=(1.0, 2.5), low=0.1,
+              help="per-image factor on the PSF sigma (defocus, aberrations, other microscopes)")
+    add_range(opt, "--defocus-blur", default=(3.0, 8.0), low=1.0,
+              help="blur of out-of-focus objects, in units of the in-focus PSF sigma")
+
+    cam = parser.add_argument_group("camera and noise (MIN MAX, drawn per image)")
+    add_range(cam, "--signal-photons", default=(15.0, 3000.0), low=0.0,
+              help="photons at the peak of a brightness-1 structure (log-uniform)")
+    add_range(cam, "--background-photons", default=(0.5, 150.0), low=0.0,
+              help="uniform background photons per pixel, e.g. autofluorescence (log-uniform)")
+    add_range(cam, "--offset", default=(0.0, 600.0), low=0.0, help="camera offset in ADU (16-bit scale)")
+    add_range(cam, "--gain", default=(0.5, 5.0), low=0.0, help="ADU per photon (log-uniform)")
+    add_range(cam, "--read-noise", default=(0.5, 8.0), low=0.0, help="Gaussian read noise in photo-electrons rms")
+    add_range(cam, "--saturation-prob", default=(0.05, 0.05), low=0.0, high=1.0,
+              help="probability that an image saturates (top 0.1-1%% of pixels clipped)")
+
+    bg = parser.add_argument_group("background and cells (MIN MAX, drawn per image)")
+    add_range(bg, "--cells", default=(1, 4), low=0, integer=True, help="cells per image (may leave the frame)")
+    add_range(bg, "--cell-radius", default=(8.0, 20.0), low=0.1, help="cell radius in um")
+    add_range(bg, "--cytoplasm", default=(0.0, 0.35), low=0.0,
+              help="diffuse cytoplasm brightness relative to a brightness-1 structure")
+    add_range(bg, "--nucleus-darkness", default=(0.2, 0.9), low=0.0, high=1.0,
+              help="fraction of the cytoplasm signal missing over nuclei")
+    add_range(bg, "--illumination", default=(0.0, 0.5), low=0.0, high=0.95,
+              help="uneven illumination: brightness falls by up to this fraction across the field")
+    add_range(bg, "--haze", default=(0.0, 0.3), low=0.0,
+              help="smooth out-of-focus haze relative to a brightness-1 structure")
+    add_range(bg, "--debris", default=(0, 6), low=0, integer=True,
+              help="non-target bright or dark blobs (dust, vacuoles, out-of-focus aggregates) per image")
+    return {"output": out, "optics": opt, "camera": cam, "background": bg}
+
+
+def check_args(parser, args) -> None:
+    """Reject impossible parameters with parser.error naming the flag (call right after parsing)."""
+    if args.num_images < 1:
+        parser.error(f"--num-images: must be at least 1, got {args.num_images}")
+    if args.image_size < 8:
+        parser.error(f"--image-size: must be at least 8 pixels, got {args.image_size}")
+    if not 0.0 <= args.val_fraction < 1.0:
+        parser.error(f"--val-fraction: must be in [0, 1), got {args.val_fraction}")
+    if args.workers < 1:
+        parser.error(f"--workers: must be at least 1, got {args.workers}")
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other")
+    for flag in ("pixel_size", "na", "wavelength"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')}: must be positive, got {getattr(args, flag)}")
+    if args.psf_sigma is not None and args.psf_sigma <= 0:
+        parser.error(f"--psf-sigma: must be positive, got {args.psf_sigma}")
+    for action in parser._actions:  # defaults and values set in code bypass RangeAction.__call__
+        if isinstance(action, RangeAction):
+            values = getattr(args, action.dest, None)
+            if values is not None:
+                if len(values) != 2:
+                    parser.error(f"{action.option_strings[0]}: needs two values MIN MAX, got {values}")
+                check_range(parser, action.option_strings[0], values, action.low, action.high)
+
+
+# --------------------------------------------------------------------------- randomness
+
+def image_rng(seed: int, index: int) -> np.random.Generator:
+    """Generator for image `index`: depends only on (seed, index), never on workers or order."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+def draw(rng: np.random.Generator, bounds, log: bool = False) -> float:
+    """One value from a [MIN, MAX] range, uniform or log-uniform (log needs MIN > 0, else uniform)."""
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if hi <= lo:
+        return lo
+    if log and lo > 0:
+        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    return float(rng.uniform(lo, hi))
+
+
+def draw_int(rng: np.random.Generator, bounds) -> int:
+    """One integer from an inclusive [MIN, MAX] range."""
+    return int(rng.integers(int(bounds[0]), int(bounds[1]) + 1))
+
+
+def psf_sigma_px(args) -> float:
+    """Gaussian PSF sigma in pixels: --psf-sigma (um) or 0.21 * wavelength / NA, over --pixel-size."""
+    sigma_um = args.psf_sigma if args.psf_sigma is not None else 0.21 * args.wavelength / args.na
+    return float(sigma_um / args.pixel_size)
+
+
+def draw_psf_sigma(rng: np.random.Generator, args) -> float:
+    """This image's PSF sigma in pixels: psf_sigma_px(args) times a --psf-scale draw."""
+    return psf_sigma_px(args) * draw(rng, getattr(args, "psf_scale", (1.0, 1.0)))
+
+
+# --------------------------------------------------------------------------- drawing helpers
+
+def blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur (float32, reflected borders); large sigmas are done on a downsampled copy for speed."""
+    image = np.asarray(image, dtype=np.float32)
+    if sigma <= 0.05:
+        return image.copy()
+    h, w = image.shape
+    factor = int(sigma // 3) if sigma >= 6 else 1
+    factor = max(1, min(factor, h // 8, w // 8))
+    if factor == 1:
+        return cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    small = cv2.resize(image, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / factor, borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def smooth_noise(rng: np.random.Generator, shape, scale_px: float) -> np.ndarray:
+    """Smooth random field (float32, about 0..1) with features about `scale_px` pixels wide."""
+    h, w = shape
+    gh, gw = max(2, int(math.ceil(h / scale_px)) + 2), max(2, int(math.ceil(w / scale_px)) + 2)
+    coarse = rng.standard_normal((gh, gw)).astype(np.float32)
+    field = cv2.resize(coarse, (w + 2 * int(scale_px), h + 2 * int(scale_px)), interpolation=cv2.INTER_CUBIC)
+    off = int(scale_px)
+    field = field[off:off + h, off:off + w]
+    return np.clip(0.5 + 0.25 * field, 0.0, 1.0)
+
+
+def blob_polygon(rng: np.random.Generator, cy: float, cx: float, radius: float, roughness: float = 0.15,
+                 aspect: float = 1.0, n: int = 48) -> np.ndarray:
+    """Irregular closed outline (n x 2 int32 x,y points for cv2.fillPoly) around (cy, cx)."""
+    theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    log_r = np.zeros(n)
+    for k in range(2, 7):
+        log_r += rng.normal(0, roughness / k) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    r = radius * np.exp(log_r)
+    angle = rng.uniform(0, np.pi)
+    ex, ey = r * np.cos(theta) * aspect, r * np.sin(theta)
+    x = cx + ex * np.cos(angle) - ey * np.sin(angle)
+    y = cy + ex * np.sin(angle) + ey * np.cos(angle)
+    return np.round(np.stack([x, y], axis=1) * 4).astype(np.int32)  # 2 fractional bits for cv2 shift=2
+
+
+def fill_polygon(shape, points: np.ndarray) -> np.ndarray:
+    """Bool mask of a polygon from blob_polygon (points carry 2 fractional bits)."""
+    canvas = np.zeros(shape, np.uint8)
+    cv2.fillPoly(canvas, [points], 1, lineType=cv2.LINE_8, shift=2)
+    return canvas.astype(bool)
+
+
+# --------------------------------------------------------------------------- cell context
+
+def cell_layer(rng: np.random.Generator, shape, args) -> dict:
+    """Draw cells for one image.
+
+    Returns {"cells": bool HxW (irregular outlines, --cells of them, may leave the frame),
+             "cytoplasm": float32 HxW density 0..1 (thicker, brighter towards the centre, darker nuclei),
+             "nuclei": bool HxW}.
+    """
+    h, w = shape
+    n_cells = draw_int(rng, args.cells)
+    cells = np.zeros((h, w), np.uint8)
+    nuclei = np.zeros((h, w), np.uint8)
+    nucleus_dark = np.zeros((h, w), np.float32)
+    for _ in range(n_cells):
+        radius = draw(rng, args.cell_radius) / args.pixel_size
+        cy = rng.uniform(-0.15, 1.15) * h
+        cx = rng.uniform(-0.15, 1.15) * w
+        cv2.fillPoly(cells, [blob_polygon(rng, cy, cx, radius, 0.25, rng.uniform(1.0, 1.6))], 1, shift=2)
+        if rng.random() < 0.85:
+            nr = radius * rng.uniform(0.3, 0.5)
+            ny, nx = cy + rng.normal(0, 0.15 * radius), cx + rng.normal(0, 0.15 * radius)
+            poly = blob_polygon(rng, ny, nx, nr, 0.08, rng.uniform(1.0, 1.4))
+            cv2.fillPoly(nuclei, [poly], 1, shift=2)
+            cv2.fillPoly(nucleus_dark, [poly], float(draw(rng, args.nucleus_darkness)), shift=2)
+    nuclei &= cells
+    # Cytoplasm is thin at the cell edge and thick near the middle: density grows with distance inside.
+    dist = cv2.distanceTransform(cells, cv2.DIST_L2, 3) if n_cells else np.zeros((h, w), np.float32)
+    thickness = 1.0 - np.exp(-dist / (0.25 * draw(rng, args.cell_radius) / args.pixel_size))
+    texture = 0.6 + 0.8 * smooth_noise(rng, shape, max(4.0, 1.5 / args.pixel_size))
+    soft_dark = blur(nucleus_dark, max(1.0, 0.3 / args.pixel_size))
+    cytoplasm = thickness * texture * (1.0 - soft_dark)
+    cytoplasm = blur(cytoplasm, max(0.5, 0.2 / args.pixel_size))
+    return {"cells": cells.astype(bool), "cytoplasm": np.clip(cytoplasm, 0, 1).astype(np.float32),
+            "nuclei": nuclei.astype(bool)}
+
+
+def illumination_field(rng: np.random.Generator, shape, strength: float) -> np.ndarray:
+    """Multiplicative field in [1 - strength, 1]: a smooth fall-off from a random brightest point."""
+    h, w = shape
+    if strength <= 0:
+        return np.ones(shape, np.float32)
+    cy, cx = rng.uniform(-0.3, 1.3) * h, rng.uniform(-0.3, 1.3) * w
+    yy = (np.arange(h, dtype=np.float32)[:, None] - cy) / max(h, w)
+    xx = (np.arange(w, dtype=np.float32)[None, :] - cx) / max(h, w)
+    r2 = yy * yy + xx * xx
+    fall = r2 / max(float(r2.max()), 1e-6)
+    return (1.0 - strength * fall).astype(np.float32)
+
+
+def debris_layer(rng: np.random.Generator, shape, args, psf_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Non-target blobs: (additive bright density, multiplicative dark factor), both float32 HxW.
+
+    Bright debris is larger than the targets or out of focus; dark blobs (vacuoles, dirt shadows)
+    dim whatever lies beneath them.
+    """
+    h, w = shape
+    bright = np.zeros(shape, np.float32)
+    dark = np.ones(shape, np.float32)
+    for _ in range(draw_int(rng, args.debris)):
+        radius = draw(rng, (0.8, 4.0), log=True) / args.pixel_size
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        poly = blob_polygon(rng, cy, cx, radius, 0.3, rng.uniform(1.0, 2.5))
+        pad = int(3 * radius) + 4
+        y0, y1 = max(0, int(cy) - pad), min(h, int(cy) + pad)
+        x0, x1 = max(0, int(cx) - pad), min(w, int(cx) + pad)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        win = np.zeros((y1 - y0, x1 - x0), np.float32)
+        cv2.fillPoly(win, [poly - np.array([x0 * 4, y0 * 4], np.int32)], 1.0, shift=2)
+        win = blur(win, psf_px * rng.uniform(1.5, 6.0))
+        if rng.random() < 0.6:
+            bright[y0:y1, x0:x1] += win * draw(rng, (0.05, 1.5), log=True)
+        else:
+            dark[y0:y1, x0:x1] *= 1.0 - win * rng.uniform(0.2, 0.7)
+    return bright, dark
+
+
+# --------------------------------------------------------------------------- camera
+
+def shot_and_read_noise(rng: np.random.Generator, photons: np.ndarray, read_noise: float) -> np.ndarray:
+    """Photo-electrons = Poisson(photons) + Normal(0, read_noise), float32.
+
+    Pixels below 4 expected photons get exact Poisson counts (inverse CDF); brighter ones a
+    one-normal approximation with the exact mean and variance and close to Poisson skewness
+    (x = mu + s z + g (z^2 - 1)), several times faster than numpy's Poisson on whole images.
+    """
+    lam = np.maximum(photons, 0, dtype=np.float32).ravel()
+    out = np.empty_like(lam)
+    low = lam < 4.0
+    if low.any():
+        out[low] = _poisson_small(rng, lam[low]) + read_noise * rng.standard_normal(int(low.sum()),
+                                                                                    dtype=np.float32)
+    high = ~low
+    if high.any():
+        mu = lam[high]
+        var = mu + np.float32(read_noise * read_noise)
+        g = mu / (6.0 * var)  # third cumulant of Poisson = mu; read noise has none
+        s = np.sqrt(np.maximum(var - 2.0 * g * g, 1e-6))
+        z = rng.standard_normal(mu.size, dtype=np.float32)
+        out[high] = mu + s * z + g * (z * z - 1.0)
+    return out.reshape(photons.shape)
+
+
+def _poisson_small(rng: np.random.Generator, lam: np.ndarray) -> np.ndarray:
+    """Exact Poisson draws by inverse CDF for small means (lam < 4), float32."""
+    u = rng.random(lam.size, dtype=np.float32)
+    p = np.exp(-lam)
+    cdf = p.copy()
+    k = np.zeros(lam.size, np.float32)
+    for i in range(1, 25):  # P(X >= 25 | lam < 4) < 1e-11
+        more = u > cdf
+        if not more.any():
+            break
+        k += more
+        p = p * lam / i
+        cdf += p
+    return k
+
+
+def camera(rng: np.random.Generator, photons: np.ndarray, args, bit_depth: int) -> np.ndarray:
+    """Expected photons per pixel -> camera image of `bit_depth` (8 or 16) bits.
+
+    16-bit: ADU = offset + gain * (Poisson photons + read noise), optionally saturated, rounded, clipped.
+    8-bit: the same camera, then a display-style export that maps a high percentile to near 255.
+    """
+    electrons = shot_and_read_noise(rng, photons, draw(rng, args.read_noise))
+    adu = draw(rng, args.offset) + draw(rng, args.gain, log=True) * electrons
+    saturate = rng.random() < draw(rng, args.saturation_prob)
+    clip_q = rng.uniform(99.0, 99.9)
+    if bit_depth == 8:
+        black = float(np.percentile(adu[::4, ::4], rng.uniform(0.0, 5.0)))
+        top = float(np.percentile(adu[::2, ::2], clip_q if saturate else 99.99))
+        scale = (255.0 if saturate else rng.uniform(180.0, 255.0)) / max(top - black, 1e-3)
+        adu = (adu - black) * scale
+        return np.clip(np.rint(adu), 0, 255).astype(np.uint8)
+    if bit_depth != 16:
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    if saturate:
+        adu = np.minimum(adu, np.percentile(adu[::2, ::2], clip_q))
+    return np.clip(np.rint(adu), 0, 65535).astype(np.uint16)
+
+
+def finish_image(rng: np.random.Generator, in_focus: np.ndarray, out_of_focus: np.ndarray, cells: dict,
+                 args, bit_depth: int, *, psf_sigma: float | None = None) -> np.ndarray:
+    """Optics, cell context and camera for one image; returns uint8 or uint16 HxW.
+
+    in_focus: float32 HxW sharp structure density (1.0 = typical brightness), blurred by the PSF.
+    out_of_focus: float32 HxW density blurred --defocus-blur times more (never in the mask).
+    cells: dict from cell_layer. psf_sigma: this image's PSF in px (default: draw_psf_sigma).
+    Adds cytoplasm, haze, debris, uneven illumination and uniform background, then `camera`.
+    """
+    shape = in_focus.shape
+    psf = draw_psf_sigma(rng, args) if psf_sigma is None else float(psf_sigma)
+    density = blur(in_focus, psf)
+    if out_of_focus is not None and np.any(out_of_focus):
+        density += blur(out_of_focus, psf * draw(rng, args.defocus_blur))
+    density += draw(rng, args.cytoplasm) * cells["cytoplasm"]
+    haze = draw(rng, args.haze)
+    if haze > 0:
+        density += haze * smooth_noise(rng, shape, max(8.0, 5.0 / args.pixel_size))
+    bright, dark = debris_layer(rng, shape, args, psf)
+    density = (density + bright) * dark
+    signal = draw(rng, args.signal_photons, log=True)
+    background = draw(rng, args.background_photons, log=True)
+    photons = (density * signal + background) * illumination_field(rng, shape, draw(rng, args.illumination))
+    return camera(rng, photons, args, bit_depth)
+
+
+# --------------------------------------------------------------------------- dataset writing
+
+def is_val(index: int, val_fraction: float) -> bool:
+    """True if image `index` belongs to the validation split (evenly spread, independent of num_images)."""
+    return math.floor((index + 1) * val_fraction + 1e-9) > math.floor(index * val_fraction + 1e-9)
+
+
+def image_name(index: int, num_images: int) -> str:
+    """File stem for image `index`: zero-padded to at least 5 digits."""
+    return f"{index:0{max(5, len(str(num_images - 1)))}d}"
+
+
+def image_paths(out_dir: Path, index: int, num_images: int, val_fraction: float) -> dict:
+    """{"img", "mask", "csv"} paths of image `index`."""
+    split = "val" if is_val(index, val_fraction) else "train"
+    stem = image_name(index, num_images)
+    base = Path(out_dir) / split
+    return {"img": base / "img" / f"{stem}.tif", "mask": base / "mask" / f"{stem}.npy",
+            "csv": base / "mask" / f"{stem}.csv"}
+
+
+def _parameters(args) -> dict:
+    """args as JSON-friendly values."""
+    out = {}
+    for key, value in sorted(vars(args).items()):
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    """Write per-object rows as CSV atomically (header from the first row; empty table keeps no header)."""
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    with tiffio.atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+_JOB: dict = {}
+
+
+def _init_worker(job: dict) -> None:
+    """Pool initializer: keep the job description and use one OpenCV thread per process."""
+    _JOB.clear()
+    _JOB.update(job)
+    cv2.setNumThreads(1)
+
+
+def _write_one(index: int) -> int:
+    """Render image `index` and write its files (mask and table first, the image last)."""
+    args, render_one, bit_depth = _JOB["args"], _JOB["render_one"], _JOB["bit_depth"]
+    image, mask, rows = render_one(image_rng(args.seed, index), args)
+    expected = np.uint8 if bit_depth == 8 else np.uint16
+    if image.dtype != expected or image.shape != mask.shape:
+        raise ValueError(f"render_one returned image {image.dtype} {image.shape}, mask {mask.shape}; "
+                         f"expected {np.dtype(expected)} of the mask's shape")
+    paths = image_paths(args.output_dir, index, args.num_images, args.val_fraction)
+    with tiffio.atomic_path(paths["mask"]) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, (np.asarray(mask) > 0).astype(np.uint8))
+    if rows is not None:
+        _write_rows(paths["csv"], rows)
+    tiffio.write_tiff(paths["img"], image, pixel_size_um=args.pixel_size, axes="YX")
+    return index
+
+
+def _is_done(args, index: int) -> bool:
+    """An image is complete when its image file exists (it is written last) and its mask too."""
+    paths = image_paths(args.output_dir, index, args.num_images, args.val_fraction)
+    return paths["img"].is_file() and paths["mask"].is_file()
+
+
+def _prepare_output(args, meta: dict) -> str | None:
+    """Check or clear the output folder; returns an error message or None."""
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        return f"{out}: exists and is not a folder"
+    meta_path = out / "generator.json"
+    if out.is_dir() and any(out.iterdir()):
+        if args.overwrite:
+            for name in ("train", "val"):
+                if (out / name).is_dir():
+                    shutil.rmtree(out / name)
+            for name in ("generator.json", "preview.png"):
+                (out / name).unlink(missing_ok=True)
+        elif args.resume:
+            if not meta_path.is_file():
+                return f"{meta_path}: missing, so {out} is not a dataset this tool can resume"
+            try:
+                old = json.loads(meta_path.read_text())
+            except (OSError, ValueError) as err:
+                return f"{meta_path}: unreadable ({err})"
+            a = {k: v for k, v in old.get("parameters", {}).items() if k not in RUN_CONTROL}
+            b = {k: v for k, v in meta["parameters"].items() if k not in RUN_CONTROL}
+            if old.get("kind") != meta["kind"] or a != b:
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                return (f"{meta_path}: written with other settings ({', '.join(diff) or 'kind'}); "
+                        "resume with the same flags or use --overwrite")
+        else:
+            return f"{out}: not empty; use --resume to finish it or --overwrite to replace it"
+    return None
+
+
+def generate_dataset(args, render_one, *, kind: str, bit_depth: int) -> int:
+    """Write args.num_images rendered images into args.output_dir; returns an exit code (0 = success).
+
+    render_one(rng, args) -> (image uint8/uint16 HxW, mask 0/1 HxW, rows list[dict] | None) must be a
+    module-level function (workers pickle it by name). Layout, resume and determinism: see module docstring.
+    """
+    from tqdm import tqdm
+
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    n = args.num_images
+    n_val = sum(is_val(i, args.val_fraction) for i in range(n))
+    meta = {"kind": kind, "format_version": FORMAT_VERSION, "seed": args.seed,
+            "pixel_size_um": float(args.pixel_size), "psf_sigma_px": psf_sigma_px(args),
+            "bit_depth": bit_depth, "image_size": args.image_size, "num_images": n,
+            "num_train": n - n_val, "num_val": n_val,
+            "layout": "{split}/img/NNNNN.tif + {split}/mask/NNNNN.npy (uint8 0/1)",
+            "parameters": _parameters(args)}
+    error = _prepare_output(args, meta)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.output_dir)
+    for split in ("train", "val"):
+        for sub in ("img", "mask"):
+            (out / split / sub).mkdir(parents=True, exist_ok=True)
+    with tiffio.atomic_path(out / "generator.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+
+    todo = [i for i in range(n) if not (args.resume and _is_done(args, i))]
+    if args.resume:
+        print(f"resume: {n - len(todo)} of {n} images already written, {len(todo)} to go")
+    job = {"args": args, "render_one": render_one, "bit_depth": bit_depth}
+    bar = tqdm(total=len(todo), desc=f"{kind} images", unit="img")
+    if args.workers == 1 or len(todo) <= 1:
+        _init_worker(job)
+        for i in todo:
+            _write_one(i)
+            bar.update()
+    else:
+        with multiprocessing.get_context("spawn").Pool(args.workers, _init_worker, (job,)) as pool:
+            for _ in pool.imap_unordered(_write_one, todo, chunksize=2):
+                bar.update()
+    bar.close()
+    if args.preview:
+        write_preview(out, n, args.val_fraction)
+        print(f"preview: {out / 'preview.png'}")
+    print(f"wrote {n - n_val} train + {n_val} val {kind} images to {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- preview
+
+def stretch(image: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.ndarray:
+    """Percentile contrast stretch of any image to uint8 for display."""
+    x = np.asarray(image, np.float32)
+    lo, hi = np.percentile(x, [low, high])
+    if hi <= lo:
+        hi = lo + 1.0
+    return (np.clip((x - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+
+def write_preview(out_dir: Path, num_images: int, val_fraction: float, count: int = 12, tile: int = 256,
+                  columns: int = 4) -> Path:
+    """Contact sheet DATA/preview.png: each image stretched, mask outlines in yellow, index in the corner."""
+    tiles = []
+    for index in range(min(count, num_images)):
+        paths = image_paths(out_dir, index, num_images, val_fraction)
+        image, _ = tiffio.read_image(paths["img"])
+        mask = np.load(paths["mask"])
+        gray = cv2.resize(stretch(image), (tile, tile), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(mask.astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)
+        edge = small - cv2.erode(small, np.ones((3, 3), np.uint8))
+        rgb = np.repeat(gray[..., None], 3, axis=2)
+        # side by side: plain image left, outlined copy right, so the outline hides nothing
+        over = rgb.copy()
+        over[edge > 0] = (0, 255, 255)  # BGR yellow
+        pair = np.concatenate([rgb, np.full((tile, 4, 3), 64, np.uint8), over], axis=1)
+        cv2.putText(pair, paths["img"].parent.parent.name + "/" + paths["img"].stem, (4, 14),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 255), 1, cv2.LINE_AA)
+        tiles.append(pair)
+    columns = max(1, min(columns // 2, len(tiles)))
+    rows = []
+    blank = np.zeros_like(tiles[0])
+    for r in range(0, len(tiles), columns):
+        row = tiles[r:r + columns] + [blank] * (columns - len(tiles[r:r + columns]))
+        rows.append(np.concatenate([np.pad(t, ((4, 4), (4, 4), (0, 0))) for t in row], axis=1))
+    sheet = np.concatenate(rows, axis=0)
+    ok, data = cv2.imencode(".png", sheet)
+    if not ok:
+        raise ValueError(f"{out_dir / 'preview.png'}: PNG encoding failed")
+    path = Path(out_dir) / "preview.png"
+    with tiffio.atomic_path(path) as tmp:
+        tmp.write_bytes(data.tobytes())
+    return path
