@@ -24,11 +24,12 @@ import cv2
 import numpy as np
 
 SCENES = ("cytoskeleton", "er", "mitochondria")
+TUBE_PX = 2.0  # wider paths are drawn as solid tubes; thinner ones as lines (their width is below the PSF)
 MAX_DENSITY = 2.0  # um of free filament per um^2 of image: about the densest real cortex or tissue
 
 # (flag, default MIN MAX, type, help): every range is drawn per image (domain randomisation).
 _RANGES = [
-    ("--filaments", (10, 600), int,
+    ("--filaments", (20, 800), int,
      "free filaments per image in a cytoskeleton scene (log-uniform; at most MAX_DENSITY um of filament "
      "per um^2 of image); asters, bundles and meshworks come on top"),
     ("--filament-length", (1.5, 40.0), float, "filament contour length (um)"),
@@ -36,11 +37,11 @@ _RANGES = [
      "persistence length (um, log-uniform): tens to hundreds for microtubules, ~1-10 for wiggly actin"),
     ("--filament-width", (0.02, 0.12), float,
      "physical filament width (um) before blur; most are far below the resolution limit"),
-    ("--brightness-between", (0.1, 0.5), float,
+    ("--brightness-between", (0.2, 0.7), float,
      "spread (sd of log brightness) between filaments of one image"),
     ("--brightness-along", (0.1, 0.5), float,
      "spread (sd of log brightness) along a filament: uneven labelling, beads, fading"),
-    ("--out-of-focus", (0.0, 0.4), float,
+    ("--out-of-focus", (0.0, 0.6), float,
      "fraction of structures out of focus: blurred haze, not in the mask"),
     ("--mask-half-width", (0.1, 0.15), float,
      "mask = every pixel within this distance of an in-focus centreline (unit: --mask-unit)"),
@@ -51,6 +52,8 @@ _PROBS = [
     ("--aster-prob", 0.25, "probability that a cytoskeleton image has radial asters around centrosomes"),
     ("--bundle-prob", 0.4, "probability that a cytoskeleton image has parallel bundles"),
     ("--meshwork-prob", 0.3, "probability that a cytoskeleton image has a dense meshwork of short filaments"),
+    ("--filopodia-prob", 0.3, "probability that a cytoskeleton image has filopodia: straight bundles "
+     "sticking out of the cell edge"),
     ("--confine-prob", 0.7, "probability that structures stay inside the drawn cells (else they fill the "
      "frame, as in tissue)"),
     ("--aligned-prob", 0.5, "probability that an image's filaments share a preferred direction"),
@@ -170,11 +173,11 @@ class _Strokes:
                            last[i + 1], np.asarray(in_focus, bool)[r]))
 
     def samples(self, step, min_width):
-        """Points along every segment: (y, x, weight, in_focus); wide lines get parallel rows of points.
+        """Points along every segment, <= step apart: (y, x, weight, in_focus).
 
-        weight = line density x length per point: a thin line of amplitude a has density
-        a * min_width per px of length (min_width = sqrt(2 pi) PSF sigma), so its peak after the
-        PSF blur is ~a; a band wider than min_width has area density a.
+        weight = line density x length per point: a line of amplitude a has density
+        a * max(width, min_width) per px of length (min_width = sqrt(2 pi) PSF sigma), so its peak
+        after the PSF blur is ~a for lines thinner than the PSF and its area density is a otherwise.
         """
         if not self.parts:
             e = np.zeros(0)
@@ -182,33 +185,14 @@ class _Strokes:
         p0, p1, a0, a1, wid, closes, foc = (np.concatenate(c) for c in zip(*self.parts))
         d = p1 - p0
         length = np.hypot(d[:, 0], d[:, 1])
-        # a band wider than the step is filled with a lattice of points <= 0.5 px apart: the rounded
-        # points then leave no holes whatever the band's direction
-        wide_seg = wid > step
-        sub = np.where(wide_seg, min(step, 0.5), step)
-        n = np.maximum(1, np.ceil(length / sub)).astype(np.int64)
-        lat = np.where(wide_seg, np.ceil(wid / sub).astype(np.int64) + 1, 1)
+        n = np.maximum(1, np.ceil(length / step)).astype(np.int64)
         cnt = n + closes
         seg = np.repeat(np.arange(len(n)), cnt)
         t = (np.arange(len(seg)) - np.repeat(np.cumsum(cnt) - cnt, cnt)) / n[seg]
         y = p0[seg, 0] + t * d[seg, 0]
         x = p0[seg, 1] + t * d[seg, 1]
-        weight = (a0[seg] + t * (a1 - a0)[seg]) * (np.maximum(wid, min_width) / lat * (length / n))[seg]
-        focus = foc[seg]
-        wide = lat[seg] > 1
-        if wide.any():  # rows of points across the width, spaced <= step apart
-            sw = np.flatnonzero(wide)
-            nl = lat[seg[sw]]
-            rep = np.repeat(sw, nl)
-            frac = (np.arange(len(rep)) - np.repeat(np.cumsum(nl) - nl, nl)) / np.repeat(nl - 1, nl) - 0.5
-            off = frac * wid[seg[rep]]
-            tang = d[seg[rep]] / np.maximum(length[seg[rep]], 1e-9)[:, None]
-            keep = ~wide
-            y = np.concatenate([y[keep], y[rep] - off * tang[:, 1]])
-            x = np.concatenate([x[keep], x[rep] + off * tang[:, 0]])
-            weight = np.concatenate([weight[keep], weight[rep]])
-            focus = np.concatenate([focus[keep], focus[rep]])
-        return y, x, weight, focus
+        weight = (a0[seg] + t * (a1 - a0)[seg]) * (np.maximum(wid, min_width) * (length / n))[seg]
+        return y, x, weight, foc[seg]
 
 
 def _splat(y, x, weight, shape) -> np.ndarray:
@@ -397,7 +381,32 @@ class _Image:
         corr = self.rng.uniform(0.5, 3.0) / self.px / self.ds
         a = amp[rows] * _brightness_along(self.rng, rows, [(self.sd_along, corr),
                                                             (beads, 0.15 / self.px / self.ds)])
-        self.strokes.add_flat(pts, rows, a, self.um(width_um), in_focus)
+        self.add_flat(pts, rows, a, self.um(width_um), in_focus)
+
+    def add_flat(self, pts, rows, amp, width_px, in_focus):
+        """Add flat polylines (see _Strokes.add_flat): thin ones as sampled lines, wide ones as tubes."""
+        tube = width_px[rows] > TUBE_PX
+        if tube.any():
+            self.add_tubes(pts[tube], rows[tube], amp[tube], width_px, in_focus)
+        self.strokes.add_flat(pts[~tube], rows[~tube], amp[~tube], width_px, in_focus)
+
+    def add_tubes(self, pts, rows, amp, width_px, in_focus):
+        """Wide tubes (mitochondria): solid polylines of their width, one brightness per tube.
+
+        In the mask the whole tube body counts as centreline.
+        """
+        cut = np.flatnonzero(np.diff(rows)) + 1
+        for p, r, a in zip(np.split(pts, cut), np.split(rows, cut), np.split(amp, cut)):
+            k = r[0]
+            canvas = self.solid_in if in_focus[k] else self.solid_out_canvas()
+            poly = np.rint(p[:, ::-1] * 4).astype(np.int32)  # (x, y) with 2 fractional bits
+            cv2.polylines(canvas, [poly], False, float(a.mean()), max(1, int(round(width_px[k]))),
+                          lineType=cv2.LINE_8, shift=2)
+
+    def solid_out_canvas(self):
+        if self.solid_out is None:
+            self.solid_out = np.zeros(self.shape, np.float32)
+        return self.solid_out
 
     # -- structures --------------------------------------------------------------------------
 
@@ -416,6 +425,41 @@ class _Image:
         start = self.sampler.points(n)
         self.add_worms(start, self.angles(n), length, lp, self.brightness(n), width, self.focus(n),
                        free=rng.random(n) < 0.1, aligned=True)
+
+    def filopodia(self):
+        """Straight, bright actin bundles from just inside the cell edge outwards, not cut at the edge."""
+        rng, cells = self.rng, self.sampler.cells
+        if cells is None:
+            return
+        c8 = cells.astype(np.uint8)
+        edge = np.flatnonzero(c8 - cv2.erode(c8, np.ones((3, 3), np.uint8)))
+        if edge.size == 0:
+            return
+        h, w = self.shape
+        n = int(rng.integers(3, 30))
+        # clusters of parallel-ish protrusions around a few edge points
+        seeds = edge[rng.integers(0, edge.size, max(1, n // 4))]
+        pick = seeds[rng.integers(0, len(seeds), n)]
+        yx = np.stack([pick // w, pick % w], 1).astype(float) + rng.normal(0, self.um(1.0), (n, 2))
+        # outward normal from the cell mask around each point: away from the inside pixels' mean offset
+        r = max(2, int(self.um(1.0)))
+        normal = np.zeros((n, 2))
+        for k, (y, x) in enumerate(np.clip(np.rint(yx), 0, [h - 1, w - 1]).astype(int)):
+            win = cells[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1]
+            iy, ix = np.nonzero(win)
+            if iy.size:
+                normal[k] = -(np.mean(iy) + max(0, y - r) - y), -(np.mean(ix) + max(0, x - r) - x)
+        ok = np.hypot(*normal.T) > 0.3
+        if not ok.any():
+            return
+        normal, yx = normal[ok], yx[ok]
+        theta = np.arctan2(normal[:, 0], normal[:, 1]) + rng.normal(0, 0.3, len(yx))
+        back = self.um(rng.uniform(0.5, 2.0, len(yx)))
+        start = yx - back[:, None] * np.stack([np.sin(theta), np.cos(theta)], 1)
+        m = len(yx)
+        self.add_worms(start, theta, rng.uniform(2.0, 12.0, m), np.full(m, 30.0),
+                       self.brightness(m, rng.uniform(0.7, 2.0)), np.full(m, 0.15), self.focus(m),
+                       free=np.ones(m, bool), beads=0.1)
 
     def asters(self):
         a, rng = self.args, self.rng
@@ -462,7 +506,7 @@ class _Image:
         r, c = np.nonzero(np.arange(verts.shape[1])[None, :] < n_valid[:, None])
         amp = self.brightness(k)[r] * _brightness_along(rng, r, [(self.sd_along, corr)])
         width = np.full(k, _loguniform(rng, a.filament_width))
-        self.strokes.add_flat(verts[r, c], r, amp, self.um(width), focus)
+        self.add_flat(verts[r, c], r, amp, self.um(width), focus)
 
     def meshwork(self):
         a, rng = self.args, self.rng
@@ -495,7 +539,7 @@ class _Image:
         ii, jj = np.meshgrid(ri, cj, indexing="ij")
         odd = (ii + jj) % 2 == 1
         pos = np.stack([ii * 1.5 * side + np.where(odd, side / 4, -side / 4), jj * 0.866 * side], -1)
-        pos = pos + self._warp(pos) + rng.normal(0, rng.uniform(0.2, 0.45) * side, pos.shape)
+        pos = pos + self._warp(pos) + rng.normal(0, rng.uniform(0.15, 0.35) * side, pos.shape)
         nr, nc = ii.shape
         idx = np.arange(nr * nc).reshape(nr, nc)
         e0 = np.concatenate([idx[:, :-1].ravel(), idx[:-1][odd[:-1]]])
@@ -507,7 +551,7 @@ class _Image:
         for centre, rad in zip(centres, radii):
             region = np.maximum(region, 1 - np.hypot(*(mid - centre).T) / rad)
         keep = self.sampler.inside(p0) & self.sampler.inside(p1)
-        keep &= rng.random(len(mid)) < np.clip(region * 3, 0, 1) * (1 - rng.uniform(0.05, 0.35))
+        keep &= rng.random(len(mid)) < np.clip(region * 3, 0, 1) * (1 - rng.uniform(0.02, 0.15))
         p0, p1 = p0[keep], p1[keep]
         n = len(p0)
         if n:
@@ -515,12 +559,12 @@ class _Image:
             t = np.linspace(0, 1, 5)
             d = p1 - p0
             normal = np.stack([-d[:, 1], d[:, 0]], 1)
-            bow = rng.normal(0, 0.12, n)[:, None] * np.sin(np.pi * t)[None, :]
+            bow = rng.normal(0, 0.08, n)[:, None] * np.sin(np.pi * t)[None, :]
             verts = p0[:, None] + t[None, :, None] * d[:, None] + bow[..., None] * normal[:, None]
             row = np.repeat(np.arange(n), 5)
             amp = self.brightness(n)[row] * _brightness_along(rng, row, [(self.sd_along / 2, 0)])
             width = self.um(_around(rng, _loguniform(rng, (0.05, 0.12)), n, 0.3, (0.03, 0.2)))
-            self.strokes.add_flat(verts.reshape(-1, 2), row, amp, width, rng.random(n) >= self.oof / 2)
+            self.add_flat(verts.reshape(-1, 2), row, amp, width, rng.random(n) >= self.oof / 2)
             # a few sheets: irregular flat patches on the network, in focus or as haze
             for k in rng.choice(n, size=min(n, int(rng.integers(0, 6))), replace=False):
                 self.sheet(p0[k], self.um(rng.uniform(0.4, 2.0)), rng.uniform(0.4, 1.0), rng.random() >= self.oof)
@@ -545,12 +589,8 @@ class _Image:
         r = radius_px * rng.uniform(0.6, 1.2, m)
         pts = centre + np.stack([r * np.sin(phi), r * np.cos(phi)], 1)
         poly = np.rint(pts[:, ::-1] * 4).astype(np.int32)  # (x, y) with 2 fractional bits
-        if in_focus:
-            cv2.fillPoly(self.solid_in, [poly], float(amp), lineType=cv2.LINE_8, shift=2)
-        else:
-            if self.solid_out is None:
-                self.solid_out = np.zeros(self.shape, np.float32)
-            cv2.fillPoly(self.solid_out, [poly], float(amp), lineType=cv2.LINE_8, shift=2)
+        canvas = self.solid_in if in_focus else self.solid_out_canvas()
+        cv2.fillPoly(canvas, [poly], float(amp), lineType=cv2.LINE_8, shift=2)
 
     def mitochondria(self):
         a, rng = self.args, self.rng
@@ -596,6 +636,8 @@ def render_structures(rng: np.random.Generator, shape: tuple[int, int], pixel_si
             img.bundles()
         if rng.random() < args.meshwork_prob:
             img.meshwork()
+        if rng.random() < args.filopodia_prob and confine and cells is not None:
+            img.filopodia()
     elif SCENES[scene] == "er":
         img.er_network()
     else:

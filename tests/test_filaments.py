@@ -9,7 +9,7 @@ from scipy import ndimage
 import filaments
 
 ONLY_FILAMENTS = ["--aster-prob", "0", "--bundle-prob", "0", "--meshwork-prob", "0", "--er-prob", "0",
-                  "--mito-prob", "0"]
+                  "--mito-prob", "0", "--filopodia-prob", "0"]
 
 
 def parse(*argv):
@@ -155,3 +155,13 @@ def test_bad_flags_fail_naming_the_flag(argv, flag, capsys):
 
 def test_num_curves_sets_the_filament_count():
     assert parse("--num_curves", "7").filaments == [7, 7]
+
+
+def test_filopodia_stick_out_of_the_cell_edge():
+    cells = np.zeros((160, 160), bool)
+    cells[:, :80] = True
+    args = parse("--filaments", "0", "0", "--confine-prob", "1", "--out-of-focus", "0", "0", *ONLY_FILAMENTS,
+                 "--filopodia-prob", "1")
+    in_focus, _, mask = render(args, 2, shape=(160, 160), cells=cells)
+    assert in_focus[:, 84:].sum() > 0 and in_focus[:, :80].sum() > 0  # they cross the edge at x = 80
+    assert mask[:, 84:].any()
