@@ -6,11 +6,12 @@ parallel bundles and dense meshworks. Network organelles come too: ER-like polyg
 tubules meeting at three-way junctions (a warped, jittered honeycomb, thinned, with bent tubules) with a
 few sheets, and mitochondria-like short, sometimes branched, tubes.
 
-Every structure ends up as densely sampled polylines (one sample per half pixel, all structures of
-an image in one vectorised pass) splatted bilinearly into a density image, so crossings add up and
-no whole-image array is made per object. The same samples, rounded to pixels, form an 8-connected
-centreline; the mask is every pixel within a stated distance of it (an exact Euclidean distance
-transform), so it is continuous wherever the drawn line is.
+Every thin structure ends up as densely sampled polylines (points at most 1 px apart, all
+structures of an image in one vectorised pass) splatted bilinearly into a density image, so
+crossings add up and no whole-image array is made per object; tubes wider than the PSF and ER
+sheets are filled with cv2. The same points, rounded to pixels, form an 8-connected centreline;
+the mask is every pixel whose centre lies within a stated distance of it (dilation by an exact
+Euclidean disc), so it is continuous wherever the drawn line is.
 
     group = add_filament_args(parser)          # the "structures" flags
     in_focus, out_of_focus, mask = render_structures(rng, (512, 512), 0.1, 1.2, args, cells=cells)
@@ -30,8 +31,8 @@ MAX_DENSITY = 2.0  # um of free filament per um^2 of image: about the densest re
 # (flag, default MIN MAX, type, help): every range is drawn per image (domain randomisation).
 _RANGES = [
     ("--filaments", (20, 800), int,
-     "free filaments per image in a cytoskeleton scene (log-uniform; at most MAX_DENSITY um of filament "
-     "per um^2 of image); asters, bundles and meshworks come on top"),
+     "free filaments per image in a cytoskeleton scene (log-uniform, capped at 2 um of filament per um^2 "
+     "of image); asters, bundles, meshworks and filopodia come on top"),
     ("--filament-length", (1.5, 40.0), float, "filament contour length (um)"),
     ("--persistence-length", (1.0, 150.0), float,
      "persistence length (um, log-uniform): tens to hundreds for microtubules, ~1-10 for wiggly actin"),
@@ -48,6 +49,7 @@ _RANGES = [
     ("--er-mesh-size", (0.8, 3.0), float, "typical ER polygon diameter (um)"),
     ("--mito-width", (0.25, 0.6), float, "mitochondrion tube width (um)"),
 ]
+_POSITIVE = ("--filament-length", "--persistence-length", "--filament-width", "--er-mesh-size", "--mito-width")
 _PROBS = [
     ("--aster-prob", 0.25, "probability that a cytoskeleton image has radial asters around centrosomes"),
     ("--bundle-prob", 0.4, "probability that a cytoskeleton image has parallel bundles"),
@@ -83,9 +85,9 @@ def check_filament_args(parser: argparse.ArgumentParser, args: argparse.Namespac
         args.filaments = [args.num_curves, args.num_curves]
     for flag, _, _, _ in _RANGES:
         lo, hi = getattr(args, _dest(flag))
-        allow_zero = flag in ("--filaments", "--out-of-focus")
-        if lo < 0 or (lo == 0 and not allow_zero):
-            parser.error(f"{flag}: MIN must be {'>= 0' if allow_zero else '> 0'}, got {lo}")
+        positive = flag in _POSITIVE
+        if lo < 0 or (lo == 0 and positive):
+            parser.error(f"{flag}: MIN must be {'> 0' if positive else '>= 0'}, got {lo}")
         if lo > hi:
             parser.error(f"{flag}: MIN {lo} is above MAX {hi}")
     if args.out_of_focus[1] > 1:
@@ -139,14 +141,19 @@ class _Sampler:
         idx = self._flat[self.rng.integers(0, self._flat.size, n)]
         return np.stack([idx // w, idx % w], 1) + self.rng.uniform(-0.5, 0.5, (n, 2))
 
-    def inside(self, yx: np.ndarray) -> np.ndarray:
-        """Bool array (yx.shape[:-1]): point lies in the image and, when given, in a cell."""
+    def inside(self, yx: np.ndarray, beyond_frame: bool = False) -> np.ndarray:
+        """Bool array (yx.shape[:-1]): point lies in a cell (anywhere when no cells) and in the frame.
+
+        With beyond_frame, points outside the frame count as inside (the cells there are unknown).
+        """
         h, w = self.shape
         yi = np.rint(yx[..., 0]).astype(np.int64)
         xi = np.rint(yx[..., 1]).astype(np.int64)
-        ok = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+        in_frame = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+        ok = np.ones(in_frame.shape, bool) if beyond_frame else in_frame.copy()
         if self.cells is not None:
-            ok &= self.cells[np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]
+            in_cell = self.cells[np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]
+            ok &= in_cell | ~in_frame
         return ok
 
 
@@ -259,7 +266,7 @@ def _worm(rng, start, theta0, n_steps, lp_px, ds, align_px=math.inf):
     """
     n = len(start)
     m = int(n_steps.max()) + 1 if n else 1
-    noise = rng.standard_normal((n, max(m - 1, 1)))[:, : m - 1] * np.sqrt(ds / lp_px)[:, None]
+    noise = rng.standard_normal((n, m - 1)) * np.sqrt(ds / lp_px)[:, None]
     if math.isfinite(align_px):
         dev = _ar1(noise, math.exp(-ds / align_px))
     else:
@@ -550,7 +557,7 @@ class _Image:
         region = np.zeros(len(mid))
         for centre, rad in zip(centres, radii):
             region = np.maximum(region, 1 - np.hypot(*(mid - centre).T) / rad)
-        keep = self.sampler.inside(p0) & self.sampler.inside(p1)
+        keep = self.sampler.inside(p0, beyond_frame=True) & self.sampler.inside(p1, beyond_frame=True)
         keep &= rng.random(len(mid)) < np.clip(region * 3, 0, 1) * (1 - rng.uniform(0.02, 0.15))
         p0, p1 = p0[keep], p1[keep]
         n = len(p0)
