@@ -219,6 +219,31 @@ def draw_psf_sigma(rng: np.random.Generator, args) -> float:
     return psf_sigma_px(args) * draw(rng, getattr(args, "psf_scale", (1.0, 1.0)))
 
 
+def draw_levels(rng: np.random.Generator, args, psf_sigma: float | None = None) -> dict:
+    """Draw this image's optical and brightness levels from the range flags.
+
+    Returns {"psf_sigma" (px), "defocus" (x psf_sigma), "signal" (photons per unit density),
+    "background" (photons), "cytoplasm", "haze" (density units), "illumination" (fall-off fraction),
+    "read_noise" (electrons), "structure" (typical target density, 1.0; debris brightness scales with it)}.
+    A generator that needs them before rendering (e.g. to set object
+    brightness from a target SNR) draws them here and passes them to finish_image(levels=...).
+    """
+    return {"psf_sigma": draw_psf_sigma(rng, args) if psf_sigma is None else float(psf_sigma),
+            "defocus": draw(rng, args.defocus_blur),
+            "signal": draw(rng, args.signal_photons, log=True),
+            "background": draw(rng, args.background_photons, log=True),
+            "cytoplasm": draw(rng, args.cytoplasm),
+            "haze": draw(rng, args.haze),
+            "illumination": draw(rng, args.illumination),
+            "read_noise": draw(rng, args.read_noise),
+            "structure": 1.0}
+
+
+def noise_sd(levels: dict, density) -> np.ndarray | float:
+    """Expected noise s.d. in photons where the mean density is `density` (shot noise plus read noise)."""
+    return np.sqrt(np.asarray(density) * levels["signal"] + levels["background"] + levels["read_noise"] ** 2)
+
+
 # --------------------------------------------------------------------------- drawing helpers
 
 def blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -275,33 +300,47 @@ def cell_layer(rng: np.random.Generator, shape, args) -> dict:
     """Draw cells for one image.
 
     Returns {"cells": bool HxW (irregular outlines, --cells of them, may leave the frame),
-             "cytoplasm": float32 HxW density 0..1 (thicker, brighter towards the centre, darker nuclei),
+             "cytoplasm": float32 HxW density 0..1 (thin and dim at the edge, thicker towards the
+                          middle, mottled, darker over nuclei),
              "nuclei": bool HxW}.
+    The smooth cytoplasm is computed at reduced resolution (it has no detail finer than ~0.3 um).
     """
     h, w = shape
+    f = max(1, min(4, int(0.3 / args.pixel_size), h // 32, w // 32))  # work at 1/f resolution
+    sh, sw = -(-h // f), -(-w // f)
     n_cells = draw_int(rng, args.cells)
     cells = np.zeros((h, w), np.uint8)
     nuclei = np.zeros((h, w), np.uint8)
-    nucleus_dark = np.zeros((h, w), np.float32)
+    cells_small = np.zeros((sh, sw), np.uint8)
+    dark_small = np.zeros((sh, sw), np.float32)
+    px = args.pixel_size
+    radius_mean = 0.0
     for _ in range(n_cells):
-        radius = draw(rng, args.cell_radius) / args.pixel_size
-        cy = rng.uniform(-0.15, 1.15) * h
-        cx = rng.uniform(-0.15, 1.15) * w
-        cv2.fillPoly(cells, [blob_polygon(rng, cy, cx, radius, 0.25, rng.uniform(1.0, 1.6))], 1, shift=2)
+        radius = draw(rng, args.cell_radius) / px
+        radius_mean += radius / n_cells
+        cy, cx = rng.uniform(-0.15, 1.15) * h, rng.uniform(-0.15, 1.15) * w
+        poly = blob_polygon(rng, cy, cx, radius, 0.25, rng.uniform(1.0, 1.6))
+        cv2.fillPoly(cells, [poly], 1, shift=2)
+        cv2.fillPoly(cells_small, [poly // f], 1, shift=2)
         if rng.random() < 0.85:
             nr = radius * rng.uniform(0.3, 0.5)
             ny, nx = cy + rng.normal(0, 0.15 * radius), cx + rng.normal(0, 0.15 * radius)
             poly = blob_polygon(rng, ny, nx, nr, 0.08, rng.uniform(1.0, 1.4))
             cv2.fillPoly(nuclei, [poly], 1, shift=2)
-            cv2.fillPoly(nucleus_dark, [poly], float(draw(rng, args.nucleus_darkness)), shift=2)
+            cv2.fillPoly(dark_small, [poly // f], float(draw(rng, args.nucleus_darkness)), shift=2)
     nuclei &= cells
-    # Cytoplasm is thin at the cell edge and thick near the middle: density grows with distance inside.
-    dist = cv2.distanceTransform(cells, cv2.DIST_L2, 3) if n_cells else np.zeros((h, w), np.float32)
-    thickness = 1.0 - np.exp(-dist / (0.25 * draw(rng, args.cell_radius) / args.pixel_size))
-    texture = 0.6 + 0.8 * smooth_noise(rng, shape, max(4.0, 1.5 / args.pixel_size))
-    soft_dark = blur(nucleus_dark, max(1.0, 0.3 / args.pixel_size))
-    cytoplasm = thickness * texture * (1.0 - soft_dark)
-    cytoplasm = blur(cytoplasm, max(0.5, 0.2 / args.pixel_size))
+    if n_cells == 0:
+        zero = np.zeros((h, w), np.float32)
+        return {"cells": cells.astype(bool), "cytoplasm": zero, "nuclei": nuclei.astype(bool)}
+    # Density follows thickness: thin at the edge, thick around the nucleus (distance inside the cell).
+    dist = cv2.distanceTransform(cells_small, cv2.DIST_L2, 3)
+    thickness = 1.0 - np.exp(dist * np.float32(-f / (0.3 * radius_mean)))
+    scale = max(2.0, rng.uniform(0.5, 3.0) / px / f)  # mottling 0.5-3 um across
+    texture = (1.0 - rng.uniform(0.2, 0.7)) + rng.uniform(0.2, 0.8) * smooth_noise(rng, (sh, sw), scale)
+    dark = blur(dark_small, max(0.7, 0.3 / px / f))
+    small = blur(thickness * texture * (1.0 - dark), max(0.5, 0.2 / px / f))
+    cytoplasm = cv2.resize(small, (sw * f, sh * f), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    cytoplasm *= cells  # a sharp cell edge, as in the real images
     return {"cells": cells.astype(bool), "cytoplasm": np.clip(cytoplasm, 0, 1).astype(np.float32),
             "nuclei": nuclei.astype(bool)}
 
@@ -319,16 +358,19 @@ def illumination_field(rng: np.random.Generator, shape, strength: float) -> np.n
     return (1.0 - strength * fall).astype(np.float32)
 
 
-def debris_layer(rng: np.random.Generator, shape, args, psf_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """Non-target blobs: (additive bright density, multiplicative dark factor), both float32 HxW.
+def debris_layer(rng: np.random.Generator, shape, args, psf_px: float, structure: float = 1.0):
+    """Non-target blobs: (additive bright density, multiplicative dark factor), float32 HxW, or (None, None).
 
-    Bright debris is larger than the targets or out of focus; dark blobs (vacuoles, dirt shadows)
-    dim whatever lies beneath them.
+    Bright debris is larger than the targets or out of focus, 0.05-1.5 times as bright as `structure`
+    (a typical target's density); dark blobs (vacuoles, dirt shadows) dim whatever lies beneath them.
     """
     h, w = shape
+    count = draw_int(rng, args.debris)
+    if count == 0:
+        return None, None
     bright = np.zeros(shape, np.float32)
     dark = np.ones(shape, np.float32)
-    for _ in range(draw_int(rng, args.debris)):
+    for _ in range(count):
         radius = draw(rng, (0.8, 4.0), log=True) / args.pixel_size
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         poly = blob_polygon(rng, cy, cx, radius, 0.3, rng.uniform(1.0, 2.5))
@@ -341,7 +383,7 @@ def debris_layer(rng: np.random.Generator, shape, args, psf_px: float) -> tuple[
         cv2.fillPoly(win, [poly - np.array([x0 * 4, y0 * 4], np.int32)], 1.0, shift=2)
         win = blur(win, psf_px * rng.uniform(1.5, 6.0))
         if rng.random() < 0.6:
-            bright[y0:y1, x0:x1] += win * draw(rng, (0.05, 1.5), log=True)
+            bright[y0:y1, x0:x1] += win * (structure * draw(rng, (0.05, 1.5), log=True))
         else:
             dark[y0:y1, x0:x1] *= 1.0 - win * rng.uniform(0.2, 0.7)
     return bright, dark
@@ -352,50 +394,43 @@ def debris_layer(rng: np.random.Generator, shape, args, psf_px: float) -> tuple[
 def shot_and_read_noise(rng: np.random.Generator, photons: np.ndarray, read_noise: float) -> np.ndarray:
     """Photo-electrons = Poisson(photons) + Normal(0, read_noise), float32.
 
-    Pixels below 4 expected photons get exact Poisson counts (inverse CDF); brighter ones a
-    one-normal approximation with the exact mean and variance and close to Poisson skewness
-    (x = mu + s z + g (z^2 - 1)), several times faster than numpy's Poisson on whole images.
+    Pixels below 4 expected photons get exact Poisson counts; brighter ones a one-normal
+    approximation with the exact mean and variance and Poisson's third cumulant
+    (x = mu + s z + g (z^2 - 1)), which is 3-4x faster than numpy's Poisson on whole images.
     """
     lam = np.maximum(photons, 0, dtype=np.float32).ravel()
-    out = np.empty_like(lam)
-    low = lam < 4.0
-    if low.any():
-        out[low] = _poisson_small(rng, lam[low]) + read_noise * rng.standard_normal(int(low.sum()),
-                                                                                    dtype=np.float32)
-    high = ~low
-    if high.any():
-        mu = lam[high]
-        var = mu + np.float32(read_noise * read_noise)
-        g = mu / (6.0 * var)  # third cumulant of Poisson = mu; read noise has none
+    rn2 = np.float32(read_noise * read_noise)
+
+    def approx(mu):
+        var = mu + rn2
+        g = mu / (6.0 * var)  # Poisson's third cumulant is mu; read noise adds none
         s = np.sqrt(np.maximum(var - 2.0 * g * g, 1e-6))
         z = rng.standard_normal(mu.size, dtype=np.float32)
-        out[high] = mu + s * z + g * (z * z - 1.0)
+        return mu + s * z + g * (z * z - 1.0)
+
+    low = lam < 4.0
+    n_low = int(np.count_nonzero(low))
+    if n_low == 0:
+        return approx(lam).reshape(photons.shape)
+    out = np.empty_like(lam)
+    out[low] = rng.poisson(lam[low]).astype(np.float32) + np.float32(read_noise) * rng.standard_normal(
+        n_low, dtype=np.float32)
+    if n_low < lam.size:
+        out[~low] = approx(lam[~low])
     return out.reshape(photons.shape)
 
 
-def _poisson_small(rng: np.random.Generator, lam: np.ndarray) -> np.ndarray:
-    """Exact Poisson draws by inverse CDF for small means (lam < 4), float32."""
-    u = rng.random(lam.size, dtype=np.float32)
-    p = np.exp(-lam)
-    cdf = p.copy()
-    k = np.zeros(lam.size, np.float32)
-    for i in range(1, 25):  # P(X >= 25 | lam < 4) < 1e-11
-        more = u > cdf
-        if not more.any():
-            break
-        k += more
-        p = p * lam / i
-        cdf += p
-    return k
-
-
-def camera(rng: np.random.Generator, photons: np.ndarray, args, bit_depth: int) -> np.ndarray:
+def camera(rng: np.random.Generator, photons: np.ndarray, args, bit_depth: int,
+           read_noise: float | None = None) -> np.ndarray:
     """Expected photons per pixel -> camera image of `bit_depth` (8 or 16) bits.
 
     16-bit: ADU = offset + gain * (Poisson photons + read noise), optionally saturated, rounded, clipped.
     8-bit: the same camera, then a display-style export that maps a high percentile to near 255.
+    read_noise (electrons) is drawn from --read-noise when None.
     """
-    electrons = shot_and_read_noise(rng, photons, draw(rng, args.read_noise))
+    if read_noise is None:
+        read_noise = draw(rng, args.read_noise)
+    electrons = shot_and_read_noise(rng, photons, read_noise)
     adu = draw(rng, args.offset) + draw(rng, args.gain, log=True) * electrons
     saturate = rng.random() < draw(rng, args.saturation_prob)
     clip_q = rng.uniform(99.0, 99.9)
@@ -413,29 +448,33 @@ def camera(rng: np.random.Generator, photons: np.ndarray, args, bit_depth: int) 
 
 
 def finish_image(rng: np.random.Generator, in_focus: np.ndarray, out_of_focus: np.ndarray, cells: dict,
-                 args, bit_depth: int, *, psf_sigma: float | None = None) -> np.ndarray:
+                 args, bit_depth: int, *, psf_sigma: float | None = None, levels: dict | None = None) -> np.ndarray:
     """Optics, cell context and camera for one image; returns uint8 or uint16 HxW.
 
     in_focus: float32 HxW sharp structure density (1.0 = typical brightness), blurred by the PSF.
-    out_of_focus: float32 HxW density blurred --defocus-blur times more (never in the mask).
-    cells: dict from cell_layer. psf_sigma: this image's PSF in px (default: draw_psf_sigma).
+    out_of_focus: float32 HxW density (or None) blurred --defocus-blur times more; never in the mask.
+    cells: dict from cell_layer. levels: dict from draw_levels (drawn here when None);
+    psf_sigma: this image's PSF in px, overrides levels["psf_sigma"].
     Adds cytoplasm, haze, debris, uneven illumination and uniform background, then `camera`.
     """
     shape = in_focus.shape
-    psf = draw_psf_sigma(rng, args) if psf_sigma is None else float(psf_sigma)
+    if levels is None:
+        levels = draw_levels(rng, args, psf_sigma)
+    psf = levels["psf_sigma"] if psf_sigma is None else float(psf_sigma)
     density = blur(in_focus, psf)
     if out_of_focus is not None and np.any(out_of_focus):
-        density += blur(out_of_focus, psf * draw(rng, args.defocus_blur))
-    density += draw(rng, args.cytoplasm) * cells["cytoplasm"]
-    haze = draw(rng, args.haze)
-    if haze > 0:
-        density += haze * smooth_noise(rng, shape, max(8.0, 5.0 / args.pixel_size))
-    bright, dark = debris_layer(rng, shape, args, psf)
-    density = (density + bright) * dark
-    signal = draw(rng, args.signal_photons, log=True)
-    background = draw(rng, args.background_photons, log=True)
-    photons = (density * signal + background) * illumination_field(rng, shape, draw(rng, args.illumination))
-    return camera(rng, photons, args, bit_depth)
+        density += blur(out_of_focus, psf * levels["defocus"])
+    if levels["cytoplasm"] > 0:
+        density += levels["cytoplasm"] * cells["cytoplasm"]
+    if levels["haze"] > 0:
+        density += levels["haze"] * smooth_noise(rng, shape, max(8.0, 5.0 / args.pixel_size))
+    bright, dark = debris_layer(rng, shape, args, psf, levels.get("structure", 1.0))
+    if bright is not None:
+        density = (density + bright) * dark
+    photons = density * levels["signal"] + levels["background"]
+    if levels["illumination"] > 0:
+        photons *= illumination_field(rng, shape, levels["illumination"])
+    return camera(rng, photons, args, bit_depth, read_noise=levels["read_noise"])
 
 
 # --------------------------------------------------------------------------- dataset writing
