@@ -66,6 +66,29 @@ def draw_positions(rng: np.random.Generator, n: int, cells: np.ndarray, cluster_
     return pos[rng.permutation(len(pos))]
 
 
+def resolvable(pos: np.ndarray, half: np.ndarray, in_focus: np.ndarray, overlap: float = 0.9) -> np.ndarray:
+    """Bool keep-mask: drop in-focus vesicles whose centre lies closer than overlap * (sum of footprint
+    radii) to an earlier kept one, so that no two labelled vesicles merge into one unresolvable blob.
+    Out-of-focus vesicles are always kept."""
+    from scipy.spatial import cKDTree
+
+    keep = np.ones(len(pos), bool)
+    focus = np.flatnonzero(in_focus)
+    if len(focus) < 2:
+        return keep
+    pairs = cKDTree(pos[focus]).query_pairs(2 * overlap * float(half[focus].max()), output_type="ndarray")
+    if not len(pairs):
+        return keep
+    i, j = focus[pairs[:, 0]], focus[pairs[:, 1]]
+    d = np.hypot(*(pos[i] - pos[j]).T)
+    close = d < overlap * (half[i] + half[j])
+    i, j = np.minimum(i[close], j[close]), np.maximum(i[close], j[close])
+    for k in np.argsort(j, kind="stable"):  # earlier vesicles win; a dropped one blocks nothing
+        if keep[i[k]]:
+            keep[j[k]] = False
+    return keep
+
+
 def draw_vesicles(rng: np.random.Generator, shape, cells: dict, levels: dict, args) -> dict:
     """Positions, shapes and brightness of one image's vesicles, as arrays of equal length.
 
@@ -88,13 +111,15 @@ def draw_vesicles(rng: np.random.Generator, shape, cells: dict, levels: dict, ar
     for i in np.flatnonzero(touch):
         j = int(rng.integers(0, i))
         theta = rng.uniform(0, 2 * np.pi)
-        gap = (half[i] + half[j]) * rng.uniform(0.85, 1.15)
+        gap = (half[i] + half[j]) * rng.uniform(0.92, 1.1)
         pos[i] = pos[j] + gap * np.array([math.sin(theta), math.cos(theta)])
     # Centres just outside the frame are kept (their edge shows); farther ones are dropped.
     inside = ((pos[:, 0] > -1) & (pos[:, 0] < shape[0] + 1) & (pos[:, 1] > -1) & (pos[:, 1] < shape[1] + 1))
-    pos, a, b = pos[inside], a[inside], b[inside]
+    pos, a, b, half = pos[inside], a[inside], b[inside], half[inside]
+    in_focus = rng.random(len(pos)) >= synth.draw(rng, args.out_of_focus)
+    keep = resolvable(pos, half, in_focus)
+    pos, a, b, in_focus = pos[keep], a[keep], b[keep], in_focus[keep]
     n = len(pos)
-    in_focus = rng.random(n) >= synth.draw(rng, args.out_of_focus)
     # Brightness from a target peak SNR against the local noise (shot noise of what lies beneath, read noise).
     s_lo, s_hi = sub_range(rng, args.snr, args.snr_spread)
     snr = np.exp(rng.uniform(math.log(s_lo), math.log(s_hi), n))

@@ -1,0 +1,126 @@
+"""Vesicle_generator.py: masks cover the vesicles, touching vesicles stay apart, CLI end to end."""
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import synth
+import Vesicle_generator as vg
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["--debris", "0", "0", "--haze", "0", "0", "--cytoplasm", "0", "0", "--out-of-focus", "0", "0",
+         "--illumination", "0", "0", "--saturation-prob", "0", "0", "--offset", "0", "0"]
+
+
+def parse(*argv):
+    return vg.get_args_parser().parse_args(["--output-dir", "unused", "--image-size", "96", *argv])
+
+
+def components(mask):
+    return cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
+
+
+def test_render_one_types_and_rows_match_components():
+    args = parse("--num-spots", "40", "60", "--touching-fraction", "0.3", "0.3")
+    for index in range(3):
+        image, mask, rows = vg.render_one(synth.image_rng(0, index), args)
+        assert image.dtype == np.uint16 and image.shape == (96, 96)
+        assert mask.dtype == np.uint8 and mask.shape == (96, 96) and set(np.unique(mask)) <= {0, 1}
+        assert rows and set(rows[0]) == {"y", "x", "radius", "brightness"}
+        assert len(rows) == components(mask)  # one component per labelled vesicle, touching ones included
+        for row in rows:
+            assert -1 < row["y"] < 97 and -1 < row["x"] < 97 and row["radius"] > 0 and row["brightness"] > 0
+
+
+def test_mask_covers_the_vesicles_in_a_clean_render():
+    args = parse("--num-spots", "30", "30", "--snr", "200", "200", "--background-photons", "5", "5", *QUIET)
+    for index in range(3):
+        image, mask, rows = vg.render_one(synth.image_rng(1, index), args)
+        x = image.astype(float)
+        assert mask.any()
+        assert x[mask > 0].mean() > 3 * x[mask == 0].mean()
+        # nearly every vesicle centre lies on mask (the rest are cut at a touching border)
+        on = [mask[int(r["y"]), int(r["x"])] for r in rows if 0 <= r["y"] < 96 and 0 <= r["x"] < 96]
+        assert np.mean(on) > 0.85
+
+
+def test_out_of_focus_vesicles_stay_out_of_the_mask():
+    args = parse("--num-spots", "30", "30", "--out-of-focus", "1", "1", *QUIET[:6])
+    image, mask, rows = vg.render_one(synth.image_rng(0, 0), args)
+    assert not mask.any() and rows == []
+    assert image.max() > image.min()
+
+
+def test_sub_resolution_vesicle_gets_the_psf_core():
+    sigma = 2.0
+    ves = {"y": np.array([20.3]), "x": np.array([20.6]), "a": np.array([0.05]), "b": np.array([0.05]),
+           "angle": np.array([0.0]), "density": np.array([1.0]), "in_focus": np.array([True])}
+    sharp, blurred, labels, rank = vg.render_vesicles((40, 40), ves, sigma)
+    radius = vg.HALF_MAX * sigma
+    assert abs((labels > 0).sum() - np.pi * radius ** 2) < 0.35 * np.pi * radius ** 2
+    assert sharp.sum() == pytest.approx(np.pi * 0.05 ** 2, rel=1e-3)  # mass kept for a sub-pixel disc
+    assert not blurred.any() and rank.tolist() == [1]
+
+
+def test_touching_vesicles_get_a_gap():
+    labels = np.zeros((12, 20), np.int32)
+    labels[2:9, 2:10] = 2
+    labels[3:8, 10:16] = 1  # shares a border with label 2
+    labels[0, 18] = 3
+    mask = vg.separate_touching(labels)
+    assert components(mask) == 3
+    assert mask[3:8, 10:16].all()  # the smaller label keeps all its pixels
+    assert not mask[2:9, 9].any()  # the larger one lost the column next to it
+
+
+def test_split_footprint_keeps_one_piece():
+    labels = np.zeros((10, 21), np.int32)
+    labels[3:7, 2:19] = 2
+    labels[1:9, 9:12] = 1  # label 1 cuts label 2 in two
+    labels[3:7, 2:5] = 2
+    mask = vg.separate_touching(labels)
+    assert components(mask) == 2
+
+
+def run_cli(*argv):
+    return subprocess.run([sys.executable, str(ROOT / "Vesicle_generator.py"), *argv], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+
+
+def test_cli_writes_dataset_and_same_bytes_for_two_workers(tmp_path):
+    common = ["--num-images", "4", "--image_size", "48", "--val-fraction", "0.25", "--cell-radius", "1", "3"]
+    one = run_cli("--output-dir", str(tmp_path / "a"), *common, "--preview")
+    two = run_cli("--output_dir", str(tmp_path / "b"), *common, "--workers", "2")
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert sorted(p.name for p in (a / "train" / "img").iterdir()) == ["00000.tif", "00001.tif", "00002.tif"]
+    assert sorted(p.name for p in (a / "val" / "mask").iterdir()) == ["00003.csv", "00003.npy"]
+    assert (a / "preview.png").is_file()
+    for path in sorted(a.rglob("*")):
+        if path.is_file() and path.suffix in (".tif", ".npy", ".csv"):
+            assert path.read_bytes() == (b / path.relative_to(a)).read_bytes(), path
+    with open(a / "train" / "mask" / "00000.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == components(np.load(a / "train" / "mask" / "00000.npy"))
+
+
+def test_cli_refuses_bad_range_and_existing_output(tmp_path):
+    bad = run_cli("--output-dir", str(tmp_path / "x"), "--radius", "0.5", "0.1")
+    assert bad.returncode == 2 and "--radius" in bad.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "something.txt").write_text("keep me")
+    busy = run_cli("--output-dir", str(tmp_path / "full"), "--num-images", "1", "--image-size", "32")
+    assert busy.returncode != 0 and "--resume" in busy.stderr
+
+
+def test_original_flag_spellings():
+    args = vg.get_args_parser().parse_args(["--output_dir", "d", "--num_images", "3", "--pixel-size", "0.2",
+                                            "--num_spots_min", "5", "--num_spots_max", "9",
+                                            "--min_radius", "1", "--max_radius", "2"])
+    assert args.num_images == 3 and args.num_spots == [5, 9]
+    assert args.radius == pytest.approx([0.2, 0.4])  # original radii were in pixels
