@@ -1,0 +1,149 @@
+"""Time the synthetic-data generators: per-image render time and dataset throughput for 1 vs 2 workers.
+
+Example (from the repository root):
+    python bench/bench_generators.py --repeats 20 --images 40
+
+Prints one table. Rows: the vesicle generator at 512x512, the cytoskeleton generator at 512x512 and
+1024x1024 (skipped with a message if Cytoskeleton_generator.py has no render_one yet), and, for scale, a
+naive vesicle renderer in the style of the original SynSeg generator (a whole-image array and a
+whole-image Gaussian blur per spot, 300-500 spots; written here from its description, not its code).
+Then a small dataset is written with --workers 1 and --workers 2 (wall time including process start).
+The machine's load average is printed: numbers from a busy machine are upper bounds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def time_render(render_one, args, repeats: int) -> list[float]:
+    """Seconds per call of render_one(rng, args) for images 0..repeats-1 (after one warm-up call)."""
+    import synth
+
+    render_one(synth.image_rng(args.seed, 10_000), args)
+    times = []
+    for index in range(repeats):
+        start = time.perf_counter()
+        render_one(synth.image_rng(args.seed, index), args)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def naive_vesicle(rng: np.random.Generator, size: int = 512):
+    """Reference for scale: every spot drawn on its own whole-image array and blurred over the whole image."""
+    from scipy.ndimage import gaussian_filter
+
+    image = np.zeros((size, size))
+    mask = np.zeros((size, size), np.uint8)
+    yy, xx = np.ogrid[:size, :size]
+    for _ in range(int(rng.integers(300, 501))):
+        cy, cx = rng.integers(0, size, 2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= rng.uniform(1, 13) ** 2
+        spot = np.zeros((size, size))
+        spot[disc] = rng.uniform(0.03, 0.7)
+        image += gaussian_filter(spot, rng.uniform(0.2, 1.3))
+        mask[disc] = 1
+    return image, mask
+
+
+def time_naive(repeats: int) -> list[float]:
+    """Seconds per naive_vesicle image."""
+    times = []
+    for index in range(repeats):
+        rng = np.random.default_rng(index)
+        start = time.perf_counter()
+        naive_vesicle(rng)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_dataset(script: str, out: Path, images: int, workers: int, size: int) -> float:
+    """Wall seconds of `python script --num-images images --workers workers` (a fresh process)."""
+    import subprocess
+
+    if out.exists():
+        shutil.rmtree(out)
+    cmd = [sys.executable, str(ROOT / script), "--output-dir", str(out), "--num-images", str(images),
+           "--image-size", str(size), "--workers", str(workers)]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{script} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return wall
+
+
+def row(name: str, times: list[float]) -> str:
+    """One table line: median and mean ms per image."""
+    ms = [t * 1e3 for t in times]
+    return f"{name:<34} {statistics.median(ms):>9.1f} {statistics.mean(ms):>9.1f} {len(ms):>5d}"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=20, help="images timed per generator and size")
+    parser.add_argument("--naive-repeats", type=int, default=2, help="images of the naive reference (slow)")
+    parser.add_argument("--images", type=int, default=40, help="images per dataset in the 1 vs 2 worker run")
+    parser.add_argument("--no-datasets", action="store_true", help="skip the 1 vs 2 worker dataset runs")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the datasets go (default: a temp dir)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the timings and print the table; returns the exit code."""
+    import Vesicle_generator
+
+    print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'per-image render (1 process)':<34} {'median ms':>9} {'mean ms':>9} {'n':>5}")
+    ves_args = Vesicle_generator.get_args_parser().parse_args(["--output-dir", "unused"])
+    print(row("vesicle 512x512", time_render(Vesicle_generator.render_one, ves_args, args.repeats)))
+    try:
+        import Cytoskeleton_generator
+        render = Cytoskeleton_generator.render_one
+    except (ImportError, AttributeError) as err:
+        print(f"cytoskeleton: skipped (Cytoskeleton_generator.render_one not available: {err})")
+        render = None
+    if render is not None:
+        for size in (512, 1024):
+            cyto_args = Cytoskeleton_generator.get_args_parser().parse_args(
+                ["--output-dir", "unused", "--image-size", str(size)])
+            print(row(f"cytoskeleton {size}x{size}", time_render(render, cyto_args, args.repeats)))
+    if args.naive_repeats > 0:
+        print(row("naive vesicle 512 (original style)", time_naive(args.naive_repeats)))
+    if args.no_datasets:
+        return 0
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_generators_"))
+    print(f"\ndataset of {args.images} images, wall time incl. process start ({work})")
+    print(f"{'generator':<22} {'workers':>7} {'seconds':>8} {'img/s':>7} {'speed-up':>8}")
+    scripts = [("Vesicle_generator.py", 512)] + ([("Cytoskeleton_generator.py", 512)] if render else [])
+    try:
+        for script, size in scripts:
+            base = None
+            for workers in (1, 2):
+                wall = time_dataset(script, work / f"{Path(script).stem}_{workers}", args.images, workers, size)
+                base = base or wall
+                print(f"{script:<22} {workers:>7d} {wall:>8.2f} {args.images / wall:>7.1f} {base / wall:>7.2f}x")
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
