@@ -226,8 +226,8 @@ def write_grid(path: Path, items: list) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    titles = ("image", "ground truth", "prediction", "FP magenta / FN green")
-    fig, axes = plt.subplots(len(items), 4, figsize=(12, 3.5 * len(items)), squeeze=False)
+    titles = ("image", "ground truth (points: cyan rings)", "prediction", "FP magenta / FN green / agree grey")
+    fig, axes = plt.subplots(len(items), 4, figsize=(16, 4.4 * len(items)), squeeze=False)
     for ax_row, (name, image, gt, points, pred) in zip(axes, items):
         panels = [stretch(image) if image is not None else None,
                   (np.asarray(gt) != 0) if gt is not None else np.zeros(pred.shape, bool),
@@ -238,8 +238,9 @@ def write_grid(path: Path, items: list) -> None:
                 ax.text(0.5, 0.5, "no image" if col == 0 else "no mask", ha="center", va="center")
             else:
                 ax.imshow(panel, cmap="gray", interpolation="nearest", vmin=0, vmax=1)
-            if points is not None and len(points) and col in (1, 3):
-                ax.plot(points[:, 1], points[:, 0], "+", color="cyan", ms=4, mew=0.8)
+                ax.autoscale(False)  # points beyond the edge must not resize the panel
+            if points is not None and len(points) and col == 1:  # hollow, so small masks stay visible
+                ax.plot(points[:, 1], points[:, 0], "o", mfc="none", mec="cyan", ms=3.5, mew=0.5)
             ax.set_title(f"{name}: {titles[col]}" if col == 0 else titles[col], fontsize=9)
             ax.set_axis_off()
     fig.tight_layout()

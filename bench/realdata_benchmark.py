@@ -161,6 +161,7 @@ def overlay_png(path: Path, image, masks: dict, points=None) -> None:
         else:
             ax.set_title(name if mask is None else f"{name}: {mask}", fontsize=10)
         ax.imshow(rgb, interpolation="nearest")
+        ax.autoscale(False)
         if points is not None:
             ax.plot(points[:, 1], points[:, 0], "+", color="cyan", ms=4, mew=0.6)  # expert points
         ax.set_axis_off()
