@@ -106,19 +106,19 @@ def normalize_image(image: np.ndarray, spec: dict) -> np.ndarray:
     mode = spec.get("mode", "standardize")
     if mode == "standardize":
         mean, std = float(x.mean()), float(x.std())
-        return (x - mean) / std if std > 0 else np.zeros_like(x)
+        return (x - np.float32(mean)) / np.float32(std) if std > 0 else np.zeros_like(x)
     if mode == "percentile":
-        lo, hi = np.percentile(x, [spec.get("low", 1.0), spec.get("high", 99.8)])
+        lo, hi = (float(v) for v in np.percentile(x, [spec.get("low", 1.0), spec.get("high", 99.8)]))
         if hi <= lo:
             hi = float(x.max())
-        return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+        return ((x - lo) / np.float32(hi - lo)).astype(np.float32) if hi > lo else np.zeros_like(x)
     if mode == "median":
         pos = x[x > 0]
         med = float(np.median(pos)) if pos.size else 0.0
-        return x * (spec.get("target", 500.0) / med) if med > 0 else x
+        return x * np.float32(spec.get("target", 500.0) / med) if med > 0 else x
     if mode == "minmax255":
         lo, hi = float(x.min()), float(x.max())
-        return (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+        return (x - lo) * np.float32(255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
     raise ValueError(f"unknown normalization mode {mode!r}; use standardize, percentile, median or minmax255")
 
 

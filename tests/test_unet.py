@@ -117,12 +117,13 @@ def test_cuda_without_cuda_is_a_clear_error():
 
 
 @pytest.mark.parametrize("mode", ["standardize", "percentile"])
-def test_normalisation_is_brightness_invariant(mode):
+def test_normalisation_is_brightness_invariant_and_float32(mode):
     rng = np.random.default_rng(0)
     img = rng.gamma(2.0, 100.0, size=(32, 32)).astype(np.float32)
     a = unet.normalize_image(img, {"mode": mode})
     b = unet.normalize_image(img * 100.0, {"mode": mode})
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert a.dtype == np.float32 and b.dtype == np.float32  # the network's weights are float32
     assert not np.any(unet.normalize_image(np.full((8, 8), 7.0), {"mode": mode}))
 
 
