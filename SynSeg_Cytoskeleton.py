@@ -1,24 +1,28 @@
-"""Segment cytoskeleton filaments in a TIFF or a folder of TIFFs.
+"""Segment cytoskeleton filaments (microtubules, actin, ER tubules) in TIFF images with a SynSeg U-Net.
 
 Example:
-    python SynSeg_Cytoskeleton.py -i images/ -o masks/
+    python SynSeg_Cytoskeleton.py -i images/ -o masks/ --overlay
 
-Not built yet: this script is delivered by issue 5. Only --help works.
+For every input NAME.tif it writes OUTDIR/NAME_mask.tif (uint8, 0/255, same shape, axes and pixel size
+as the input), and OUTDIR/summary.csv with the total skeleton length and the number of junctions per
+file. The tiled predictor, scale handling and measurements live in predict.py.
 """
 import argparse
 import sys
 
+import predict
+
+TASK = "cytoskeleton"
+
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """Command-line arguments."""
-    return argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Command-line arguments (shared with SynSeg_Vesicle.py; cytoskeleton defaults)."""
+    return predict.get_args_parser(TASK, description=__doc__)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Refuse to pretend: the real script lands with issue 5."""
-    print("SynSeg_Cytoskeleton.py: not built yet (issue 5)", file=sys.stderr)
-    return 2
+    """Segment every input; exit code 0 when all succeeded, 1 if any file failed, 2 on bad usage."""
+    return predict.run(args, TASK)
 
 
 if __name__ == "__main__":

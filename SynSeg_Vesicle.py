@@ -1,24 +1,29 @@
-"""Segment vesicles in a TIFF or a folder of TIFFs.
+"""Segment vesicles (and other bright puncta) in TIFF images with a SynSeg U-Net.
 
 Example:
-    python SynSeg_Vesicle.py -i images/ -o masks/
+    python SynSeg_Vesicle.py -i images/ -o masks/ --overlay --object-csv
 
-Not built yet: this script is delivered by issue 5. Only --help works.
+For every input NAME.tif it writes OUTDIR/NAME_mask.tif (uint8, 0/255, same shape, axes and pixel size
+as the input), and OUTDIR/summary.csv with the vesicle count and mean area per file. Touching vesicles are
+split by a seeded watershed so that each connected object in the mask is one vesicle (--no-split to turn
+off). The tiled predictor, scale handling and measurements live in predict.py.
 """
 import argparse
 import sys
 
+import predict
+
+TASK = "vesicle"
+
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """Command-line arguments."""
-    return argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Command-line arguments (shared with SynSeg_Cytoskeleton.py; vesicle defaults)."""
+    return predict.get_args_parser(TASK, description=__doc__)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Refuse to pretend: the real script lands with issue 5."""
-    print("SynSeg_Vesicle.py: not built yet (issue 5)", file=sys.stderr)
-    return 2
+    """Segment every input; exit code 0 when all succeeded, 1 if any file failed, 2 on bad usage."""
+    return predict.run(args, TASK)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,820 @@
+"""Tiled U-Net prediction, masks and measurements: the engine behind SynSeg_Vesicle.py and SynSeg_Cytoskeleton.py.
+
+Both segmentation scripts are thin wrappers over `run(args, task)`; they differ only in defaults.
+
+    python SynSeg_Vesicle.py -i images/ -o masks/ --save-prob --overlay --object-csv
+
+How one image becomes a mask:
+  1. Read (tiffio.read_image), pick a channel if the image has several (--channel), and treat every
+     other axis (T, Z, ...) as a list of 2D planes.
+  2. Physical scale: if the input's pixel size is known (tags or --pixel-size) and the model records
+     the pixel size it was trained at, the plane is resized to the model's scale (area averaging when
+     shrinking, linear when enlarging); the probability map is resized back to the input grid.
+  3. Normalise the plane exactly as in training (unet.normalize_image with the checkpoint's spec).
+  4. Tiled prediction (`predict_probability`): the plane is cut into a grid of equal tiles whose
+     neighbours overlap by at least --overlap px (default: the network's receptive margin). Tiles sit on
+     multiples of 2**depth, so every tile sees the same pooling grid as the whole image. Each tile's
+     sigmoid output is multiplied by a separable window that is 1 in the tile's core and falls as a
+     sin^2 ramp across each overlap with a neighbour (never to zero; no ramp on sides at the image
+     border); the weighted sum is divided by the summed windows. Because the ramps of two neighbours
+     add up to one, there are no seams, and the pixels next to a tile edge, which see the edge, hardly
+     count. Tiles are predicted in batches (--batch-size) under autocast (unet.autocast_dtype), with
+     batch norm folded into the convolutions; only float32 accumulators of the plane size are kept.
+  5. Threshold: a number, or 'otsu' on the probability map.
+  6. Vesicles only (on by default, --no-split turns it off): touching vesicles are split so that each
+     connected component of the written mask is one vesicle. Inside every connected component that is
+     large enough to hold two vesicles, seeds are the local maxima of the smoothed image intensity at
+     least `min_distance` px apart (default: the median vesicle radius in the image); a watershed on the
+     inverted intensity grows them back to the mask, and the pixels where two regions meet (8-connected)
+     are set to background, a 1-px line. The generator leaves the same 1-px gap between touching
+     vesicles in its training masks, so the network already learns most of this separation.
+  7. Measurements: vesicles - number of connected objects (8-connectivity) and their mean area;
+     cytoskeleton - total skeleton length (skimage skeletonize; steps between 8-neighbours counted 1 or
+     sqrt 2) and the number of junctions (clusters of skeleton pixels with three or more skeleton
+     neighbours). In um / um^2 when the pixel size is known, else in px.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TASK_DEFAULTS = {
+    "vesicle": {"model": "models/vesicle.pth", "threshold": "0.5", "split": True},
+    "cytoskeleton": {"model": "models/cytoskeleton.pth", "threshold": "0.5", "split": False},
+}
+ROOT = Path(__file__).resolve().parent
+RESCALE_TOLERANCE = 0.02  # pixel sizes within 2% count as equal: no resampling
+OUTPUT_SUFFIXES = ("_mask", "_prob", "_overlay")
+
+
+def log(*parts) -> None:
+    """Progress and notes go to stderr; stdout carries the input -> output list."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- tiling
+
+def tile_layout(length: int, tile: int, overlap: int, align: int) -> tuple[int, list[int]]:
+    """Tile length and start offsets that cover `length` px with overlaps of at least `overlap` px.
+
+    `length` must be a multiple of `align`. Tiles are shrunk (never grown beyond `tile`, except to keep
+    the overlap) so that n equal tiles cover the axis evenly; starts and length are multiples of align.
+    """
+    if length % align:
+        raise ValueError(f"length {length} is not a multiple of {align}")
+    t = min(-(-tile // align) * align, length)
+    if t >= length:
+        return length, [0]
+    if t <= overlap:
+        raise ValueError(f"tile size {tile} must be larger than the overlap {overlap}")
+    n = math.ceil((length - overlap) / (t - overlap))
+    t = min(length, -(-(math.ceil((length - overlap) / n) + overlap) // align) * align)
+    while True:
+        starts = [int(round((length - t) * i / (n - 1) / align)) * align for i in range(n)]
+        if t >= length or t - max(np.diff(starts)) >= overlap:
+            return t, starts
+        t += align
+
+
+BLEND = 16  # px over which two neighbouring tiles hand over to each other
+FLOOR = 1e-6  # weight of the halo pixels: tiny, never zero, so every sum of weights is positive
+
+
+def receptive_radius(model_args: dict) -> int:
+    """Exact receptive-field radius in px of unet.UNet: how far an output pixel sees into the input.
+
+    Each ConvBlock (k x k then 3 x 3 conv) reaches k//2 + 1 px at its own scale 2**level; the encoder,
+    bottleneck and decoder visit scales 1..2**(depth-1), 2**depth and 2**(depth-1)..1, and the pooling
+    steps add 2**depth - 1. Checked against autograd in tests/test_predict.py.
+    """
+    depth = int(model_args.get("depth", 3))
+    reach = int(model_args.get("first_kernel", 3)) // 2 + 1
+    return reach * (2 * (2 ** depth - 1) + 2 ** depth) + 2 ** depth - 1
+
+
+def default_overlap(model_args: dict) -> int:
+    """Overlap that makes tiled prediction equal whole-image prediction: two radii plus the blend."""
+    align = 2 ** int(model_args.get("depth", 3))
+    return -(-(2 * receptive_radius(model_args) + BLEND) // align) * align
+
+
+def ramp(n: int) -> np.ndarray:
+    """Rising sin^2 ramp of n samples, strictly between 0 and 1; ramp(n) + ramp(n)[::-1] == 1."""
+    k = (np.arange(n, dtype=np.float64) + 0.5) / n
+    return (np.sin(0.5 * np.pi * k) ** 2).astype(np.float32)
+
+
+def edge_profile(overlap: int) -> np.ndarray:
+    """Window values across an overlap of `overlap` px, rising from the tile edge inwards.
+
+    The outer half minus the blend is a halo of weight FLOOR (those pixels see the tile edge); a
+    sin^2 ramp of about BLEND px hands over in the middle. Two neighbours' profiles sum to 1 + FLOOR.
+    """
+    blend = min(BLEND, overlap)
+    halo = (overlap - blend) // 2
+    blend = overlap - 2 * halo
+    return np.concatenate([np.full(halo, FLOOR, np.float32), np.maximum(ramp(blend), FLOOR),
+                           np.ones(halo, np.float32)])
+
+
+def tile_windows(tile: int, starts: list[int]) -> list[np.ndarray]:
+    """1D blending window for each tile along one axis: 1 in the core and at the image border,
+    `edge_profile` across every overlap with a neighbour."""
+    windows = []
+    for i, s in enumerate(starts):
+        w = np.ones(tile, np.float32)
+        if i > 0:  # overlap with the previous tile
+            lead = starts[i - 1] + tile - s
+            w[:lead] = np.minimum(w[:lead], edge_profile(lead))
+        if i < len(starts) - 1:  # overlap with the next tile
+            trail = s + tile - starts[i + 1]
+            w[tile - trail:] = np.minimum(w[tile - trail:], edge_profile(trail)[::-1])
+        windows.append(w)
+    return windows
+
+
+def fold_batchnorm(model):
+    """A copy of `model` with every eval-mode BatchNorm folded into the convolution before it.
+
+    Same function up to float rounding, about 10% less work on the CPU.
+    """
+    import copy
+
+    import torch.nn as nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for block in folded.modules():
+        if not isinstance(block, nn.Sequential):
+            continue
+        for i in range(len(block) - 1):
+            if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                block[i] = fuse_conv_bn_eval(block[i], block[i + 1])
+                block[i + 1] = nn.Identity()
+    return folded
+
+
+def prepare_model(model, device):
+    """Eval-mode, BN-folded copy on `device`; channels_last on CUDA, where it speeds convolutions up."""
+    import torch
+
+    net = fold_batchnorm(model).to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    net.depth = model.depth
+    return net
+
+
+def predict_probability(model, image: np.ndarray, *, tile_size: int = 512, overlap: int = 64,
+                        batch_size: int = 4, device=None, amp_dtype=None, tta: bool = False,
+                        progress: bool = False) -> np.ndarray:
+    """Foreground probability (float32, same shape) of one normalised 2D image, predicted tile by tile.
+
+    `model` returns logits; `image` is float32 (H, W) already normalised. An image no larger than a tile
+    is predicted whole. With tta the four flips of every tile are averaged.
+    """
+    import torch
+    from tqdm import tqdm
+
+    device = device or next(model.parameters()).device
+    h, w = image.shape
+    align = 2 ** model.depth
+    ph, pw = (-h) % align, (-w) % align
+    if ph or pw:  # the same bottom/right reflect padding the network applies to a whole image
+        image = np.pad(image, ((0, ph), (0, pw)), mode="reflect" if (ph < h and pw < w) else "edge")
+    H, W = image.shape
+    ty, ys = tile_layout(H, tile_size, overlap, align)
+    tx, xs = tile_layout(W, tile_size, overlap, align)
+    wy, wx = tile_windows(ty, ys), tile_windows(tx, xs)
+    acc = np.zeros((H, W), np.float32)
+    # The summed window is separable, so two 1D sums replace a full-size weight buffer.
+    wsum_y, wsum_x = np.zeros(H, np.float32), np.zeros(W, np.float32)
+    for i, y in enumerate(ys):
+        wsum_y[y:y + ty] += wy[i]
+    for j, x in enumerate(xs):
+        wsum_x[x:x + tx] += wx[j]
+
+    jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
+    channels_last = device.type == "cuda"
+    bar = tqdm(total=len(jobs), desc="tiles", unit="tile", leave=False, disable=not progress)
+    with torch.inference_mode():
+        for k in range(0, len(jobs), batch_size):
+            batch = jobs[k:k + batch_size]
+            tiles = np.stack([image[ys[i]:ys[i] + ty, xs[j]:xs[j] + tx] for i, j in batch])
+            x = torch.from_numpy(tiles)[:, None].to(device)  # (B, 1, ty, tx)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            prob = None
+            for dims in flips:
+                xin = torch.flip(x, dims) if dims else x
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(xin)
+                p = torch.sigmoid(logits.float())
+                p = torch.flip(p, dims) if dims else p
+                prob = p if prob is None else prob + p
+            prob = (prob[:, 0] / len(flips)).cpu().numpy()  # (B, ty, tx)
+            for (i, j), p in zip(batch, prob):
+                acc[ys[i]:ys[i] + ty, xs[j]:xs[j] + tx] += p * wy[i][:, None] * wx[j][None, :]
+            bar.update(len(batch))
+    bar.close()
+    acc /= wsum_y[:, None]
+    acc /= wsum_x[None, :]
+    return acc[:h, :w] if (ph or pw) else acc
+
+
+# --------------------------------------------------------------------------- scale
+
+def rescale_factor(input_px: float | None, model_px: float | None) -> float:
+    """Factor to resize an input plane by so that its pixels match the model's (1.0: leave as is)."""
+    if not input_px or not model_px:
+        return 1.0
+    f = float(input_px) / float(model_px)
+    return 1.0 if abs(f - 1.0) <= RESCALE_TOLERANCE else f
+
+
+def resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a float32 2D array to (h, w): area averaging when shrinking, bilinear when enlarging."""
+    import cv2
+
+    h, w = shape
+    if (h, w) == plane.shape:
+        return plane
+    shrink = h * w < plane.shape[0] * plane.shape[1]
+    out = cv2.resize(np.ascontiguousarray(plane, dtype=np.float32), (w, h),
+                     interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out.reshape(h, w)
+
+
+# --------------------------------------------------------------------------- thresholds and objects
+
+def resolve_threshold(prob: np.ndarray, spec: str) -> float:
+    """A numeric threshold from '0.5'-like text, or Otsu's threshold of the probability map for 'otsu'."""
+    if str(spec).lower() == "otsu":
+        from skimage.filters import threshold_otsu
+
+        lo, hi = float(prob.min()), float(prob.max())
+        if hi - lo < 1e-6:  # nothing to separate
+            return 0.5
+        sample = prob[:: max(1, prob.shape[0] // 2048), :: max(1, prob.shape[1] // 2048)]
+        return float(threshold_otsu(sample))
+    return float(spec)
+
+
+def parse_threshold(text: str) -> str:
+    """argparse type: 'otsu' or a number strictly between 0 and 1."""
+    if text.lower() == "otsu":
+        return "otsu"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold {text!r}: use a number between 0 and 1 or 'otsu'") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"threshold {value} is outside (0, 1); use e.g. 0.5 or 'otsu'")
+    return text
+
+
+def label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected labels of a 2D binary mask."""
+    from scipy import ndimage
+
+    return ndimage.label(mask, structure=np.ones((3, 3), bool))
+
+
+def separate_labels(labels: np.ndarray) -> np.ndarray:
+    """Binary mask of `labels` with every pixel that 8-touches a higher label set to background."""
+    from scipy import ndimage
+
+    higher = ndimage.maximum_filter(labels, size=3, mode="constant", cval=0)
+    return (labels > 0) & (higher <= labels)
+
+
+def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float | None = None) -> np.ndarray:
+    """Split touching blobs: watershed from intensity peaks, 1-px background lines between objects.
+
+    Works component by component (bounded memory on big planes). `min_distance` in px (seeds closer than
+    that merge); None estimates it as the median equivalent radius of the components. Returns a bool mask.
+    """
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    labels, n = label8(mask)
+    if n == 0:
+        return mask.astype(bool)
+    areas = np.bincount(labels.ravel())[1:]
+    if min_distance is None:
+        min_distance = max(2.0, math.sqrt(float(np.median(areas)) / math.pi))
+    md = max(1, int(round(min_distance)))
+    sigma = max(1.0, md / 2.0)
+    pad = int(math.ceil(3 * sigma))
+    min_area = 1.5 * math.pi * md ** 2  # smaller components cannot hold two seeds md apart
+    out = mask.astype(bool)
+    for idx, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None or areas[idx - 1] < min_area:
+            continue
+        y0, x0 = max(sl[0].start - pad, 0), max(sl[1].start - pad, 0)
+        y1, x1 = min(sl[0].stop + pad, mask.shape[0]), min(sl[1].stop + pad, mask.shape[1])
+        region = labels[y0:y1, x0:x1] == idx
+        smooth = ndimage.gaussian_filter(intensity[y0:y1, x0:x1].astype(np.float32), sigma)
+        peaks = peak_local_max(smooth, min_distance=md, labels=region.astype(np.int32), exclude_border=False)
+        if len(peaks) < 2:
+            continue
+        markers = np.zeros(region.shape, np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        parts = watershed(-smooth, markers, mask=region)
+        keep = separate_labels(parts)
+        sub = out[y0:y1, x0:x1]
+        sub[region] = keep[region]
+    return out
+
+
+def object_table(labels: np.ndarray, intensity: np.ndarray) -> list[dict]:
+    """Per-object rows: label, centroid y/x (px), area (px) and mean intensity of the raw image."""
+    from scipy import ndimage
+
+    n = int(labels.max())
+    if n == 0:
+        return []
+    idx = np.arange(1, n + 1)
+    area = ndimage.sum_labels(np.ones(labels.shape, np.float32), labels, idx)
+    mean = ndimage.mean(intensity.astype(np.float64), labels, idx)
+    cents = ndimage.center_of_mass(np.ones(labels.shape, np.float32), labels, idx)
+    return [{"label": int(i), "centroid_y": float(c[0]), "centroid_x": float(c[1]),
+             "area_px": int(a), "mean_intensity": float(m)} for i, c, a, m in zip(idx, cents, area, mean)]
+
+
+def skeleton_stats(mask: np.ndarray) -> tuple[float, int]:
+    """(total skeleton length in px, number of junctions) of a 2D binary mask.
+
+    Length adds 1 for every pair of 4-neighbours and sqrt(2) for every pair of diagonal neighbours on
+    the skeleton; a junction is a cluster of skeleton pixels with three or more skeleton neighbours.
+    """
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    sk = skeletonize(mask.astype(bool))
+    if not sk.any():
+        return 0.0, 0
+    s = sk.astype(np.uint8)
+    straight = np.count_nonzero(s[1:, :] & s[:-1, :]) + np.count_nonzero(s[:, 1:] & s[:, :-1])
+    diagonal = np.count_nonzero(s[1:, 1:] & s[:-1, :-1]) + np.count_nonzero(s[1:, :-1] & s[:-1, 1:])
+    neighbours = ndimage.convolve(s, np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8), mode="constant")
+    _, junctions = label8(sk & (neighbours >= 3))
+    return float(straight + math.sqrt(2.0) * diagonal), int(junctions)
+
+
+# --------------------------------------------------------------------------- image layout
+
+def as_planes(data: np.ndarray, axes: str, channel: int | None, path) -> tuple[np.ndarray, str]:
+    """Select the channel and return (planes (N, Y, X), axes of the output mask).
+
+    A channel axis (C or S) of size > 1 needs `channel`; one of size 1 is dropped.
+    """
+    axes = axes.upper()
+    if len(axes) != data.ndim or "Y" not in axes or "X" not in axes:
+        raise ValueError(f"{path}: cannot tell the image axes (shape {data.shape}, axes {axes!r})")
+    for letter in ("S", "C"):
+        if letter not in axes:
+            continue
+        ax = axes.index(letter)
+        size = data.shape[ax]
+        if size == 1:
+            data, axes = np.take(data, 0, axis=ax), axes.replace(letter, "")
+        elif channel is None:
+            raise ValueError(f"{path}: image has {size} channels (shape {data.shape}, axes {axes}); "
+                             f"choose one with --channel 0..{size - 1}")
+        elif not 0 <= channel < size:
+            raise ValueError(f"{path}: --channel {channel} out of range; this image has channels 0..{size - 1}")
+        else:
+            data, axes = np.take(data, channel, axis=ax), axes.replace(letter, "")
+            channel = None  # used up; a second channel axis would need its own choice
+    order = [i for i, a in enumerate(axes) if a not in "YX"] + [axes.index("Y"), axes.index("X")]
+    out_axes = "".join(axes[i] for i in order)
+    data = np.transpose(data, order)
+    return data.reshape((-1,) + data.shape[-2:]), out_axes
+
+
+def check_values(data: np.ndarray, path) -> np.ndarray:
+    """Refuse NaN/inf and non-numeric data; bool becomes uint8."""
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise ValueError(f"{path}: unsupported pixel type {data.dtype}")
+    if np.issubdtype(data.dtype, np.floating):
+        bad = data.size - int(np.count_nonzero(np.isfinite(data)))
+        if bad:
+            raise ValueError(f"{path}: {bad} NaN or infinite pixel(s) in a float image; fix or mask them first")
+    return data
+
+
+# --------------------------------------------------------------------------- files
+
+def find_inputs(spec: Path, pattern: str, recursive: bool) -> list[Path]:
+    """Input files from a file, a folder (pattern, optionally recursive) or a glob."""
+    text = str(spec)
+    if spec.is_file():
+        return [spec]
+    if spec.is_dir():
+        found = spec.rglob(pattern) if recursive else spec.glob(pattern)
+        return sorted(p for p in found if p.is_file())
+    if any(ch in text for ch in "*?["):
+        return sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+    return []
+
+
+def output_paths(inputs: list[Path], spec: Path, out: Path) -> list[Path]:
+    """Mask path for each input: OUT/<relative folder>/NAME_mask.tif; -o may name the file for one input."""
+    if len(inputs) == 1 and spec.is_file() and out.suffix.lower() in (".tif", ".tiff"):
+        return [out]
+    base = spec if spec.is_dir() else None
+    paths = []
+    for p in inputs:
+        rel = p.parent.relative_to(base) if base is not None else Path()
+        stem = p.name.split(".")[0] if p.name.lower().endswith((".ome.tif", ".ome.tiff")) else p.stem
+        paths.append(out / rel / f"{stem}_mask.tif")
+    return paths
+
+
+def sibling(mask_path: Path, kind: str, suffix: str) -> Path:
+    """NAME_prob.tif / NAME_overlay.png beside NAME_mask.tif (or beside a user-named mask file)."""
+    stem = mask_path.stem[:-5] if mask_path.stem.endswith("_mask") else mask_path.stem
+    return mask_path.with_name(f"{stem}_{kind}{suffix}")
+
+
+def write_overlay(path: Path, plane: np.ndarray, mask: np.ndarray) -> None:
+    """PNG of the contrast-stretched plane (1-99.8 percentile) with the mask outline in yellow."""
+    import cv2
+    from scipy import ndimage
+
+    from tiffio import atomic_path
+
+    x = plane.astype(np.float32)
+    lo, hi = np.percentile(x, [1.0, 99.8])
+    grey = np.clip((x - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8) if hi > lo else np.zeros(x.shape, np.uint8)
+    m = mask.astype(bool)
+    edge = m & ~ndimage.binary_erosion(m, structure=np.ones((3, 3), bool), border_value=0)
+    bgr = np.repeat(grey[..., None], 3, axis=2)
+    bgr[edge] = (0, 255, 255)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), bgr):
+            raise OSError(f"{path}: could not write PNG")
+
+
+def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    """Write rows atomically."""
+    from tiffio import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of an earlier summary/object table, or [] when there is none."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+SUMMARY_FIELDS = {
+    "vesicle": ["file", "mask", "shape", "axes", "pixel_size_um", "scale", "threshold", "foreground_fraction",
+                "count", "mean_area", "area_unit"],
+    "cytoskeleton": ["file", "mask", "shape", "axes", "pixel_size_um", "scale", "threshold",
+                     "foreground_fraction", "skeleton_length", "length_unit", "junctions"],
+}
+OBJECT_FIELDS = ["file", "plane", "label", "centroid_y", "centroid_x", "area", "area_unit", "mean_intensity"]
+
+
+# --------------------------------------------------------------------------- one image
+
+class Segmenter:
+    """A loaded model plus the prediction settings; `segment(path)` does one file end to end."""
+
+    def __init__(self, model, info: dict, task: str, args: argparse.Namespace, device):
+        from unet import autocast_dtype
+
+        self.task, self.args, self.info, self.device = task, args, info, device
+        self.net = prepare_model(model, device)
+        self.amp = autocast_dtype(device, args.precision)
+        self.overlap = default_overlap(info["model_args"]) if args.overlap is None else args.overlap
+        # Batches only pay off on accelerators; on the CPU they cost memory and gain nothing.
+        self.batch_size = args.batch_size or (1 if device.type == "cpu" else 4)
+        self.norm = info["normalization"]
+        self.model_px = info.get("pixel_size_um")
+
+    def scale_for(self, shape: tuple[int, int], input_px: float | None) -> tuple[float, str]:
+        """Resize factor for a plane and a sentence saying why."""
+        a = self.args
+        if a.resize_size:
+            f = a.resize_size / max(shape)
+            return f, f"resized x{f:.3f} so the longer side is {a.resize_size} px (--resize_size)"
+        if a.no_rescale:
+            return 1.0, "no rescaling (--no-rescale)"
+        if not self.model_px:
+            return 1.0, "no rescaling (the model records no pixel size)"
+        if not input_px:
+            return 1.0, "no rescaling (pixel size unknown; pass --pixel-size to rescale)"
+        f = rescale_factor(input_px, self.model_px)
+        if f == 1.0:
+            return 1.0, f"no rescaling needed ({input_px:.4g} um/px matches the model's {self.model_px:.4g})"
+        return f, f"rescaled x{f:.3f} ({input_px:.4g} um/px -> model {self.model_px:.4g} um/px), mask on the input grid"
+
+    def probability(self, plane: np.ndarray, factor: float, progress: bool) -> np.ndarray:
+        """Probability map of one raw 2D plane on its own grid."""
+        from unet import normalize_image
+
+        h, w = plane.shape
+        x = plane.astype(np.float32, copy=False)
+        if factor != 1.0:
+            x = resize_plane(x, (max(1, round(h * factor)), max(1, round(w * factor))))
+        x = normalize_image(x, self.norm)
+        a = self.args
+        prob = predict_probability(self.net, x, tile_size=a.tile_size, overlap=self.overlap,
+                                   batch_size=self.batch_size, device=self.device, amp_dtype=self.amp,
+                                   tta=a.tta, progress=progress)
+        del x
+        if prob.shape != (h, w):
+            prob = resize_plane(prob, (h, w))
+            np.clip(prob, 0.0, 1.0, out=prob)
+        return prob
+
+    def segment(self, src: Path, dst: Path) -> tuple[dict, list[dict]]:
+        """Segment one file, write its outputs; returns (summary row, object rows)."""
+        from tiffio import read_image, write_tiff
+
+        a = self.args
+        data, meta = read_image(src)
+        data = check_values(data, src)
+        planes, axes = as_planes(data, meta["axes"], a.channel, src)
+        px = a.pixel_size or meta.get("pixel_size_um")
+        factor, note = self.scale_for(planes.shape[1:], px)
+        log(f"{src}: {len(planes)} plane(s) of {planes.shape[1]}x{planes.shape[2]} ({meta['dtype']}, axes {axes}); {note}")
+
+        masks = np.zeros(planes.shape, np.uint8)
+        probs = np.zeros(planes.shape, np.float32) if a.save_prob else None
+        thresholds, objects = [], []
+        length_px, junctions = 0.0, 0
+        big = planes.shape[1] * planes.shape[2] > 4 * a.tile_size ** 2
+        for k, plane in enumerate(planes):
+            if plane.min() == plane.max():  # constant plane: nothing to find, and nothing to normalise
+                if len(planes) == 1:
+                    log(f"{src}: constant image (all {plane.flat[0]}); writing an empty mask")
+                thresholds.append(float("nan"))
+                continue
+            prob = self.probability(plane, factor, progress=big)
+            t = resolve_threshold(prob, a.threshold)
+            thresholds.append(t)
+            mask = prob > t
+            if probs is not None:
+                probs[k] = prob
+            del prob
+            if self.task == "vesicle" and not a.no_split:
+                mask = split_touching(mask, plane, a.min_distance)
+            masks[k] = mask
+            if self.task == "vesicle":
+                labels, _ = label8(mask)
+                for row in object_table(labels, plane):
+                    row.update(file=str(src), plane=k)
+                    objects.append(row)
+                del labels
+            else:
+                length, nj = skeleton_stats(mask)
+                length_px += length
+                junctions += nj
+        masks *= 255
+
+        full_shape = self._output_shape(planes.shape, data.shape, meta["axes"], axes)
+        write_tiff(dst, masks.reshape(full_shape), pixel_size_um=px, axes=axes)
+        if probs is not None:
+            write_tiff(sibling(dst, "prob", ".tif"), probs.reshape(full_shape), pixel_size_um=px, axes=axes)
+        if a.overlay:
+            mid = len(planes) // 2
+            write_overlay(sibling(dst, "overlay", ".png"), planes[mid], masks[mid])
+
+        unit = "um" if px else "px"
+        fg = float(np.count_nonzero(masks)) / masks.size
+        used = [t for t in thresholds if t == t]
+        row = {"file": str(src), "mask": str(dst), "shape": "x".join(map(str, full_shape)), "axes": axes,
+               "pixel_size_um": f"{px:.6g}" if px else "", "scale": f"{factor:.4g}",
+               "threshold": f"{np.mean(used):.4g}" if used else "", "foreground_fraction": f"{fg:.6f}"}
+        if self.task == "vesicle":
+            area_scale = px * px if px else 1.0
+            for o in objects:
+                o["area"] = f"{o['area_px'] * area_scale:.6g}"
+                o["area_unit"] = f"{unit}^2"
+            row.update(count=len(objects), area_unit=f"{unit}^2",
+                       mean_area=f"{np.mean([o['area_px'] for o in objects]) * area_scale:.6g}" if objects else "")
+        else:
+            row.update(skeleton_length=f"{length_px * (px or 1.0):.6g}", length_unit=unit, junctions=junctions)
+        return row, objects
+
+    @staticmethod
+    def _output_shape(planes_shape, data_shape, in_axes: str, out_axes: str) -> tuple[int, ...]:
+        """Shape of the mask: the input's shape with the channel axis removed, Y and X last."""
+        sizes = dict(zip(in_axes.upper(), data_shape))
+        return tuple(sizes[a] for a in out_axes)
+
+
+# --------------------------------------------------------------------------- command line
+
+def get_args_parser(task: str, description: str | None = None) -> argparse.ArgumentParser:
+    """Arguments shared by both segmentation scripts; `task` sets the defaults."""
+    d = TASK_DEFAULTS[task]
+    p = argparse.ArgumentParser(description=description, formatter_class=_Formatter)
+    io = p.add_argument_group("inputs and outputs")
+    io.add_argument("-i", "--input", "--input_path", dest="input", type=Path, required=True,
+                    help="a TIFF file, a folder of TIFFs or a quoted glob such as 'data/*/cell*.tif'")
+    io.add_argument("-o", "--output-dir", "--output_path", dest="output", type=Path, required=True,
+                    help="output folder (NAME_mask.tif per input, summary.csv); a .tif file path when -i is one file")
+    io.add_argument("--pattern", default="*.tif*", help="file pattern when -i is a folder")
+    io.add_argument("--recursive", action="store_true", help="also search the subfolders of a folder input")
+    io.add_argument("--channel", type=int, default=None, help="channel to segment in multi-channel images (0-based)")
+    io.add_argument("--pixel-size", type=float, default=None,
+                    help="input pixel size in um, overriding the file's tags")
+    io.add_argument("--save-prob", action="store_true", help="also write NAME_prob.tif (float32 probability, 0..1)")
+    io.add_argument("--overlay", action="store_true",
+                    help="also write NAME_overlay.png (contrast-stretched image with the mask outline; middle plane of a stack)")
+    if task == "vesicle":
+        io.add_argument("--object-csv", action="store_true",
+                        help="also write objects.csv: one row per vesicle (centroid, area, mean intensity)")
+    io.add_argument("--overwrite", action="store_true", help="redo inputs whose mask already exists")
+    io.add_argument("--dry-run", action="store_true", help="list input -> output and stop")
+
+    m = p.add_argument_group("model and device")
+    m.add_argument("-m", "--model", "--model_path", dest="model", type=Path, default=ROOT / d["model"],
+                   help="checkpoint (.pth); bare original SynSeg weights load too")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    m.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast dtype; auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
+    m.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+    t = p.add_argument_group("tiling and scale")
+    t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=int, default=768,
+                   help="largest tile edge in px (tiles are shrunk to cover the image evenly); a 768 px tile "
+                        "of the base-64 network needs about 1.2 GB")
+    t.add_argument("--overlap", type=int, default=None,
+                   help="least overlap between tiles in px (default: twice the network's receptive radius "
+                        "plus 16, which makes tiled and whole-image predictions identical)")
+    t.add_argument("--batch-size", type=int, default=0,
+                   help="tiles per forward pass; 0: 1 on the CPU, 4 on a GPU")
+    t.add_argument("--tta", action="store_true", help="average the predictions of the four flips (4x slower)")
+    t.add_argument("--no-rescale", action="store_true",
+                   help="predict at the input's own pixel size even if it differs from the model's")
+    t.add_argument("--use_tiling", action="store_true",
+                   help="accepted for old commands; tiling is always on (small images are one tile)")
+    t.add_argument("--resize_size", type=int, default=None,
+                   help="old option, still honoured: resize each plane so its longer side is N px for "
+                        "prediction (aspect ratio kept, mask back on the input grid); overrides the physical rescale")
+
+    post = p.add_argument_group("mask")
+    post.add_argument("--threshold", type=parse_threshold, default=d["threshold"],
+                      help="probability threshold (0..1) or 'otsu'")
+    if task == "vesicle":
+        post.add_argument("--no-split", action="store_true",
+                          help="do not split touching vesicles with the seeded watershed")
+        post.add_argument("--min-distance", type=float, default=None,
+                          help="least distance in px between two vesicle centres for the split "
+                               "(default: median vesicle radius in the image)")
+    p.set_defaults(task=task, object_csv=False, no_split=True, min_distance=None)
+    if task == "vesicle":
+        p.set_defaults(no_split=False)
+    return p
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help (unless None or False), and the module docstring kept as written."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments, or None."""
+    if args.tile_size < 16:
+        return f"--tile-size {args.tile_size} is too small; use 64 or more"
+    if args.overlap is not None and not 0 <= args.overlap < args.tile_size:
+        return f"--overlap {args.overlap} must be between 0 and --tile-size ({args.tile_size})"
+    if args.batch_size < 0:
+        return f"--batch-size {args.batch_size} must be 0 (auto) or more"
+    if args.pixel_size is not None and args.pixel_size <= 0:
+        return f"--pixel-size {args.pixel_size} must be positive (um per pixel)"
+    if args.resize_size is not None and args.resize_size < 16:
+        return f"--resize_size {args.resize_size} must be at least 16"
+    if args.channel is not None and args.channel < 0:
+        return f"--channel {args.channel} must be 0 or more"
+    return None
+
+
+def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(input, mask path) pairs to consider, and notes about inputs left out."""
+    inputs = find_inputs(args.input, args.pattern, args.recursive)
+    notes = []
+    out_root = args.output.resolve()
+    if args.input.is_dir():  # leave out earlier outputs and anything inside the output folder
+        kept = []
+        for p in inputs:
+            rp = p.resolve()
+            if out_root in rp.parents or p.stem.endswith(OUTPUT_SUFFIXES):
+                notes.append(f"{p}: looks like an output of this script; left out")
+            else:
+                kept.append(p)
+        inputs = kept
+    pairs = list(zip(inputs, output_paths(inputs, args.input, args.output)))
+    return pairs, notes
+
+
+def run(args: argparse.Namespace, task: str) -> int:
+    """Segment every input; one line per failed file; exit code 1 if any failed, 2 on bad usage."""
+    name = f"SynSeg_{task.capitalize()}.py"
+    problem = check_args(args)
+    if problem:
+        log(f"{name}: {problem}")
+        return 2
+    pairs, notes = plan(args)
+    for n in notes:
+        log(n)
+    if not pairs:
+        log(f"{name}: no input matches {args.input}" + (f" with pattern {args.pattern!r}" if args.input.is_dir() else ""))
+        return 2
+    if args.dry_run:
+        for src, dst in pairs:
+            state = "exists, skip" if dst.exists() and not args.overwrite else "new"
+            print(f"{src} -> {dst} ({state})")
+        return 0
+    if not args.model.is_file():
+        log(f"{name}: model {args.model} not found; the shipped {task} model is not there yet - "
+            f"pass a checkpoint with -m PATH (e.g. one written by train_{'vesicle' if task == 'vesicle' else 'cytoskeleton'}_seg.py)")
+        return 2
+
+    import torch
+    from tqdm import tqdm
+
+    import unet
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = unet.get_device(args.device)
+        model, info = unet.load_model(args.model, device)
+    except (RuntimeError, ValueError, FileNotFoundError) as err:
+        log(f"{name}: {err}")
+        return 2
+    if info.get("task") != task:
+        log(f"{name}: warning: {args.model} was trained for {info.get('task')!r}, not {task!r}")
+    seg = Segmenter(model, info, task, args, device)
+    log(f"{name}: model {args.model} ({info.get('format', 'checkpoint')}, normalisation {seg.norm}, "
+        f"model pixel size {seg.model_px or 'unknown'} um), device {device}, "
+        f"precision {seg.amp or 'fp32'}, tiles up to {args.tile_size} px, overlap {seg.overlap} px, "
+        f"batch {seg.batch_size}")
+
+    summary_dir = pairs[0][1].parent if len(pairs) == 1 and args.output.suffix.lower() in (".tif", ".tiff") else args.output
+    old_rows = {r["file"]: r for r in read_csv(summary_dir / "summary.csv")}
+    old_objects = read_csv(summary_dir / "objects.csv")
+    rows, objects, failed, done, skipped = [], [], [], [], []
+    t0 = time.perf_counter()
+    inputs = {p.resolve() for p, _ in pairs}
+    for src, dst in tqdm(pairs, desc=task, unit="file", disable=None if len(pairs) > 1 else True):
+        if dst.resolve() in inputs:
+            failed.append(src)
+            log(f"{src}: refusing to write {dst}: it is an input file")
+            continue
+        if dst.exists() and not args.overwrite:
+            skipped.append(src)
+            if str(src) in old_rows:
+                rows.append(old_rows[str(src)])
+            objects.extend(o for o in old_objects if o.get("file") == str(src))
+            continue
+        try:
+            row, objs = seg.segment(src, dst)
+        except (ValueError, OSError, MemoryError, RuntimeError) as err:
+            failed.append(src)
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            log(msg if str(src) in msg else f"{src}: {msg}")
+            continue
+        rows.append(row)
+        objects.extend(objs)
+        done.append((src, dst))
+    if rows:
+        write_csv(summary_dir / "summary.csv", rows, SUMMARY_FIELDS[task])
+    if args.object_csv:
+        write_csv(summary_dir / "objects.csv", objects, OBJECT_FIELDS)
+
+    for src, dst in done:
+        print(f"{src} -> {dst}")
+    log(f"{name}: {len(done)} segmented, {len(skipped)} skipped (mask exists; --overwrite to redo), "
+        f"{len(failed)} failed, in {time.perf_counter() - t0:.1f} s; summary: {summary_dir / 'summary.csv'}")
+    return 1 if failed else 0
