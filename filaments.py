@@ -33,7 +33,7 @@ _RANGES = [
     ("--filaments", (20, 800), int,
      "free filaments per image in a cytoskeleton scene (log-uniform, capped at 2 um of filament per um^2 "
      "of image); asters, bundles, meshworks and filopodia come on top"),
-    ("--filament-length", (1.5, 40.0), float, "filament contour length (um)"),
+    ("--filament-length", (1.5, 40.0), float, "filament contour length (um; per-image mean log-uniform)"),
     ("--persistence-length", (1.0, 150.0), float,
      "persistence length (um, log-uniform): tens to hundreds for microtubules, ~1-10 for wiggly actin"),
     ("--filament-width", (0.02, 0.12), float,
@@ -71,7 +71,7 @@ def add_filament_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
         group.add_argument(flag, nargs=2, type=typ, default=list(default), metavar=("MIN", "MAX"), help=help_)
     group.add_argument("--mask-unit", choices=("um", "px"), default="um", help="unit of --mask-half-width")
     for flag, default, help_ in _PROBS:
-        group.add_argument(flag, type=float, default=default, help=help_)
+        group.add_argument(flag, type=float, default=default, metavar="P", help=help_)
     group.add_argument("--num_curves", "--num-curves", type=int, default=None, metavar="N",
                        help="original SynSeg flag: exactly N free filaments per image (sets --filaments N N)")
     return group
