@@ -627,7 +627,14 @@ def generate_dataset(args, render_one, *, kind: str, bit_depth: int) -> int:
             _write_one(i)
             bar.update()
     else:
-        with multiprocessing.get_context("spawn").Pool(args.workers, _init_worker, (job,)) as pool:
+        # forkserver, not fork: a fork of a process whose OpenCV thread pool already ran can hang;
+        # the server imports the heavy modules once, so each worker starts in a fraction of a second.
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["numpy", "cv2", "tifffile", "synth"])
+        else:  # Windows
+            ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(args.workers, _init_worker, (job,)) as pool:
             for _ in pool.imap_unordered(_write_one, todo, chunksize=2):
                 bar.update()
     bar.close()
