@@ -314,9 +314,9 @@ def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float 
     if min_distance is None:
         min_distance = max(2.0, math.sqrt(float(np.median(areas)) / math.pi))
     md = max(1, int(round(min_distance)))
-    sigma = max(1.0, md / 2.0)
+    sigma = max(1.0, md / 4.0)  # denoise only: more would merge the peaks of touching vesicles
     pad = int(math.ceil(3 * sigma))
-    min_area = 1.5 * math.pi * md ** 2  # smaller components cannot hold two seeds md apart
+    min_area = math.pi * md ** 2  # a component smaller than one typical vesicle is left whole
     out = mask.astype(bool)
     for idx, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None or areas[idx - 1] < min_area:
@@ -723,12 +723,14 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[str]]:
     """(input, mask path) pairs to consider, and notes about inputs left out."""
     inputs = find_inputs(args.input, args.pattern, args.recursive)
     notes = []
-    out_root = args.output.resolve()
-    if args.input.is_dir():  # leave out earlier outputs and anything inside the output folder
+    if args.input.is_dir():  # leave out earlier outputs: anything in a separate output subfolder, NAME_mask.tif...
+        in_root, out_root = args.input.resolve(), args.output.resolve()
+        names = {(p.parent, p.stem) for p in inputs}
         kept = []
         for p in inputs:
-            rp = p.resolve()
-            if out_root in rp.parents or p.stem.endswith(OUTPUT_SUFFIXES):
+            inside = out_root != in_root and out_root in p.resolve().parents
+            derived = any(p.stem.endswith(s) and (p.parent, p.stem[:-len(s)]) in names for s in OUTPUT_SUFFIXES)
+            if inside or derived:
                 notes.append(f"{p}: looks like an output of this script; left out")
             else:
                 kept.append(p)
@@ -776,6 +778,10 @@ def run(args: argparse.Namespace, task: str) -> int:
     if info.get("task") != task:
         log(f"{name}: warning: {args.model} was trained for {info.get('task')!r}, not {task!r}")
     seg = Segmenter(model, info, task, args, device)
+    if args.tile_size <= seg.overlap:
+        log(f"{name}: --tile-size {args.tile_size} must be larger than the overlap ({seg.overlap} px for this "
+            f"model); use --tile-size {4 * seg.overlap} or more, or a smaller --overlap (then tiling is approximate)")
+        return 2
     log(f"{name}: model {args.model} ({info.get('format', 'checkpoint')}, normalisation {seg.norm}, "
         f"model pixel size {seg.model_px or 'unknown'} um), device {device}, "
         f"precision {seg.amp or 'fp32'}, tiles up to {args.tile_size} px, overlap {seg.overlap} px, "

@@ -1,0 +1,254 @@
+"""predict.py: tiling layout and windows, tiled == whole-image, receptive radius, thresholds, vesicle split,
+skeleton measurements, plane handling."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+import predict
+import unet
+
+
+def sharp_model(base=4, depth=2, first_kernel=3, seed=0, size=(96, 96)):
+    """Random U-Net whose output really depends on the input (He init, logits of std ~2), in fp32.
+
+    With PyTorch's default init a random U-Net gives an almost constant map, which would let a wrong
+    tiler pass; this one has a probability map spread over (0, 1) and the full receptive field in use.
+    """
+    torch.manual_seed(seed)
+    model = unet.build_model(base_channels=base, depth=depth, first_kernel=first_kernel).eval()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+                mod.bias.uniform_(-0.1, 0.1)
+            elif isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 1.5)
+        logits = model(torch.from_numpy(smooth_noise(size, seed=seed + 1))[None, None])
+        model.final.weight /= float(logits.std()) / 2.0
+    return model
+
+
+def smooth_noise(shape, seed=0, sigma=2.0):
+    """Standardised smoothed Gaussian noise (float32)."""
+    x = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=shape), sigma)
+    return ((x - x.mean()) / x.std()).astype(np.float32)
+
+
+@pytest.mark.parametrize("length,tile,overlap,align", [(512, 256, 72, 8), (200, 64, 40, 4), (64, 256, 40, 4),
+                                                       (2048, 768, 168, 8), (1000, 100, 8, 8)])
+def test_tile_layout_covers_aligned_with_overlap(length, tile, overlap, align):
+    t, starts = predict.tile_layout(length, tile, overlap, align)
+    assert t % align == 0 and all(s % align == 0 for s in starts)
+    assert starts[0] == 0 and starts[-1] + t == length
+    assert t <= max(-(-tile // align) * align, overlap + align) or len(starts) == 1
+    if len(starts) > 1:
+        assert min(starts[i] + t - starts[i + 1] for i in range(len(starts) - 1)) >= overlap
+
+
+def test_tile_layout_rejects_overlap_not_smaller_than_tile():
+    with pytest.raises(ValueError, match="larger than the overlap"):
+        predict.tile_layout(512, 64, 64, 8)
+
+
+def test_windows_are_positive_and_hand_over_smoothly():
+    t, starts = predict.tile_layout(400, 128, 56, 8)
+    windows = predict.tile_windows(t, starts)
+    total = np.zeros(400, np.float32)
+    for s, w in zip(starts, windows):
+        assert w.min() > 0
+        total[s:s + t] += w
+    # Neighbouring profiles add up to one (plus the tiny halo floor): no seams in the blend.
+    np.testing.assert_allclose(total, 1.0, atol=2e-6)
+    # The pixels next to an inner tile edge (the halo) hardly count.
+    assert windows[1][0] < 1e-5 and windows[0][-1] < 1e-5
+    # At the image border there is no neighbour: full weight.
+    assert windows[0][0] == 1.0 and windows[-1][-1] == 1.0
+
+
+@pytest.mark.parametrize("depth,first_kernel", [(1, 3), (2, 3), (2, 5)])
+def test_receptive_radius_matches_autograd(depth, first_kernel):
+    torch.manual_seed(0)
+    model = unet.build_model(base_channels=4, depth=depth, first_kernel=first_kernel).eval().double()
+    size, reach = 96, 0
+    for off in range(2 ** depth):  # the reach depends on the position in the pooling grid
+        x = torch.randn(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+        c = size // 2 + off
+        model(x)[0, 0, c, c].backward()
+        ys, xs = torch.nonzero(x.grad[0, 0] != 0, as_tuple=True)
+        reach = max(reach, int((ys - c).abs().max()), int((xs - c).abs().max()))
+    assert predict.receptive_radius(model.model_args) == reach
+
+
+@pytest.mark.parametrize("shape,tile", [((157, 203), 96), ((96, 170), 80), ((37, 300), 72)])
+def test_tiled_equals_whole_image(shape, tile):
+    model = sharp_model()
+    net = predict.prepare_model(model, torch.device("cpu"))
+    image = smooth_noise(shape, seed=3)
+    whole = predict.predict_probability(net, image, tile_size=4096, overlap=0)
+    with torch.no_grad():  # the whole-image reference straight from the unfolded network
+        ref = torch.sigmoid(model(torch.from_numpy(image)[None, None]))[0, 0].numpy()
+    assert whole.std() > 0.1  # a map that varies, so agreement means something
+    np.testing.assert_allclose(whole, ref, atol=1e-5)
+    overlap = predict.default_overlap(model.model_args)
+    tiled = predict.predict_probability(net, image, tile_size=tile, overlap=overlap, batch_size=3)
+    t, starts = predict.tile_layout(-(-shape[1] // 4) * 4, tile, overlap, 4)
+    assert len(starts) > 1  # really tiled
+    assert tiled.shape == shape and tiled.dtype == np.float32
+    assert np.abs(tiled - whole).max() < 1e-3
+
+
+def test_small_overlap_is_visibly_worse():
+    """The default overlap is what makes tiling exact: a quarter of it leaves seams."""
+    model = sharp_model()
+    net = predict.prepare_model(model, torch.device("cpu"))
+    image = smooth_noise((160, 160), seed=4)
+    whole = predict.predict_probability(net, image, tile_size=4096, overlap=0)
+    tiled = predict.predict_probability(net, image, tile_size=64, overlap=16)
+    assert np.abs(tiled - whole).max() > 1e-2
+
+
+def test_tta_tiled_equals_tta_whole_and_differs_from_plain():
+    model = sharp_model()
+    net = predict.prepare_model(model, torch.device("cpu"))
+    image = smooth_noise((120, 136), seed=5)
+    plain = predict.predict_probability(net, image, tile_size=4096, overlap=0)
+    whole = predict.predict_probability(net, image, tile_size=4096, overlap=0, tta=True)
+    tiled = predict.predict_probability(net, image, tile_size=96, overlap=predict.default_overlap(model.model_args),
+                                        tta=True, batch_size=2)
+    assert np.abs(tiled - whole).max() < 1e-3
+    assert np.abs(plain - whole).max() > 1e-3
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (1, 1), (3, 40)])
+def test_images_smaller_than_a_tile_or_the_pooling_grid(shape):
+    net = predict.prepare_model(sharp_model(), torch.device("cpu"))
+    image = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    prob = predict.predict_probability(net, image, tile_size=64, overlap=40)
+    assert prob.shape == shape and np.all((prob >= 0) & (prob <= 1))
+
+
+def test_fold_batchnorm_keeps_the_function():
+    model = sharp_model(first_kernel=5)
+    x = torch.from_numpy(smooth_noise((40, 48)))[None, None]
+    folded = predict.fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_threshold_parsing_and_otsu():
+    assert predict.parse_threshold("0.3") == "0.3"
+    assert predict.parse_threshold("OTSU") == "otsu"
+    for bad in ("1.5", "0", "high"):
+        with pytest.raises(Exception, match="threshold"):
+            predict.parse_threshold(bad)
+    prob = np.concatenate([np.full(500, 0.1), np.full(500, 0.7)]).astype(np.float32).reshape(20, 50)
+    t = predict.resolve_threshold(prob, "otsu")
+    assert 0.1 <= t < 0.7
+    assert predict.resolve_threshold(np.full((8, 8), 0.3, np.float32), "otsu") == 0.5
+    assert predict.resolve_threshold(prob, "0.25") == 0.25
+
+
+def discs(centres, r=6, shape=(60, 90)):
+    """Mask of discs of radius r and an image with a Gaussian peak at each centre."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    mask = np.zeros(shape, bool)
+    image = np.zeros(shape, np.float32)
+    for cy, cx in centres:
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        mask |= d2 <= r * r
+        image += 1000 * np.exp(-d2 / (2 * (r / 2) ** 2))
+    return mask, image
+
+
+def test_split_touching_separates_touching_vesicles_with_a_line():
+    # a touching pair (centres 10 px apart, radius 6) and three isolated vesicles
+    mask, image = discs([(20, 17), (20, 27), (45, 15), (45, 45), (20, 70)])
+    assert predict.label8(mask)[1] == 4
+    split = predict.split_touching(mask, image)
+    assert predict.label8(split)[1] == 5  # 8-connected components = vesicles
+    lost = np.count_nonzero(mask & ~split)
+    assert 0 < lost <= 2 * 13  # only a thin line between the pair is given up
+    assert not np.any(split & ~mask)
+    assert predict.label8(predict.split_touching(mask, image, min_distance=12))[1] == 4  # seeds merged
+
+
+def test_split_leaves_single_vesicles_and_empty_masks_alone():
+    yy, xx = np.mgrid[:40, :40]
+    d2 = (yy - 20) ** 2 + (xx - 20) ** 2
+    mask = d2 <= 49
+    image = (1000 * np.exp(-d2 / 18.0) + np.random.default_rng(0).normal(0, 5, d2.shape)).astype(np.float32)
+    np.testing.assert_array_equal(predict.split_touching(mask, image), mask)
+    empty = np.zeros((10, 10), bool)
+    assert not predict.split_touching(empty, np.zeros((10, 10))).any()
+
+
+def test_separate_labels_breaks_8_connectivity():
+    labels = np.array([[1, 1, 0, 0],
+                       [1, 1, 2, 2],
+                       [0, 0, 2, 2]])
+    out = predict.separate_labels(labels)
+    assert predict.label8(out)[1] == 2
+
+
+def test_object_table_centroids_and_areas():
+    labels = np.zeros((20, 20), np.int32)
+    labels[2:5, 3:6] = 1  # 9 px around (3, 4)
+    labels[10:12, 10:14] = 2  # 8 px around (10.5, 11.5)
+    image = np.full((20, 20), 7.0)
+    rows = predict.object_table(labels, image)
+    assert [r["area_px"] for r in rows] == [9, 8]
+    assert rows[0]["centroid_y"] == pytest.approx(3.0) and rows[1]["centroid_x"] == pytest.approx(11.5)
+    assert rows[1]["mean_intensity"] == pytest.approx(7.0)
+
+
+def test_skeleton_length_and_junctions():
+    line = np.zeros((30, 60), bool)
+    line[14:17, 5:55] = True  # a 3-px thick horizontal bar, ~50 px long
+    length, junctions = predict.skeleton_stats(line)
+    assert 44 <= length <= 52 and junctions == 0
+    yy, xx = np.mgrid[:40, :40]
+    diag = (np.abs(yy - xx) <= 1) & (yy > 2) & (yy < 38)  # 3-px thick diagonal, 34 steps of sqrt 2
+    length, _ = predict.skeleton_stats(diag)
+    assert length == pytest.approx(34 * math.sqrt(2), rel=0.08)
+    cross = np.zeros((61, 61), bool)
+    cross[29:32, 5:56] = True
+    cross[5:56, 29:32] = True
+    length, junctions = predict.skeleton_stats(cross)
+    assert junctions == 1 and 90 <= length <= 104
+    assert predict.skeleton_stats(np.zeros((9, 9), bool)) == (0.0, 0)
+
+
+def test_as_planes_layouts():
+    planes, axes = predict.as_planes(np.zeros((3, 20, 30)), "TYX", None, "f")
+    assert planes.shape == (3, 20, 30) and axes == "TYX"
+    planes, axes = predict.as_planes(np.zeros((2, 3, 20, 30)), "ZCYX", 2, "f")
+    assert planes.shape == (2, 20, 30) and axes == "ZYX"
+    planes, axes = predict.as_planes(np.arange(20 * 30 * 3).reshape(20, 30, 3), "YXS", 1, "f")
+    assert planes.shape == (1, 20, 30) and axes == "YX" and planes[0, 0, 0] == 1
+    planes, axes = predict.as_planes(np.zeros((1, 20, 30)), "CYX", None, "f")
+    assert planes.shape == (1, 20, 30) and axes == "YX"
+    with pytest.raises(ValueError, match=r"f: image has 3 channels \(shape \(20, 30, 3\)"):
+        predict.as_planes(np.zeros((20, 30, 3)), "YXS", None, "f")
+    with pytest.raises(ValueError, match="--channel 4 out of range"):
+        predict.as_planes(np.zeros((3, 20, 30)), "CYX", 4, "f")
+
+
+def test_check_values_refuses_nan():
+    x = np.ones((4, 4), np.float32)
+    x[1, 2] = np.nan
+    with pytest.raises(ValueError, match="img.tif: 1 NaN"):
+        predict.check_values(x, "img.tif")
+    assert predict.check_values(np.ones((2, 2), bool), "b").dtype == np.uint8
+
+
+def test_rescale_factor():
+    assert predict.rescale_factor(0.2, 0.1) == pytest.approx(2.0)
+    assert predict.rescale_factor(0.101, 0.1) == 1.0  # within tolerance
+    assert predict.rescale_factor(None, 0.1) == 1.0 and predict.rescale_factor(0.2, None) == 1.0
+    small = predict.resize_plane(np.arange(64, dtype=np.float32).reshape(8, 8), (4, 4))
+    assert small.shape == (4, 4) and small.mean() == pytest.approx(31.5)
