@@ -24,6 +24,7 @@ import sys
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
 
 import synth
 
@@ -66,27 +67,19 @@ def draw_positions(rng: np.random.Generator, n: int, cells: np.ndarray, cluster_
     return pos[rng.permutation(len(pos))]
 
 
-def resolvable(pos: np.ndarray, half: np.ndarray, in_focus: np.ndarray, overlap: float = 0.9) -> np.ndarray:
-    """Bool keep-mask: drop in-focus vesicles whose centre lies closer than overlap * (sum of footprint
-    radii) to an earlier kept one, so that no two labelled vesicles merge into one unresolvable blob.
-    Out-of-focus vesicles are always kept."""
-    from scipy.spatial import cKDTree
-
-    keep = np.ones(len(pos), bool)
+def crowded(pos: np.ndarray, half: np.ndarray, in_focus: np.ndarray, overlap: float = 0.9) -> np.ndarray:
+    """Bool per vesicle: in focus and closer than overlap * (sum of footprint radii) to an earlier
+    in-focus vesicle, i.e. the two would merge into one blob that no one could count as two."""
+    clash = np.zeros(len(pos), bool)
     focus = np.flatnonzero(in_focus)
     if len(focus) < 2:
-        return keep
+        return clash
     pairs = cKDTree(pos[focus]).query_pairs(2 * overlap * float(half[focus].max()), output_type="ndarray")
-    if not len(pairs):
-        return keep
-    i, j = focus[pairs[:, 0]], focus[pairs[:, 1]]
-    d = np.hypot(*(pos[i] - pos[j]).T)
-    close = d < overlap * (half[i] + half[j])
-    i, j = np.minimum(i[close], j[close]), np.maximum(i[close], j[close])
-    for k in np.argsort(j, kind="stable"):  # earlier vesicles win; a dropped one blocks nothing
-        if keep[i[k]]:
-            keep[j[k]] = False
-    return keep
+    if len(pairs):
+        i, j = focus[pairs[:, 0]], focus[pairs[:, 1]]
+        close = np.hypot(*(pos[i] - pos[j]).T) < overlap * (half[i] + half[j])
+        clash[np.maximum(i, j)[close]] = True
+    return clash
 
 
 def draw_vesicles(rng: np.random.Generator, shape, cells: dict, levels: dict, args) -> dict:
@@ -105,19 +98,25 @@ def draw_vesicles(rng: np.random.Generator, shape, cells: dict, levels: dict, ar
                          synth.draw(rng, args.cluster_size) / px)
     sigma = levels["psf_sigma"]
     half = np.sqrt(np.maximum(a, b) ** 2 + (HALF_MAX * sigma) ** 2)  # footprint radius for spacing
-    # Touching pairs: move some vesicles next to an earlier one, footprints just meeting.
+    # Touching pairs: move some vesicles right against another one, footprints just meeting.
     touch = rng.random(n) < synth.draw(rng, args.touching_fraction)
-    touch[0:1] = False
-    for i in np.flatnonzero(touch):
-        j = int(rng.integers(0, i))
-        theta = rng.uniform(0, 2 * np.pi)
-        gap = (half[i] + half[j]) * rng.uniform(0.92, 1.1)
-        pos[i] = pos[j] + gap * np.array([math.sin(theta), math.cos(theta)])
+    anchors = np.flatnonzero(~touch)
+    if touch.any() and anchors.size:
+        t = np.flatnonzero(touch)
+        j = anchors[rng.integers(0, anchors.size, t.size)]
+        theta = rng.uniform(0, 2 * np.pi, t.size)
+        gap = (half[t] + half[j]) * rng.uniform(0.92, 1.1, t.size)
+        pos[t] = pos[j] + gap[:, None] * np.stack([np.sin(theta), np.cos(theta)], axis=1)
+    in_focus = rng.random(n) >= synth.draw(rng, args.out_of_focus)
+    # Vesicles that would merge with another get a fresh place (twice at most), then are dropped.
+    for _ in range(2):
+        clash = crowded(pos, half, in_focus)
+        if not clash.any():
+            break
+        pos[clash] = draw_positions(rng, int(clash.sum()), cells["cells"], 0.0, 0.0)
+    keep = ~crowded(pos, half, in_focus)
     # Centres just outside the frame are kept (their edge shows); farther ones are dropped.
-    inside = ((pos[:, 0] > -1) & (pos[:, 0] < shape[0] + 1) & (pos[:, 1] > -1) & (pos[:, 1] < shape[1] + 1))
-    pos, a, b, half = pos[inside], a[inside], b[inside], half[inside]
-    in_focus = rng.random(len(pos)) >= synth.draw(rng, args.out_of_focus)
-    keep = resolvable(pos, half, in_focus)
+    keep &= (pos[:, 0] > -1) & (pos[:, 0] < shape[0] + 1) & (pos[:, 1] > -1) & (pos[:, 1] < shape[1] + 1)
     pos, a, b, in_focus = pos[keep], a[keep], b[keep], in_focus[keep]
     n = len(pos)
     # Brightness from a target peak SNR against the local noise (shot noise of what lies beneath, read noise).
@@ -263,14 +262,13 @@ def render_one(rng: np.random.Generator, args):
     image = synth.finish_image(rng, in_focus, out_of_focus, cells, args, 16, levels=levels)
     # One row per vesicle that kept mask pixels inside the frame (these are the connected components).
     present = np.zeros(len(ves["y"]) + 1, bool)
-    present[np.unique(labels[mask > 0])] = True
-    rows = []
-    for i in range(len(ves["y"])):
-        if present[rank[i]]:
-            rows.append({"y": float(ves["y"][i]), "x": float(ves["x"][i]),
-                         "radius": float(math.sqrt(ves["a"][i] * ves["b"][i])),
-                         "brightness": float(ves["brightness"][i])})
-    rows.sort(key=lambda r: (r["y"], r["x"]))
+    present[labels[mask > 0]] = True
+    shown = np.flatnonzero(present[rank]) if len(rank) else np.zeros(0, int)
+    shown = shown[np.lexsort((ves["x"][shown], ves["y"][shown]))]
+    radius = np.sqrt(ves["a"][shown] * ves["b"][shown])
+    rows = [{"y": y, "x": x, "radius": r, "brightness": v} for y, x, r, v in
+            zip(ves["y"][shown].tolist(), ves["x"][shown].tolist(), radius.tolist(),
+                ves["brightness"][shown].tolist())]
     return image, mask, rows
 
 
@@ -310,7 +308,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     # Real spot images show PSF sigmas of ~1.2-3 px; at 0.1 um/px the diffraction limit alone gives 0.78 px.
     parser.set_defaults(psf_scale=[1.2, 3.5])
     ves = parser.add_argument_group("vesicles (MIN MAX, drawn per image)")
-    synth.add_range(ves, "--num-spots", default=(20, 800), low=0,
+    synth.add_range(ves, "--num-spots", default=(30, 1200), low=0,
                     help="vesicles per image (log-uniform), in focus and out of focus")
     synth.add_range(ves, "--radius", default=(0.02, 0.5), low=0.001,
                     help="vesicle radius in um (log-uniform); 0.5 um = 1 um across")
@@ -318,7 +316,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="ratio of the largest to the smallest radius within one image")
     synth.add_range(ves, "--aspect", default=(1.0, 1.35), low=1.0,
                     help="long over short axis (1 = round)")
-    synth.add_range(ves, "--snr", default=(2.5, 150.0), low=0.01,
+    synth.add_range(ves, "--snr", default=(3.0, 150.0), low=0.01,
                     help="peak signal-to-noise ratio of an in-focus vesicle (log-uniform)")
     synth.add_range(ves, "--snr-spread", default=(2.0, 30.0), low=1.0,
                     help="ratio of the brightest to the dimmest vesicle SNR within one image")
