@@ -141,6 +141,10 @@ def add_common_args(parser, *, default_image_size: int = 512, default_pixel_size
     add_range(cam, "--offset", default=(0.0, 600.0), low=0.0, help="camera offset in ADU (16-bit scale)")
     add_range(cam, "--gain", default=(0.5, 5.0), low=0.0, help="ADU per photon (log-uniform)")
     add_range(cam, "--read-noise", default=(0.5, 8.0), low=0.0, help="Gaussian read noise in photo-electrons rms")
+    add_range(cam, "--column-noise", default=(0.0, 1.0), low=0.0,
+              help="s.d. of a fixed offset per camera column (sCMOS stripes), in units of the read noise")
+    add_range(cam, "--hot-pixels", default=(0, 20), low=0, integer=True,
+              help="single bright pixels (camera defects, cosmic rays) per image; never targets")
     add_range(cam, "--saturation-prob", default=(0.05, 0.05), low=0.0, high=1.0,
               help="probability that an image saturates (top 0.1-1%% of pixels clipped)")
 
@@ -456,13 +460,24 @@ def camera(rng: np.random.Generator, photons: np.ndarray, args, bit_depth: int,
            read_noise: float | None = None) -> np.ndarray:
     """Expected photons per pixel -> camera image of `bit_depth` (8 or 16) bits.
 
-    16-bit: ADU = offset + gain * (Poisson photons + read noise), optionally saturated, rounded, clipped.
+    16-bit: ADU = offset + gain * (Poisson photons + read noise + column offsets + hot pixels),
+    optionally saturated, rounded, clipped.
     8-bit: the same camera, then a display-style export that maps a high percentile to near 255.
     read_noise (electrons) is drawn from --read-noise when None.
     """
     if read_noise is None:
         read_noise = draw(rng, args.read_noise)
     electrons = shot_and_read_noise(rng, photons, read_noise)
+    h, w = electrons.shape
+    columns = draw(rng, getattr(args, "column_noise", (0.0, 0.0))) * read_noise
+    if columns > 0:
+        electrons += (columns * rng.standard_normal(w)).astype(np.float32)[None, :]
+    n_hot = draw_int(rng, getattr(args, "hot_pixels", (0, 0)))
+    if n_hot:
+        level = float(np.median(photons[::8, ::8])) + read_noise ** 2 + 1.0
+        hot = rng.integers(0, h * w, n_hot)
+        electrons.ravel()[hot] += (np.sqrt(level) * np.exp(rng.uniform(np.log(5), np.log(200), n_hot))
+                                   ).astype(np.float32)
     adu = draw(rng, args.offset) + draw(rng, args.gain, log=True) * electrons
     saturate = rng.random() < draw(rng, args.saturation_prob)
     clip_q = rng.uniform(99.0, 99.9)
