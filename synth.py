@@ -125,7 +125,7 @@ def add_common_args(parser, *, default_image_size: int = 512, default_pixel_size
     opt.add_argument("--pixel-size", "--pixel_size", dest="pixel_size", type=float, default=default_pixel_size,
                      help="pixel size in um/px, written into the TIFF tags")
     opt.add_argument("--psf-sigma", "--psf_sigma", dest="psf_sigma", type=float, default=None,
-                     help="Gaussian PSF sigma in um (default: 0.21 * wavelength / NA)")
+                     help="Gaussian PSF sigma in um; when not given, 0.21 * wavelength / NA")
     opt.add_argument("--na", type=float, default=1.4, help="numerical aperture (for the default PSF)")
     opt.add_argument("--wavelength", type=float, default=0.52, help="emission wavelength in um (for the default PSF)")
     add_range(opt, "--psf-scale", default=(1.0, 2.5), low=0.1,

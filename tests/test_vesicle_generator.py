@@ -124,3 +124,12 @@ def test_original_flag_spellings():
                                             "--min_radius", "1", "--max_radius", "2"])
     assert args.num_images == 3 and args.num_spots == [5, 9]
     assert args.radius == pytest.approx([0.2, 0.4])  # original radii were in pixels
+
+
+@pytest.mark.parametrize("extra", [["--num-spots", "0", "0"], ["--cells", "0", "0"], ["--image-size", "9"]])
+def test_edge_cases_render(extra):
+    image, mask, rows = vg.render_one(synth.image_rng(0, 0), parse(*extra))
+    assert image.shape == mask.shape and image.dtype == np.uint16
+    assert len(rows) == components(mask)
+    if extra[0] == "--num-spots":
+        assert not mask.any() and rows == []
