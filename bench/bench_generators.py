@@ -27,17 +27,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def time_render(render_one, args, repeats: int) -> list[float]:
-    """Seconds per call of render_one(rng, args) for images 0..repeats-1 (after one warm-up call)."""
+def time_render(render_one, args, repeats: int) -> tuple[list[float], list[float]]:
+    """(wall, CPU) seconds per call of render_one(rng, args) for images 0..repeats-1, after a warm-up call.
+
+    CPU time (all threads of this process) is the steadier figure on a shared machine.
+    """
     import synth
 
     render_one(synth.image_rng(args.seed, 10_000), args)
-    times = []
+    wall, cpu = [], []
     for index in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         render_one(synth.image_rng(args.seed, index), args)
-        times.append(time.perf_counter() - start)
-    return times
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def naive_vesicle(rng: np.random.Generator, size: int = 512):
@@ -57,15 +61,16 @@ def naive_vesicle(rng: np.random.Generator, size: int = 512):
     return image, mask
 
 
-def time_naive(repeats: int) -> list[float]:
-    """Seconds per naive_vesicle image."""
-    times = []
+def time_naive(repeats: int) -> tuple[list[float], list[float]]:
+    """(wall, CPU) seconds per naive_vesicle image."""
+    wall, cpu = [], []
     for index in range(repeats):
         rng = np.random.default_rng(index)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         naive_vesicle(rng)
-        times.append(time.perf_counter() - start)
-    return times
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def time_dataset(script: str, out: Path, images: int, workers: int, size: int) -> float:
@@ -84,10 +89,11 @@ def time_dataset(script: str, out: Path, images: int, workers: int, size: int) -
     return wall
 
 
-def row(name: str, times: list[float]) -> str:
-    """One table line: median and mean ms per image."""
-    ms = [t * 1e3 for t in times]
-    return f"{name:<34} {statistics.median(ms):>9.1f} {statistics.mean(ms):>9.1f} {len(ms):>5d}"
+def row(name: str, times: tuple[list[float], list[float]]) -> str:
+    """One table line: median and mean wall ms, median CPU ms per image."""
+    wall, cpu = ([t * 1e3 for t in ts] for ts in times)
+    return (f"{name:<34} {statistics.median(wall):>9.1f} {statistics.mean(wall):>9.1f} "
+            f"{statistics.median(cpu):>9.1f} {len(wall):>5d}")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -107,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
 
     print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"{os.cpu_count()} CPUs")
-    print(f"{'per-image render (1 process)':<34} {'median ms':>9} {'mean ms':>9} {'n':>5}")
+    print(f"{'per-image render (1 process)':<34} {'median ms':>9} {'mean ms':>9} {'CPU ms':>9} {'n':>5}")
     ves_args = Vesicle_generator.get_args_parser().parse_args(["--output-dir", "unused"])
     print(row("vesicle 512x512", time_render(Vesicle_generator.render_one, ves_args, args.repeats)))
     try:
