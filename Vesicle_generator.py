@@ -39,8 +39,8 @@ def sub_range(rng: np.random.Generator, bounds, spread) -> tuple[float, float]:
     if hi <= lo or lo <= 0:
         return lo, hi
     width = min(math.log(synth.draw(rng, spread, log=True)), math.log(hi / lo))
-    start = rng.uniform(math.log(lo), math.log(hi) - width)
-    return math.exp(start), math.exp(start + width)
+    start = rng.uniform(math.log(lo), max(math.log(lo), math.log(hi) - width))
+    return math.exp(start), min(hi, math.exp(start + width))
 
 
 def draw_positions(rng: np.random.Generator, n: int, cells: np.ndarray, cluster_fraction: float,
@@ -305,8 +305,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments: output, optics, camera, background (synth.py) and vesicles."""
     parser = _Parser(description=__doc__)
     synth.add_common_args(parser, default_image_size=512, default_pixel_size=0.1)
-    # Real spot images show PSF sigmas of ~1.2-3 px; at 0.1 um/px the diffraction limit alone gives 0.78 px.
-    parser.set_defaults(psf_scale=[1.2, 3.5])
+    # Apparent spot sigma in real images: ~1.1-1.2 px (smFISH, beads), up to ~2 px at fine sampling and
+    # ~0.5 px at 0.16 um/px; 0.1 um/px with the diffraction-limited 0.78 px times 0.7-2.2 spans that.
+    parser.set_defaults(psf_scale=[0.7, 2.2])
     ves = parser.add_argument_group("vesicles (MIN MAX, drawn per image)")
     synth.add_range(ves, "--num-spots", default=(30, 1200), low=0,
                     help="vesicles per image (log-uniform), in focus and out of focus")
@@ -316,7 +317,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="ratio of the largest to the smallest radius within one image")
     synth.add_range(ves, "--aspect", default=(1.0, 1.35), low=1.0,
                     help="long over short axis (1 = round)")
-    synth.add_range(ves, "--snr", default=(3.0, 150.0), low=0.01,
+    synth.add_range(ves, "--snr", default=(4.0, 250.0), low=0.01,
                     help="peak signal-to-noise ratio of an in-focus vesicle (log-uniform)")
     synth.add_range(ves, "--snr-spread", default=(2.0, 30.0), low=1.0,
                     help="ratio of the brightest to the dimmest vesicle SNR within one image")

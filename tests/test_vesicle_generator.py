@@ -126,10 +126,20 @@ def test_original_flag_spellings():
     assert args.radius == pytest.approx([0.2, 0.4])  # original radii were in pixels
 
 
-@pytest.mark.parametrize("extra", [["--num-spots", "0", "0"], ["--cells", "0", "0"], ["--image-size", "9"]])
+@pytest.mark.parametrize("extra", [["--num-spots", "0", "0"], ["--cells", "0", "0"], ["--image-size", "9"],
+                                   ["--radius", "0.02", "0.03", "--snr", "50", "60", "--psf-scale", "1", "1"]])
 def test_edge_cases_render(extra):
-    image, mask, rows = vg.render_one(synth.image_rng(0, 0), parse(*extra))
-    assert image.shape == mask.shape and image.dtype == np.uint16
-    assert len(rows) == components(mask)
-    if extra[0] == "--num-spots":
-        assert not mask.any() and rows == []
+    for index in range(4):
+        image, mask, rows = vg.render_one(synth.image_rng(3, index), parse(*extra))
+        assert image.shape == mask.shape and image.dtype == np.uint16
+        assert len(rows) == components(mask)
+        if extra[0] == "--num-spots":
+            assert not mask.any() and rows == []
+
+
+def test_sub_range_stays_inside_bounds():
+    rng = np.random.default_rng(0)
+    for bounds, spread in [((0.02, 0.03), (1.5, 25.0)), ((1.0, 1.0), (2.0, 2.0)), ((0.1, 10.0), (2.0, 3.0))]:
+        for _ in range(200):
+            lo, hi = vg.sub_range(rng, bounds, spread)
+            assert bounds[0] <= lo <= hi <= bounds[1]
