@@ -58,6 +58,8 @@ _PROBS = [
      "sticking out of the cell edge"),
     ("--confine-prob", 0.7, "probability that structures stay inside the drawn cells (else they fill the "
      "frame, as in tissue)"),
+    ("--cortex-prob", 0.3, "probability of a bright diffuse rim just inside the cell edge (actin cortex, "
+     "lamellipodium): sharp outside, fading inwards, never in the mask"),
     ("--aligned-prob", 0.5, "probability that an image's filaments share a preferred direction"),
     ("--er-prob", 0.2, "probability that an image is an ER network instead of a cytoskeleton"),
     ("--mito-prob", 0.1, "probability that an image is a mitochondria network instead of a cytoskeleton"),
@@ -333,6 +335,7 @@ class _Image:
         self.strokes = _Strokes()
         self.solid_in = np.zeros(shape, np.float32)    # filled sheets / centrosomes (in the mask)
         self.solid_out = None                          # out-of-focus sheets, made on demand
+        self.diffuse = None                            # in-focus signal that is not a target (cortex)
         self.min_width = math.sqrt(2 * math.pi) * max(psf_sigma_px, 0.5)
         self.ds = min(1.0, 0.1 / pixel_size_um)  # vertex step (px): <= 0.1 um keeps wiggly actin smooth
         self.sd_between = _uniform(rng, args.brightness_between)
@@ -467,6 +470,19 @@ class _Image:
         self.add_worms(start, theta, rng.uniform(2.0, 12.0, m), np.full(m, 30.0),
                        self.brightness(m, rng.uniform(0.7, 2.0)), np.full(m, 0.15), self.focus(m),
                        free=np.ones(m, bool), beads=0.1)
+
+    def cortex(self):
+        """Diffuse bright rim inside the cell edge: a sharp edge the model must not call a filament."""
+        rng, cells = self.rng, self.sampler.cells
+        if cells is None:
+            return
+        dist = cv2.distanceTransform(cells.astype(np.uint8), cv2.DIST_L2, 3)
+        depth = self.um(rng.uniform(0.3, 3.0))
+        rim = np.exp(-dist / depth) * (dist > 0)
+        # patchy along the edge: brighter in some stretches (lamellipodia), faint in others
+        patch = cv2.resize(rng.uniform(0.0, 1.0, (8, 8)).astype(np.float32), self.shape[::-1],
+                           interpolation=cv2.INTER_CUBIC)
+        self.diffuse = (rng.uniform(0.3, 2.0) * rim * np.clip(patch, 0, 1)).astype(np.float32)
 
     def asters(self):
         a, rng = self.args, self.rng
@@ -649,12 +665,16 @@ def render_structures(rng: np.random.Generator, shape: tuple[int, int], pixel_si
         img.er_network()
     else:
         img.mitochondria()
+    if rng.random() < args.cortex_prob and confine and cells is not None:
+        img.cortex()
 
     # points at most 1 px apart keep the rounded centreline 8-connected; a PSF of sigma >= 0.8 px
     # smooths away the ripple of 1 px spacing, a sharper one gets half-pixel spacing
     step = 1.0 if psf_sigma_px >= 0.8 else 0.5
     y, x, weight, focus = img.strokes.samples(step, img.min_width)
     in_focus = _splat(y[focus], x[focus], weight[focus], (h, w)) + img.solid_in
+    if img.diffuse is not None:
+        in_focus += img.diffuse
     out_focus = _splat(y[~focus], x[~focus], weight[~focus], (h, w))
     if img.solid_out is not None:
         out_focus += img.solid_out
