@@ -169,3 +169,13 @@ def test_filopodia_stick_out_of_the_cell_edge():
     in_focus, _, mask = render(args, 2, shape=(160, 160), cells=cells)
     assert in_focus[:, 84:].sum() > 0 and in_focus[:, :80].sum() > 0  # they cross the edge at x = 80
     assert mask[:, 84:].any()
+
+
+def test_cortex_rim_is_signal_but_not_mask():
+    cells = np.zeros((96, 96), bool)
+    cells[20:80, 20:80] = True
+    args = parse("--filaments", "0", "0", "--confine-prob", "1", "--cortex-prob", "1", *ONLY_FILAMENTS)
+    in_focus, _, mask = render(args, 0, cells=cells)
+    assert in_focus[20:80, 20:80].max() > 0 and in_focus[~cells].max() == 0
+    assert in_focus[21, 50] > in_focus[50, 50]  # bright at the edge, fading inwards
+    assert mask.sum() == 0
