@@ -301,13 +301,6 @@ def blob_polygon(rng: np.random.Generator, cy: float, cx: float, radius: float, 
     return np.round(np.stack([x, y], axis=1) * 4).astype(np.int32)  # 2 fractional bits for cv2 shift=2
 
 
-def fill_polygon(shape, points: np.ndarray) -> np.ndarray:
-    """Bool mask of a polygon from blob_polygon (points carry 2 fractional bits)."""
-    canvas = np.zeros(shape, np.uint8)
-    cv2.fillPoly(canvas, [points], 1, lineType=cv2.LINE_8, shift=2)
-    return canvas.astype(bool)
-
-
 # --------------------------------------------------------------------------- cell context
 
 def cell_layer(rng: np.random.Generator, shape, args) -> dict:
