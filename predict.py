@@ -11,15 +11,18 @@ How one image becomes a mask:
      the pixel size it was trained at, the plane is resized to the model's scale (area averaging when
      shrinking, linear when enlarging); the probability map is resized back to the input grid.
   3. Normalise the plane exactly as in training (unet.normalize_image with the checkpoint's spec).
-  4. Tiled prediction (`predict_probability`): the plane is cut into a grid of equal tiles whose
-     neighbours overlap by at least --overlap px (default: the network's receptive margin). Tiles sit on
-     multiples of 2**depth, so every tile sees the same pooling grid as the whole image. Each tile's
-     sigmoid output is multiplied by a separable window that is 1 in the tile's core and falls as a
-     sin^2 ramp across each overlap with a neighbour (never to zero; no ramp on sides at the image
-     border); the weighted sum is divided by the summed windows. Because the ramps of two neighbours
-     add up to one, there are no seams, and the pixels next to a tile edge, which see the edge, hardly
-     count. Tiles are predicted in batches (--batch-size) under autocast (unet.autocast_dtype), with
-     batch norm folded into the convolutions; only float32 accumulators of the plane size are kept.
+  4. Tiled prediction (`predict_probability`): the plane is cut into a grid of equal tiles, shrunk so
+     that they cover it evenly, whose neighbours overlap by at least --overlap px. Tiles start on
+     multiples of 2**depth, so each sees the same pooling grid as the whole image. Each tile's sigmoid
+     output is weighted by a separable window: 1 in the core and at the image border; across an overlap
+     with a neighbour, a halo next to the tile edge (weight 1e-6: those pixels see the edge), then a
+     16-px sin^2 hand-over to the neighbour, whose window mirrors it, so the weights add up to one and
+     leave no seam. The sum is divided by the summed windows. The default overlap is twice the
+     network's exact receptive radius plus the hand-over, so every pixel that counts saw only real image:
+     tiled and whole-image predictions are the same up to float rounding (tests/test_predict.py).
+     Tiles go through in batches (--batch-size; 1 on the CPU, where batching gains nothing) under
+     autocast (unet.autocast_dtype), with batch norm folded into the convolutions; the only full-size
+     buffers are the normalised plane and one float32 accumulator.
   5. Threshold: a number, or 'otsu' on the probability map.
   6. Vesicles only (on by default, --no-split turns it off): touching vesicles are split so that each
      connected component of the written mask is one vesicle. Inside every connected component that is
@@ -46,9 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-TASK_DEFAULTS = {
-    "vesicle": {"model": "models/vesicle.pth", "threshold": "0.5", "split": True},
-    "cytoskeleton": {"model": "models/cytoskeleton.pth", "threshold": "0.5", "split": False},
+TASK_DEFAULTS = {  # what differs between the two scripts
+    "vesicle": {"model": "models/vesicle.pth", "threshold": "0.5"},
+    "cytoskeleton": {"model": "models/cytoskeleton.pth", "threshold": "0.5"},
 }
 ROOT = Path(__file__).resolve().parent
 RESCALE_TOLERANCE = 0.02  # pixel sizes within 2% count as equal: no resampling
@@ -337,19 +340,26 @@ def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float 
     return out
 
 
-def object_table(labels: np.ndarray, intensity: np.ndarray) -> list[dict]:
-    """Per-object rows: label, centroid y/x (px), area (px) and mean intensity of the raw image."""
-    from scipy import ndimage
+def object_table(labels: np.ndarray, intensity: np.ndarray, band: int = 1024) -> list[dict]:
+    """Per-object rows: label, centroid y/x (px), area (px) and mean intensity of the raw image.
 
+    Sums are gathered in bands of rows, so a big plane needs no full-size float64 copies.
+    """
     n = int(labels.max())
     if n == 0:
         return []
-    idx = np.arange(1, n + 1)
-    area = ndimage.sum_labels(np.ones(labels.shape, np.float32), labels, idx)
-    mean = ndimage.mean(intensity.astype(np.float64), labels, idx)
-    cents = ndimage.center_of_mass(np.ones(labels.shape, np.float32), labels, idx)
-    return [{"label": int(i), "centroid_y": float(c[0]), "centroid_x": float(c[1]),
-             "area_px": int(a), "mean_intensity": float(m)} for i, c, a, m in zip(idx, cents, area, mean)]
+    area, sum_y, sum_x, sum_i = (np.zeros(n + 1) for _ in range(4))
+    cols = np.arange(labels.shape[1], dtype=np.float64)
+    for y0 in range(0, labels.shape[0], band):
+        lab = labels[y0:y0 + band]
+        flat = lab.ravel()
+        rows = np.repeat(np.arange(y0, y0 + lab.shape[0], dtype=np.float64), lab.shape[1])
+        area += np.bincount(flat, minlength=n + 1)
+        sum_y += np.bincount(flat, weights=rows, minlength=n + 1)
+        sum_x += np.bincount(flat, weights=np.tile(cols, lab.shape[0]), minlength=n + 1)
+        sum_i += np.bincount(flat, weights=intensity[y0:y0 + band].ravel().astype(np.float64), minlength=n + 1)
+    return [{"label": i, "centroid_y": sum_y[i] / area[i], "centroid_x": sum_x[i] / area[i],
+             "area_px": int(area[i]), "mean_intensity": sum_i[i] / area[i]} for i in range(1, n + 1) if area[i]]
 
 
 def skeleton_stats(mask: np.ndarray) -> tuple[float, int]:
@@ -788,10 +798,12 @@ def run(args: argparse.Namespace, task: str) -> int:
         f"batch {seg.batch_size}")
 
     summary_dir = pairs[0][1].parent if len(pairs) == 1 and args.output.suffix.lower() in (".tif", ".tiff") else args.output
-    old_rows = {r["file"]: r for r in read_csv(summary_dir / "summary.csv")}
-    old_objects = read_csv(summary_dir / "objects.csv")
-    rows, objects, failed, done, skipped = [], [], [], [], []
-    t0 = time.perf_counter()
+    # Earlier rows are kept (a re-run after an interruption, or more files into the same folder);
+    # the files segmented now replace theirs.
+    rows = {r["file"]: r for r in read_csv(summary_dir / "summary.csv")}
+    objects = read_csv(summary_dir / "objects.csv") if args.object_csv else []
+    failed, done, skipped = [], [], []
+    t0, megapixels = time.perf_counter(), 0.0
     inputs = {p.resolve() for p, _ in pairs}
     for src, dst in tqdm(pairs, desc=task, unit="file", disable=None if len(pairs) > 1 else True):
         if dst.resolve() in inputs:
@@ -800,9 +812,6 @@ def run(args: argparse.Namespace, task: str) -> int:
             continue
         if dst.exists() and not args.overwrite:
             skipped.append(src)
-            if str(src) in old_rows:
-                rows.append(old_rows[str(src)])
-            objects.extend(o for o in old_objects if o.get("file") == str(src))
             continue
         try:
             row, objs = seg.segment(src, dst)
@@ -811,16 +820,18 @@ def run(args: argparse.Namespace, task: str) -> int:
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
             log(msg if str(src) in msg else f"{src}: {msg}")
             continue
-        rows.append(row)
-        objects.extend(objs)
+        rows[row["file"]] = row
+        objects = [o for o in objects if o.get("file") != row["file"]] + objs
         done.append((src, dst))
-    if rows:
-        write_csv(summary_dir / "summary.csv", rows, SUMMARY_FIELDS[task])
-    if args.object_csv:
-        write_csv(summary_dir / "objects.csv", objects, OBJECT_FIELDS)
+        megapixels += math.prod(int(v) for v in row["shape"].split("x")) / 1e6
+    if done:
+        write_csv(summary_dir / "summary.csv", list(rows.values()), SUMMARY_FIELDS[task])
+        if args.object_csv:
+            write_csv(summary_dir / "objects.csv", objects, OBJECT_FIELDS)
 
     for src, dst in done:
         print(f"{src} -> {dst}")
+    seconds = time.perf_counter() - t0
     log(f"{name}: {len(done)} segmented, {len(skipped)} skipped (mask exists; --overwrite to redo), "
-        f"{len(failed)} failed, in {time.perf_counter() - t0:.1f} s; summary: {summary_dir / 'summary.csv'}")
+        f"{len(failed)} failed, {megapixels:.1f} MP in {seconds:.1f} s; summary: {summary_dir / 'summary.csv'}")
     return 1 if failed else 0

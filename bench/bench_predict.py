@@ -1,0 +1,212 @@
+"""Speed and memory of the segmentation scripts against the original SynSeg tiling, side by side.
+
+Example:
+    python bench/bench_predict.py --size 2048 --repeats 1 --memory-size 8192
+
+Speed: a 16-bit SIZE x SIZE TIFF is segmented from file to written mask twice, interleaved per repeat:
+  original - the original SynSeg_cytoskeleton.py scheme, re-created here: 8-bit min-max image, reflect padding
+             to its stride grid, one 1024 x 1024 tile at a time (overlap 128, pyramid weights), fp32;
+  ours     - SynSeg_Cytoskeleton.py with its defaults (same network: base 64, depth 3, 5x5 first kernels,
+             random weights saved as a bare original state dict), including the skeleton measurements.
+Both use the same torch threads. Reported: megapixels per second of image, and the pixels each approach sends
+through the network (which sets the ratio on a CPU, where the convolutions run near peak in fp32 either way).
+
+Memory: SynSeg_Vesicle.py runs in a child process on a MEMORY_SIZE^2 16-bit image (base-64 vesicle network,
+watershed split on); its peak resident memory comes from getrusage(RUSAGE_CHILDREN). --memory-base picks a
+smaller network for a quick check of the image-size-dependent part (the network's share grows with the base).
+The machine is shared: the load average is printed before and after; compare figures from one run only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line arguments."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
+    p.add_argument("--size", type=int, default=2048, help="edge of the speed-test image in px")
+    p.add_argument("--repeats", type=int, default=1, help="interleaved original/ours rounds")
+    p.add_argument("--base", type=int, default=64, help="base channels of the network for the speed test")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="device for both approaches (cpu or cuda)")
+    p.add_argument("--memory-size", type=int, default=8192, help="edge of the memory-test image in px; 0 skips it")
+    p.add_argument("--memory-base", type=int, default=64, help="base channels of the network for the memory test")
+    p.add_argument("--skip-speed", action="store_true", help="only run the memory test")
+    p.add_argument("--work-dir", type=Path, default=None, help="folder for the test files (default: a temp folder)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the images and weights")
+    return p
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, docstring kept as written."""
+
+
+def test_image(size: int, seed: int) -> np.ndarray:
+    """A 16-bit image with bright lines and spots on a noisy background (content barely matters for speed)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = rng.normal(300, 30, (size, size)).astype(np.float32)
+    for _ in range(size // 16):
+        p = rng.integers(0, size, 4)
+        cv2.line(img, (int(p[0]), int(p[1])), (int(p[2]), int(p[3])), float(rng.uniform(800, 3000)), 2)
+    for _ in range(size // 4):
+        cv2.circle(img, tuple(int(v) for v in rng.integers(0, size, 2)), int(rng.integers(2, 5)),
+                   float(rng.uniform(800, 3000)), -1)
+    return np.clip(cv2.GaussianBlur(img, (0, 0), 1.0), 0, 65535).astype(np.uint16)
+
+
+def bare_weights(path: Path, base: int, first_kernel: int, seed: int) -> None:
+    """Save random weights as a bare state dict, the way the original SynSeg shipped its models."""
+    import torch
+
+    import unet
+
+    torch.manual_seed(seed)
+    model = unet.build_model(base_channels=base, depth=3, first_kernel=first_kernel)
+    torch.save(model.state_dict(), path)
+
+
+def original_segment(model, src: Path, dst: Path, device, tile: int = 1024, overlap: int = 128) -> int:
+    """The original cytoskeleton script's path, re-created: returns the pixels sent through the network."""
+    import cv2
+    import tifffile
+    import torch
+
+    image = tifffile.imread(src)
+    if image.dtype != np.uint8:  # the original squeezed every input to 8 bit first
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    image = image.astype(np.float32)
+    h, w = image.shape
+    stride = tile - overlap
+    pad_h, pad_w = (stride - (h - overlap) % stride) % stride, (stride - (w - overlap) % stride) % stride
+    padded = np.pad(image, ((0, pad_h), (0, pad_w)), mode="reflect")
+    H, W = padded.shape
+    acc, wsum = np.zeros((H, W), np.float32), np.zeros((H, W), np.float32)
+    ramp = np.concatenate([np.linspace(0, 1, tile // 2), np.linspace(1, 0, tile - tile // 2)])
+    window = np.outer(ramp, ramp).astype(np.float32)
+    pixels = 0
+    with torch.no_grad():
+        for y in range(0, H - overlap, stride):
+            for x in range(0, W - overlap, stride):
+                t = torch.from_numpy(np.ascontiguousarray(padded[y:y + tile, x:x + tile]))[None, None].to(device)
+                prob = torch.sigmoid(model(t)).cpu().numpy()[0, 0]
+                acc[y:y + tile, x:x + tile] += prob * window
+                wsum[y:y + tile, x:x + tile] += window
+                pixels += t.numel()
+    wsum[wsum == 0] = 1
+    mask = ((acc / wsum)[:h, :w] > 0.5).astype(np.uint8) * 255
+    tifffile.imwrite(dst, mask)
+    return pixels
+
+
+def our_pixels(shape: tuple[int, int], tile: int, overlap: int, align: int) -> int:
+    """Pixels our tiler sends through the network for one plane."""
+    import predict
+
+    th, ys = predict.tile_layout(-(-shape[0] // align) * align, tile, overlap, align)
+    tw, xs = predict.tile_layout(-(-shape[1] // align) * align, tile, overlap, align)
+    return th * tw * len(ys) * len(xs)
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def speed(args, work: Path) -> None:
+    """Time original and ours on the same file, interleaved."""
+    import tifffile
+    import torch
+
+    import predict
+    import SynSeg_Cytoskeleton
+    import unet
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    src = work / "speed.tif"
+    tifffile.imwrite(src, test_image(args.size, args.seed))
+    weights = work / f"cyto_base{args.base}.pth"
+    bare_weights(weights, args.base, 5, args.seed)
+    device = unet.get_device(args.device, verbose=False)
+    model, info = unet.load_model(weights, device)  # the unchanged network, BN and all, as the original ran it
+    ours_args = SynSeg_Cytoskeleton.get_args_parser().parse_args(
+        ["-i", str(src), "-o", str(work / "ours"), "-m", str(weights), "--overwrite", "--device", args.device])
+    overlap = predict.default_overlap(info["model_args"])
+    mp = args.size * args.size / 1e6
+    print(f"speed: {args.size}x{args.size} uint16, network base {args.base} depth 3 k5, device {device}, "
+          f"torch threads {torch.get_num_threads()}, load before {load()}", flush=True)
+    times = {"original": [], "ours": []}
+    orig_pixels = 0
+    for r in range(args.repeats):
+        t = time.perf_counter()
+        orig_pixels = original_segment(model, src, work / "original_mask.tif", device)
+        times["original"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        code = SynSeg_Cytoskeleton.main(ours_args)
+        times["ours"].append(time.perf_counter() - t)
+        if code:
+            raise SystemExit(f"SynSeg_Cytoskeleton.py failed with exit code {code}")
+        print(f"  round {r + 1}: original {times['original'][-1]:.1f} s, ours {times['ours'][-1]:.1f} s", flush=True)
+    ours_pixels = our_pixels((args.size, args.size), ours_args.tile_size, overlap, 8)
+    best = {k: min(v) for k, v in times.items()}
+    print(f"  original: {mp / best['original']:.4f} MP/s ({best['original']:.1f} s; "
+          f"{orig_pixels / 1e6:.2f} MP through the network, one 1024 px tile at a time, fp32)")
+    print(f"  ours:     {mp / best['ours']:.4f} MP/s ({best['ours']:.1f} s; {ours_pixels / 1e6:.2f} MP through the "
+          f"network, tiles <= {ours_args.tile_size} px, overlap {overlap} px, "
+          f"precision {unet.autocast_dtype(device, 'auto') or 'fp32'})")
+    print(f"  speed-up: {best['original'] / best['ours']:.2f}x  (pixel ratio alone: {orig_pixels / ours_pixels:.2f}x); "
+          f"load after {load()}", flush=True)
+
+
+def memory(args, work: Path) -> None:
+    """Peak resident memory of SynSeg_Vesicle.py on a big image, in a child process."""
+    import tifffile
+
+    src = work / f"big{args.memory_size}.tif"
+    tifffile.imwrite(src, test_image(args.memory_size, args.seed + 1))
+    weights = work / f"ves_base{args.memory_base}.pth"
+    bare_weights(weights, args.memory_base, 3, args.seed)
+    cmd = [sys.executable, str(ROOT / "SynSeg_Vesicle.py"), "-i", str(src), "-o", str(work / "mem"), "-m",
+           str(weights), "--overwrite", "--device", "cpu"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    print(f"memory: {args.memory_size}x{args.memory_size} uint16 ({src.stat().st_size / 2**20:.0f} MiB file), "
+          f"vesicle network base {args.memory_base}, load before {load()}", flush=True)
+    t = time.perf_counter()
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if run.returncode:
+        raise SystemExit(f"SynSeg_Vesicle.py failed ({run.returncode}):\n{run.stderr[-2000:]}")
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
+    print(f"  peak resident memory {peak_gb:.2f} GB (limit 3 GB), {wall:.0f} s, "
+          f"{args.memory_size ** 2 / 1e6 / wall:.3f} MP/s; load after {load()}", flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the speed test, then the memory test."""
+    with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
+        work = args.work_dir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        if not args.skip_speed:
+            speed(args, work)
+        if args.memory_size:
+            memory(args, work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
