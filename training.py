@@ -1,0 +1,851 @@
+"""The one training loop behind train_vesicle_seg.py and train_cytoskeleton_seg.py.
+
+Shaped like torchvision's references/segmentation: named augmentation presets (one per task), a
+dataset that checks its image/mask pairs before any step, train_one_epoch(), evaluate(), and a
+main(args) with --resume, k-fold cross-validation and DistributedDataParallel under torchrun.
+The two scripts only pick a preset; every other line they run lives here.
+
+    python train_vesicle_seg.py --data-dir DATA --epochs 5 --device cpu
+    torchrun --nproc_per_node 4 train_cytoskeleton_seg.py --data-dir DATA --device cuda
+
+Data layout: DIR/train/img/NAME.tif with DIR/train/mask/NAME.npy (0/1, same height and width),
+the same under DIR/val/, and optionally DIR/generator.json whose "pixel_size_um" is recorded in
+the checkpoint. Images may be .tif/.tiff/.png/.jpg and are read at their full bit depth.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from tqdm import tqdm
+
+import metrics
+import tiffio
+import unet
+
+LOSSES = ("bce", "dice", "bce+dice", "bce+cldice")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+METRIC_KEYS = ("loss", "dice", "iou", "precision", "recall")
+
+
+class DatasetError(ValueError):
+    """A problem with the training data, reported as one line naming the file."""
+
+
+class TrainingError(RuntimeError):
+    """A problem with the arguments or the run (resume, device), reported as one line."""
+
+
+# --------------------------------------------------------------------------- data on disk
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files (tiffio.IMAGE_SUFFIXES) in `folder`, sorted by name; hidden and partial files skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder not found")
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in tiffio.IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise DatasetError(f"{folder}: no images ({' '.join(tiffio.IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+def as_2d(image: np.ndarray, path) -> np.ndarray:
+    """One 2D plane from a read image: singleton axes dropped, RGB(A) averaged to grey."""
+    image = np.squeeze(image)
+    if image.ndim == 3 and image.shape[-1] in (3, 4):  # colour PNG/JPEG
+        image = image[..., :3].astype(np.float32).mean(axis=-1)
+    if image.ndim != 2:
+        raise DatasetError(f"{path}: expected a 2D single-channel image, got shape {image.shape}")
+    return image
+
+
+def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(image at full bit depth, uint8 0/1 mask), with shapes checked against each other."""
+    image = as_2d(tiffio.read_image(image_path)[0], image_path)
+    try:
+        mask = np.load(mask_path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{mask_path}: not a readable .npy mask ({err})") from None
+    mask = np.squeeze(mask)
+    if mask.shape != image.shape:
+        raise DatasetError(f"{image_path}: image shape {image.shape} differs from mask {mask_path} "
+                           f"shape {mask.shape}")
+    return image, (mask > 0).astype(np.uint8)
+
+
+def find_pairs(img_dir: Path, mask_dir: Path, check: bool = True, show: bool = True) -> list[tuple[Path, Path]]:
+    """(image, mask) paths matched by stem; every image must have NAME.npy of the same shape.
+
+    With `check`, every pair is read once so that the first missing, unreadable or mismatched
+    file is named before training starts instead of crashing a worker mid-epoch.
+    """
+    images = list_images(img_dir)
+    if not Path(mask_dir).is_dir():
+        raise DatasetError(f"{mask_dir}: mask folder not found")
+    pairs = []
+    for image in images:
+        mask = Path(mask_dir) / f"{image.stem}.npy"
+        if not mask.is_file():
+            raise DatasetError(f"{image}: no mask {mask}")
+        pairs.append((image, mask))
+    if check:
+        bar = tqdm(pairs, desc=f"checking {img_dir}", disable=not show or len(pairs) < 50, leave=False)
+        for image, mask in bar:
+            read_pair(image, mask)
+    return pairs
+
+
+def image_shapes(pairs) -> set[tuple[int, int]]:
+    """The distinct (H, W) of the masks of `pairs` (cheap: memory-mapped .npy headers)."""
+    return {tuple(np.squeeze(np.load(m, mmap_mode="r")).shape) for _, m in pairs}
+
+
+def read_generator_info(*folders: Path) -> dict:
+    """The generator.json found in the first of `folders` that has one, else {}."""
+    for folder in folders:
+        path = Path(folder) / "generator.json"
+        if path.is_file():
+            try:
+                info = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                raise DatasetError(f"{path}: not readable JSON ({err})") from None
+            if not isinstance(info, dict):
+                raise DatasetError(f"{path}: expected a JSON object, got {type(info).__name__}")
+            return info
+    return {}
+
+
+# --------------------------------------------------------------------------- augmentation
+
+_CV2 = None
+
+
+def _cv2():
+    """OpenCV, switched to serial execution before its first use.
+
+    Loader workers already run in parallel, and an OpenCV thread pool created in the parent
+    before the DataLoader forks its workers deadlocks them.
+    """
+    global _CV2
+    if _CV2 is None:
+        import cv2
+
+        cv2.setNumThreads(0)
+        _CV2 = cv2
+    return _CV2
+
+
+def random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator):
+    """A size x size window at a random place; images smaller than that are mirror-padded first."""
+    if size <= 0:
+        return image, mask
+    h, w = image.shape
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph or pw:
+        pad = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+        image, mask = np.pad(image, pad, mode="symmetric"), np.pad(mask, pad, mode="symmetric")
+        h, w = image.shape
+    y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    return image[y:y + size, x:x + size], mask[y:y + size, x:x + size]
+
+
+def random_dihedral(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
+    """One of the 8 flips/90-degree rotations, the same for image and mask."""
+    k = int(rng.integers(4))
+    image, mask = np.rot90(image, k), np.rot90(mask, k)
+    if rng.random() < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    return image, mask
+
+
+def elastic_warp(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                 shift_px: float, smooth_px: float):
+    """Warp image (bilinear) and mask (nearest, so it stays 0/1) by one smooth random field.
+
+    The field is white noise blurred with a Gaussian of `smooth_px` and scaled to an RMS shift
+    of `shift_px` pixels, so the two numbers read directly as "how far" and "how wiggly".
+    """
+    cv2 = _cv2()
+    h, w = image.shape
+    grid_y, grid_x = np.mgrid[0:h, 0:w].astype(np.float32)
+    maps = []
+    for grid in (grid_x, grid_y):
+        noise = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), smooth_px,
+                                 borderType=cv2.BORDER_REFLECT_101)
+        maps.append(grid + noise * (shift_px / (float(noise.std()) + 1e-8)))
+    image = cv2.remap(np.ascontiguousarray(image, dtype=np.float32), maps[0], maps[1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REFLECT_101)
+    mask = cv2.remap(np.ascontiguousarray(mask, dtype=np.uint8), maps[0], maps[1], cv2.INTER_NEAREST,
+                     borderMode=cv2.BORDER_REFLECT_101)
+    return image, mask
+
+
+@dataclass
+class VesiclePreset:
+    """Blobs: brightness over four orders of magnitude, sometimes squared, plus flips/rotations.
+
+    Normalisation is the percentile stretch of unet.normalize_image, which maps a*x to the same
+    values as x; the scaling therefore only matters through re-digitisation (rounding and
+    clipping to the 16-bit range, as a camera at another exposure would record the same scene),
+    which is what teaches robustness to low-count and saturated images.
+    """
+
+    task: str = "vesicle"
+    first_kernel: int = 3
+    default_loss: str = "bce+dice"
+    normalization: dict = field(default_factory=lambda: {"mode": "percentile", "low": 1.0, "high": 99.8})
+    scale_decades: tuple = (-2.0, 2.0)  # factor 10**U(-2, 2): x0.01 .. x100
+    p_redigitize: float = 0.5
+    p_square: float = 0.15
+
+    def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Raw image (any dtype) -> float32 in raw units, before normalisation."""
+        x = image.astype(np.float32)
+        if rng.random() < self.p_square:
+            top = float(x.max())
+            x = x * x / top if top > 0 else x  # squared, same maximum: dims the dim, keeps the bright
+        x *= np.float32(10.0 ** rng.uniform(*self.scale_decades))
+        if rng.random() < self.p_redigitize:
+            x = np.clip(np.rint(x), 0, 65535)
+        return x
+
+    def spatial(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
+        """Flips and 90-degree rotations of an already cropped, normalised pair."""
+        return random_dihedral(image, mask, rng)
+
+
+@dataclass
+class CytoskeletonPreset:
+    """Filaments: CLAHE, clipped brightness/contrast and gamma, flips/rotations, elastic warps.
+
+    CLAHE is applied at random (p_clahe), so the network sees images with and without it and
+    prediction needs nothing beyond the stored normalisation (zero mean, unit variance). A
+    linear brightness change alone would be undone by that normalisation; here it works on the
+    image's own 0..1 range with clipping (saturation, black level) and a gamma, which it keeps.
+    """
+
+    task: str = "cytoskeleton"
+    first_kernel: int = 5
+    default_loss: str = "bce+dice"
+    normalization: dict = field(default_factory=lambda: {"mode": "standardize"})
+    p_clahe: float = 0.5
+    clahe_clip: tuple = (1.0, 3.0)
+    clahe_tiles: int = 8
+    p_contrast: float = 0.8
+    gain: tuple = (0.7, 1.3)
+    offset: tuple = (-0.15, 0.15)
+    gamma: tuple = (0.7, 1.5)
+    p_elastic: float = 0.5
+    elastic_shift_px: tuple = (1.0, 3.0)
+    elastic_smooth_px: float = 8.0
+
+    def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Raw image -> float32 in 0..1 with CLAHE and contrast changes, before normalisation."""
+        x = image.astype(np.float32)
+        lo, hi = float(x.min()), float(x.max())
+        x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+        if rng.random() < self.p_clahe:
+            cv2 = _cv2()
+            clahe = cv2.createCLAHE(clipLimit=float(rng.uniform(*self.clahe_clip)),
+                                    tileGridSize=(self.clahe_tiles, self.clahe_tiles))
+            x = clahe.apply(np.rint(x * 65535).astype(np.uint16)).astype(np.float32) / 65535
+        if rng.random() < self.p_contrast:
+            x = np.clip(x * rng.uniform(*self.gain) + rng.uniform(*self.offset), 0.0, 1.0)
+            x = x ** np.float32(rng.uniform(*self.gamma))
+        return x
+
+    def spatial(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
+        """Flips, 90-degree rotations and (p_elastic) an elastic warp of a cropped pair."""
+        image, mask = random_dihedral(image, mask, rng)
+        if rng.random() < self.p_elastic:
+            image, mask = elastic_warp(image, mask, rng, rng.uniform(*self.elastic_shift_px),
+                                       self.elastic_smooth_px)
+        return image, mask
+
+
+PRESETS = {"vesicle": VesiclePreset, "cytoskeleton": CytoskeletonPreset}
+
+
+# --------------------------------------------------------------------------- dataset
+
+class SegmentationDataset(Dataset):
+    """Image/mask pairs -> (normalised image (1, H, W) float32, mask (1, H, W) float32 0/1).
+
+    Training samples are augmented with a generator seeded from (seed, epoch, index): sample k
+    of epoch e is the same whatever the number of workers or processes. The key is the pair
+    (index, epoch) that EpochSampler yields; a plain index means epoch 0. Normalisation uses the
+    whole image, as prediction does, and happens before cropping.
+    """
+
+    def __init__(self, pairs, preset, train: bool, crop_size: int = 0, seed: int = 0):
+        self.pairs, self.preset, self.train = list(pairs), preset, train
+        self.crop_size, self.seed = crop_size, seed
+        _cv2()  # in this (parent) process, before any loader forks its workers
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        image, mask = read_pair(*self.pairs[index])
+        if self.train:
+            rng = np.random.default_rng((self.seed, epoch, index))
+            image = self.preset.intensity(image, rng)
+        x = unet.normalize_image(image, self.preset.normalization)
+        if self.train:
+            x, mask = random_crop(x, mask, self.crop_size, rng)
+            x, mask = self.preset.spatial(x, mask, rng)
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+        y = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+        return x, y
+
+
+class EpochSampler(Sampler):
+    """Shuffled indices (sharded across DDP ranks) handed to the dataset as (index, epoch) keys."""
+
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.inner = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for `epoch` (the order is a function of seed and epoch only)."""
+        self.epoch = epoch
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        return ((int(i), self.epoch) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def make_loader(dataset: Dataset, batch_size: int, sampler, num_workers: int, device: torch.device) -> DataLoader:
+    """A DataLoader with persistent workers, and pinned memory only where it helps (CUDA)."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=device.type == "cuda", persistent_workers=num_workers > 0, drop_last=False)
+
+
+# --------------------------------------------------------------------------- losses
+
+def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice over the whole batch (sums, not a mean of per-image ratios)."""
+    inter = (prob * target).sum()
+    return 1.0 - (2.0 * inter + smooth) / (prob.sum() + target.sum() + smooth)
+
+
+def _soft_erode(x: torch.Tensor) -> torch.Tensor:
+    """Grey-level erosion with a 3x3 cross: min of a vertical and a horizontal 3-pixel min."""
+    return torch.minimum(-F.max_pool2d(-x, (3, 1), 1, (1, 0)), -F.max_pool2d(-x, (1, 3), 1, (0, 1)))
+
+
+def _soft_dilate(x: torch.Tensor) -> torch.Tensor:
+    """Grey-level dilation with a 3x3 square."""
+    return F.max_pool2d(x, 3, 1, 1)
+
+
+def soft_skeleton(x: torch.Tensor, iterations: int = 5) -> torch.Tensor:
+    """Differentiable skeleton of a probability map (B, 1, H, W), after Shit et al. CVPR 2021.
+
+    Each round erodes the map once and keeps what an opening of the eroded map would remove:
+    the ridge pixels at that depth. `iterations` should exceed the half-width of the thickest
+    structure in pixels.
+    """
+    skel = F.relu(x - _soft_dilate(_soft_erode(x)))
+    for _ in range(iterations):
+        x = _soft_erode(x)
+        ridge = F.relu(x - _soft_dilate(_soft_erode(x)))
+        skel = skel + F.relu(ridge - skel * ridge)
+    return skel
+
+
+def soft_cldice_loss(prob: torch.Tensor, target: torch.Tensor, iterations: int = 5,
+                     smooth: float = 1.0) -> torch.Tensor:
+    """1 - clDice: harmonic mean of topology precision and sensitivity (Shit et al. CVPR 2021).
+
+    Precision: how much of the predicted skeleton lies inside the true mask; sensitivity: how
+    much of the true skeleton the prediction covers. A gap in a filament costs skeleton
+    sensitivity even when it is only a few pixels of area.
+    """
+    skel_pred, skel_true = soft_skeleton(prob, iterations), soft_skeleton(target, iterations)
+    tprec = ((skel_pred * target).sum() + smooth) / (skel_pred.sum() + smooth)
+    tsens = ((skel_true * prob).sum() + smooth) / (skel_true.sum() + smooth)
+    return 1.0 - 2.0 * tprec * tsens / (tprec + tsens)
+
+
+class SegmentationLoss(nn.Module):
+    """BCE on logits, optionally plus soft Dice or (1 - alpha) soft Dice + alpha clDice.
+
+    Names as on the command line: bce, dice, bce+dice, bce+cldice. Computed in float32 even
+    when the network ran under autocast.
+    """
+
+    def __init__(self, name: str = "bce+dice", cldice_alpha: float = 0.5, skeleton_iterations: int = 5):
+        super().__init__()
+        if name not in LOSSES:
+            raise ValueError(f"loss {name!r} not understood; use one of {', '.join(LOSSES)}")
+        self.name, self.alpha, self.iterations = name, cldice_alpha, skeleton_iterations
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        loss = self.bce(logits, target) if self.name != "dice" else logits.new_zeros(())
+        if self.name == "bce":
+            return loss
+        prob = torch.sigmoid(logits)
+        if self.name == "bce+cldice":
+            return (loss + (1 - self.alpha) * soft_dice_loss(prob, target)
+                    + self.alpha * soft_cldice_loss(prob, target, self.iterations))
+        return loss + soft_dice_loss(prob, target)
+
+
+# --------------------------------------------------------------------------- distributed
+
+@dataclass
+class Runtime:
+    """Where this process runs: device, autocast dtype, memory format, DDP rank and size."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        """True on the one process that prints and writes files."""
+        return self.rank == 0
+
+    def describe(self) -> str:
+        """One line for the log."""
+        prec = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + grad scaler"}
+        text = f"device {self.device}, {prec[self.amp_dtype]}, {'channels_last' if self.channels_last else 'NCHW'}"
+        return text + (f", DDP world size {self.world_size}" if self.world_size > 1 else "")
+
+
+def setup_runtime(device_name: str, precision: str) -> Runtime:
+    """Resolve device and precision; join the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    try:
+        device = unet.get_device(device_name, verbose=rank == 0)
+    except (RuntimeError, ValueError) as err:
+        raise TrainingError(str(err)) from None
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    amp_dtype = unet.autocast_dtype(device, precision)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels
+    return Runtime(device, amp_dtype, channels_last=amp_dtype is not None, rank=rank, world_size=world)
+
+
+def all_reduce_sum(values: list[float], rt: Runtime) -> list[float]:
+    """Sum a few numbers over all DDP processes (identity when not distributed)."""
+    if rt.world_size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=rt.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# --------------------------------------------------------------------------- the loop
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, floor: float = 0.01):
+    """Per-step schedule: linear warm-up to the base lr, then cosine down to floor * lr."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def to_device(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    """Move a batch to the device in the memory format the model uses."""
+    x = x.to(rt.device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if rt.channels_last else x
+
+
+def train_step(model, x, y, loss_fn, optimizer, scaler, rt: Runtime) -> torch.Tensor:
+    """One optimisation step on a batch already on the device; returns the detached loss."""
+    with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None):
+        logits = model(x)
+    loss = loss_fn(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, rt: Runtime, desc: str) -> dict:
+    """One pass over the training loader; returns the mean loss over all processes and the step count."""
+    model.train()
+    total, count, steps = torch.zeros((), device=rt.device), 0, 0
+    bar = tqdm(loader, desc=desc, disable=not rt.main, leave=False, dynamic_ncols=True)
+    for x, y in bar:
+        x, y = to_device(x, rt), y.to(rt.device, non_blocking=True)
+        loss = train_step(model, x, y, loss_fn, optimizer, scaler, rt)
+        scheduler.step()
+        total += loss * x.shape[0]
+        count += x.shape[0]
+        steps += 1
+        if rt.main and (steps % 5 == 0 or steps == len(loader)):  # .item() syncs the GPU: not every step
+            bar.set_postfix(loss=f"{total.item() / count:.4f}")
+    total_sum, n = all_reduce_sum([float(total), float(count)], rt)
+    return {"loss": total_sum / max(n, 1), "steps": steps}
+
+
+@torch.no_grad()
+def evaluate(model, loader, loss_fn, rt: Runtime) -> dict:
+    """Validation loss and pixel Dice/IoU/precision/recall (threshold 0.5), pooled over all processes."""
+    model.eval()
+    sums = torch.zeros(6, dtype=torch.float64, device=rt.device)  # loss*n, n, tp, fp, fn, tn
+    for x, y in tqdm(loader, desc="validate", disable=not rt.main, leave=False, dynamic_ncols=True):
+        x, y = to_device(x, rt), y.to(rt.device, non_blocking=True)
+        with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None):
+            logits = model(x)
+        pred, truth = logits.float() > 0, y > 0.5
+        tp = (pred & truth).sum()
+        fp = (pred & ~truth).sum()
+        fn = (~pred & truth).sum()
+        n = torch.tensor(x.shape[0], device=rt.device)
+        parts = (loss_fn(logits, y) * x.shape[0], n, tp, fp, fn, pred.numel() - tp - fp - fn)
+        sums += torch.stack([t.double() for t in parts])
+    loss_n, n, tp, fp, fn, tn = all_reduce_sum(sums.tolist(), rt)
+    scores = metrics.scores_from_counts(int(tp), int(fp), int(fn), int(tn))
+    return {"loss": loss_n / max(n, 1), **{k: scores[k] for k in ("dice", "iou", "precision", "recall")}}
+
+
+# --------------------------------------------------------------------------- outputs
+
+CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "dice", "iou", "precision", "recall", "lr", "seconds")
+
+
+def write_csv(path: Path, rows: list[dict], columns) -> None:
+    """Write rows to CSV atomically."""
+    with tiffio.atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_curves(path: Path, history: list[dict], title: str) -> None:
+    """Loss (train, validation) and validation Dice per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax1.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
+    ax1.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax1.legend()
+    ax2.plot(epochs, [r["dice"] for r in history], "o-", color="tab:green")
+    ax2.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with tiffio.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- fit
+
+def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_size_um,
+        resume_from: Path | None = None, generator: dict | None = None, fold: int | None = None) -> dict:
+    """Train on train_pairs, validate on val_pairs each epoch, write checkpoints; returns the run summary.
+
+    Summary: {"best": metrics of the best epoch, "last": metrics of the final epoch, "history": rows}.
+    """
+    task, out_dir = preset.task, Path(out_dir)
+    model_args = dict(in_channels=1, out_channels=1, base_channels=args.base_channels, depth=args.depth,
+                      first_kernel=preset.first_kernel, dropout=args.dropout, batch_norm=True)
+    torch.manual_seed(args.seed)
+    model = unet.build_model(**model_args)
+    state = {"epoch": 0, "best_dice": -1.0, "best_metrics": {}, "history": []}
+    info = None
+    if resume_from is not None:
+        loaded, info = unet.load_model(resume_from)
+        if unet.model_args_of(loaded) != model_args:
+            raise TrainingError(f"{resume_from}: built with {unet.model_args_of(loaded)}, but the arguments ask "
+                                f"for {model_args}; resume with the same model flags")
+        if "optimizer" not in info or info.get("task") != task:
+            raise TrainingError(f"{resume_from}: not a {task} last.pth (no optimizer state); cannot resume")
+        model.load_state_dict(loaded.state_dict())
+        state.update({k: info[k] for k in state if k in info})
+        if rt.main:
+            print(f"resuming from {resume_from}: epoch {state['epoch']} done, best Dice {state['best_dice']:.4f}")
+    model.to(rt.device)
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    train_set = SegmentationDataset(train_pairs, preset, train=True, crop_size=args.crop_size, seed=args.seed)
+    val_set = SegmentationDataset(val_pairs, preset, train=False)
+    sampler = EpochSampler(len(train_set), seed=args.seed, rank=rt.rank, world_size=rt.world_size)
+    train_loader = make_loader(train_set, args.batch_size, sampler, args.num_workers, rt.device)
+    # whole images for validation: batch them only when they all have one size
+    val_batch = args.batch_size if len(image_shapes(val_pairs)) == 1 else 1
+    val_loader = make_loader(val_set, val_batch, list(range(rt.rank, len(val_set), rt.world_size)),
+                             args.num_workers, rt.device)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    total_steps = args.epochs * len(train_loader)
+    scheduler = warmup_cosine(optimizer, total_steps, warmup_steps=max(1, min(500, total_steps // 20)))
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    if info is not None:
+        optimizer.load_state_dict(info["optimizer"])
+        scheduler.load_state_dict(info["scheduler"])
+        if info.get("scaler"):
+            scaler.load_state_dict(info["scaler"])
+    net = model
+    if rt.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    loss_fn = SegmentationLoss(args.loss)
+
+    tag = f"fold {fold} " if fold is not None else ""
+    best_path, last_path = out_dir / f"best_{task}_model.pth", out_dir / "last.pth"
+    ckpt_common = dict(task=task, normalization=preset.normalization, pixel_size_um=pixel_size_um,
+                       train_args=vars(args))
+    history = list(state["history"])
+    for epoch in range(state["epoch"] + 1, args.epochs + 1):
+        start = time.perf_counter()
+        sampler.set_epoch(epoch)
+        # dropout masks depend on (seed, epoch, rank) only, so a resumed run repeats them
+        torch.manual_seed(int(np.random.SeedSequence((args.seed, epoch, rt.rank)).generate_state(1)[0]))
+        lr = optimizer.param_groups[0]["lr"]
+        train = train_one_epoch(net, train_loader, loss_fn, optimizer, scheduler, scaler, rt,
+                                desc=f"{tag}epoch {epoch}/{args.epochs}")
+        if rt.world_size > 1:  # evaluate every shard with rank 0's batch-norm statistics
+            for buf in model.buffers():
+                dist.broadcast(buf, 0)
+        val = evaluate(model, val_loader, loss_fn, rt)
+        row = {"epoch": epoch, "train_loss": train["loss"], "val_loss": val["loss"],
+               **{k: val[k] for k in METRIC_KEYS[1:]}, "lr": lr, "seconds": time.perf_counter() - start,
+               "steps": train["steps"]}
+        history.append(row)
+        improved = val["dice"] > state["best_dice"]
+        if improved:
+            state["best_dice"], state["best_metrics"] = val["dice"], {**val, "epoch": epoch}
+        state["epoch"] = epoch
+        if rt.main:
+            if improved:
+                unet.save_checkpoint(best_path, model, metrics=state["best_metrics"], **ckpt_common)
+            unet.save_checkpoint(last_path, model, metrics={**val, "epoch": epoch}, **ckpt_common, extra={
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": epoch, "best_dice": state["best_dice"],
+                "best_metrics": state["best_metrics"], "history": history, "world_size": rt.world_size,
+                "generator": generator or {}})
+            write_csv(out_dir / "metrics.csv", history, CSV_COLUMNS)
+            plot_curves(out_dir / "curves.png", history, f"{task} U-Net{' ' + tag.strip() if tag else ''}")
+            print(f"{tag}epoch {epoch}/{args.epochs}  train loss {train['loss']:.4f}  val loss {val['loss']:.4f}  "
+                  f"Dice {val['dice']:.4f}  IoU {val['iou']:.4f}  precision {val['precision']:.4f}  "
+                  f"recall {val['recall']:.4f}  {row['seconds']:.0f}s{'  *best' if improved else ''}", flush=True)
+    if rt.main and history:
+        b = state["best_metrics"]
+        print(f"{tag}best validation Dice {b['dice']:.4f} at epoch {b['epoch']} -> {best_path}")
+    last = history[-1] if history else {}
+    return {"best": state["best_metrics"], "history": history,
+            "last": {"loss": last.get("val_loss"), **{k: last.get(k) for k in METRIC_KEYS[1:]}, "epoch": last.get("epoch")}}
+
+
+def kfold_splits(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K (train, held-out) index splits of range(n) after a seeded shuffle; folds differ in size by <= 1."""
+    if k < 2:
+        raise TrainingError(f"--folds {k}: need at least 2 folds")
+    if n < k:
+        raise TrainingError(f"--folds {k}: only {n} training images, need at least one per fold")
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), k)
+    return [(np.sort(np.concatenate(folds[:i] + folds[i + 1:])), np.sort(folds[i])) for i in range(k)]
+
+
+def summarize_folds(rows: list[dict]) -> list[dict]:
+    """Append "mean" and "std" (sample standard deviation, ddof=1) rows to per-fold metric rows."""
+    table = np.array([[r[k] for k in METRIC_KEYS] for r in rows], dtype=float)
+    mean = dict(zip(METRIC_KEYS, table.mean(axis=0)))
+    std = dict(zip(METRIC_KEYS, table.std(axis=0, ddof=1) if len(rows) > 1 else np.zeros(len(METRIC_KEYS))))
+    return rows + [{"fold": "mean", **mean}, {"fold": "std", **std}]
+
+
+# --------------------------------------------------------------------------- command line
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and the module docstring kept as written."""
+
+
+def get_args_parser(preset_name: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The command line shared by both training scripts; `preset_name` sets the task defaults."""
+    preset = PRESETS[preset_name]()
+    parser = argparse.ArgumentParser(description=description, formatter_class=_Formatter)
+    parser.set_defaults(preset=preset_name)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-dir", "--data_dir", type=Path, default=None,
+                      help="dataset root with train/img, train/mask, val/img, val/mask and generator.json; "
+                           "the four folder flags below override its parts")
+    for split in ("train", "val"):
+        for kind, what in (("img", "images"), ("mask", "masks (NAME.npy for image NAME.*)")):
+            data.add_argument(f"--{split}-{kind}-dir", f"--{split}_{kind}_dir", type=Path, default=None,
+                              help=f"{'training' if split == 'train' else 'validation'} {what}"
+                                   f" (default: DATA_DIR/{split}/{kind})")
+    data.add_argument("--pixel-size", type=float, default=None,
+                      help="pixel size of the training images in um, stored in the checkpoint "
+                           "(default: pixel_size_um from generator.json)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--base-channels", type=int, default=64, help="channels of the first level (original: 64)")
+    model.add_argument("--depth", type=int, default=3, help="number of down-sampling levels (original: 3)")
+    model.add_argument("--dropout", type=float, default=0.0, help="dropout before the bottleneck's output")
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=50, help="total epochs (also with --resume)")
+    train.add_argument("--batch-size", "--batch_size", type=int, default=4,
+                       help="samples per step and per process")
+    train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW (warm-up, then cosine)")
+    train.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    train.add_argument("--loss", choices=LOSSES, default=preset.default_loss,
+                       help="bce+cldice adds the skeleton-aware clDice term for thin filaments")
+    train.add_argument("--crop-size", type=int, default=256,
+                       help="random square training crops in px (0: whole images, which must share one size); "
+                            "validation always uses whole images")
+    train.add_argument("--folds", type=int, default=0,
+                       help="K >= 2: K-fold cross-validation over the training set (validation folders unused); "
+                            "writes OUTPUT_DIR/foldK/ and folds.csv with mean and spread")
+    train.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and augmentation")
+    train.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
+                       help="continue from PATH, or from OUTPUT_DIR/last.pth when given alone, with "
+                            "optimizer, schedule and epoch")
+    hw = parser.add_argument_group("hardware")
+    hw.add_argument("--device", default="cuda", help="cuda, cuda:N, cpu, mps or auto")
+    hw.add_argument("--precision", choices=PRECISIONS, default="auto",
+                    help="auto: bf16 on CUDA and on CPUs with native bf16, fp16 on older CUDA, else fp32")
+    hw.add_argument("--num-workers", "--num_workers", type=int, default=4,
+                    help="data-loading processes (use about the number of free CPU cores)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--output-dir", "--output_dir", type=Path, default=Path("checkpoints"),
+                     help=f"where best_{preset_name}_model.pth, last.pth, metrics.csv and curves.png go")
+    return parser
+
+
+def resolve_folders(args) -> dict[str, Path | None]:
+    """The four data folders from --data-dir and/or the explicit flags."""
+    folders = {}
+    for split in ("train", "val"):
+        for kind in ("img", "mask"):
+            key = f"{split}_{kind}_dir"
+            value = getattr(args, key)
+            if value is None and args.data_dir is not None:
+                value = args.data_dir / split / kind
+            folders[key] = value
+    needed = [k for k in folders if k.startswith("train") or not args.folds]
+    missing = [f"--{k.replace('_', '-')}" for k in needed if folders[k] is None]
+    if missing:
+        raise TrainingError(f"missing {', '.join(missing)}; give --data-dir DATA or all of them")
+    return folders
+
+
+def resolve_pixel_size(args, generator: dict) -> float | None:
+    """--pixel-size, else generator.json's pixel_size_um, else None (with a warning)."""
+    if args.pixel_size is not None:
+        if args.pixel_size <= 0:
+            raise TrainingError(f"--pixel-size {args.pixel_size}: must be > 0 (um per pixel)")
+        return float(args.pixel_size)
+    if generator.get("pixel_size_um") is not None:
+        return float(generator["pixel_size_um"])
+    print("warning: no pixel size (no generator.json with pixel_size_um, no --pixel-size); the checkpoint "
+          "will not let prediction rescale images of another pixel size", file=sys.stderr)
+    return None
+
+
+def check_args(args) -> None:
+    """Reject values that would fail later or silently do nothing."""
+    for name in ("epochs", "batch_size", "base_channels", "depth"):
+        if getattr(args, name) < 1:
+            raise TrainingError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    if args.crop_size < 0 or args.num_workers < 0 or args.lr <= 0:
+        raise TrainingError("--crop-size and --num-workers must be >= 0 and --lr > 0")
+    if args.folds == 1 or args.folds < 0:
+        raise TrainingError(f"--folds {args.folds}: use 0 (off) or K >= 2")
+    if args.folds and args.resume not in (None, "last"):
+        raise TrainingError("with --folds, use --resume alone: each fold resumes from its own last.pth")
+
+
+def run(args, rt: Runtime) -> int:
+    """Check data, then train once or K times (k-fold); returns the exit code."""
+    preset = PRESETS[args.preset]()
+    folders = resolve_folders(args)
+    generator = read_generator_info(*[p for p in (args.data_dir, folders["train_img_dir"].parent.parent) if p])
+    pixel_size = resolve_pixel_size(args, generator) if rt.main else args.pixel_size or generator.get("pixel_size_um")
+    train_pairs = find_pairs(folders["train_img_dir"], folders["train_mask_dir"], show=rt.main)
+    if args.crop_size == 0 and len(image_shapes(train_pairs)) > 1:
+        raise TrainingError("training images differ in size; give --crop-size so they can be batched")
+    if rt.main:
+        print(rt.describe())
+        if rt.device.type == "cpu" and rt.amp_dtype is None and args.precision == "auto":
+            print("precision: fp32 (this CPU has no native bf16; --precision bf16 would only emulate it)")
+
+    if not args.folds:
+        val_pairs = find_pairs(folders["val_img_dir"], folders["val_mask_dir"], show=rt.main)
+        if rt.main:
+            print(f"{len(train_pairs)} training and {len(val_pairs)} validation images, task {preset.task}, "
+                  f"loss {args.loss}, normalisation {preset.normalization}, pixel size {pixel_size} um")
+        resume = None
+        if args.resume is not None:
+            resume = args.output_dir / "last.pth" if args.resume == "last" else Path(args.resume)
+            if not resume.is_file():
+                raise TrainingError(f"--resume: {resume} not found")
+        fit(args, preset, train_pairs, val_pairs, args.output_dir, rt, pixel_size, resume, generator)
+        return 0
+
+    rows = []
+    for k, (tr, ho) in enumerate(kfold_splits(len(train_pairs), args.folds, args.seed), start=1):
+        fold_dir = args.output_dir / f"fold{k}"
+        if rt.main:
+            print(f"fold {k}/{args.folds}: {len(tr)} training, {len(ho)} held-out images -> {fold_dir}")
+        resume = fold_dir / "last.pth" if args.resume and (fold_dir / "last.pth").is_file() else None
+        summary = fit(args, preset, [train_pairs[i] for i in tr], [train_pairs[i] for i in ho], fold_dir, rt,
+                      pixel_size, resume, generator, fold=k)
+        rows.append({"fold": k, **summary["last"]})
+    table = summarize_folds(rows)
+    if rt.main:
+        write_csv(args.output_dir / "folds.csv", table, ("fold", "epoch") + METRIC_KEYS)
+        mean, std = table[-2], table[-1]
+        print(f"{args.folds}-fold cross-validation (final epoch of each fold, mean +- std over folds): " + "  ".join(
+            f"{k} {mean[k]:.4f} +- {std[k]:.4f}" for k in METRIC_KEYS) + f"  -> {args.output_dir / 'folds.csv'}")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print the arguments, set up device/DDP, train; one-line error and exit code 2 on bad input."""
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        print("arguments:\n" + "\n".join(f"  {k:<16} {v}" for k, v in sorted(vars(args).items())), flush=True)
+    rt = None
+    try:
+        check_args(args)
+        rt = setup_runtime(args.device, args.precision)
+        return run(args, rt)
+    except (DatasetError, TrainingError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if rt is not None and rt.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
