@@ -476,13 +476,13 @@ class _Image:
         rng, cells = self.rng, self.sampler.cells
         if cells is None:
             return
-        dist = cv2.distanceTransform(cells.astype(np.uint8), cv2.DIST_L2, 3)
-        depth = self.um(rng.uniform(0.3, 3.0))
-        rim = np.exp(-dist / depth) * (dist > 0)
+        c8 = cells.astype(np.uint8)
+        dist = cv2.distanceTransform(c8, cv2.DIST_L2, 3)
+        rim = cv2.exp(dist * np.float32(-1.0 / self.um(rng.uniform(0.3, 3.0))))
         # patchy along the edge: brighter in some stretches (lamellipodia), faint in others
         patch = cv2.resize(rng.uniform(0.0, 1.0, (8, 8)).astype(np.float32), self.shape[::-1],
-                           interpolation=cv2.INTER_CUBIC)
-        self.diffuse = (rng.uniform(0.3, 2.0) * rim * np.clip(patch, 0, 1)).astype(np.float32)
+                           interpolation=cv2.INTER_LINEAR)
+        self.diffuse = rim * patch * c8 * np.float32(rng.uniform(0.3, 2.0))
 
     def asters(self):
         a, rng = self.args, self.rng
