@@ -86,7 +86,8 @@ def draw_vesicles(rng: np.random.Generator, shape, cells: dict, levels: dict, ar
     """Positions, shapes and brightness of one image's vesicles, as arrays of equal length.
 
     Keys: y, x, a, b (semi-axes, px), angle (rad), brightness (peak density after the PSF),
-    density (flat density of the sharp ellipse), in_focus (bool).
+    density (flat density of the sharp ellipse), in_focus (bool), labelled (bool: in focus and at
+    least --label-snr; only these enter the mask).
     """
     px = args.pixel_size
     n = int(round(synth.draw(rng, args.num_spots, log=True)))
@@ -134,7 +135,10 @@ def draw_vesicles(rng: np.random.Generator, shape, cells: dict, levels: dict, ar
     eff_sigma = np.where(in_focus, sigma, sigma * levels["defocus"])
     density = brightness / -np.expm1(-r_eff2 / (2 * eff_sigma ** 2))
     return {"y": pos[:, 0], "x": pos[:, 1], "a": a, "b": b, "angle": rng.uniform(0, np.pi, n),
-            "brightness": brightness, "density": density, "in_focus": in_focus}
+            "brightness": brightness, "density": density, "in_focus": in_focus,
+            # Faint in-focus spots are drawn but not labelled: an annotator would not call them, and
+            # seeing them unlabelled teaches the model not to mark every noise-level bump.
+            "labelled": in_focus & (snr >= args.label_snr)}
 
 
 # --------------------------------------------------------------------------- rendering
@@ -170,6 +174,7 @@ def render_vesicles(shape, ves: dict, psf_sigma: float):
     # Mask footprint: the half-maximum contour, about sqrt(r^2 + (1.18 sigma)^2) along each axis.
     ma = np.maximum(np.sqrt(a * a + (HALF_MAX * psf_sigma) ** 2), 0.75)
     mb = np.maximum(np.sqrt(b * b + (HALF_MAX * psf_sigma) ** 2), 0.75)
+    labelled = ves.get("labelled", ves["in_focus"])
     order = np.argsort(ma * mb, kind="stable")  # small footprints get low labels and win at contacts
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(1, n + 1)
@@ -198,7 +203,7 @@ def render_vesicles(shape, ves: dict, psf_sigma: float):
         # Mask depth: normalised radius against the footprint axes, in-focus vesicles only.
         _, qm = _local_grids(ys, xs, ma[idx], mb[idx], ves["angle"][idx], int(half_w))
         qm = qm.reshape(len(idx), -1)
-        sel = (qm <= 1.0) & ves["in_focus"][idx][:, None]
+        sel = (qm <= 1.0) & labelled[idx][:, None]
         lab_px.append(pix[sel])
         lab_q.append(qm[sel])
         lab_rank.append(np.broadcast_to(rank[idx][:, None], sel.shape)[sel])
@@ -317,8 +322,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="ratio of the largest to the smallest radius within one image")
     synth.add_range(ves, "--aspect", default=(1.0, 1.35), low=1.0,
                     help="long over short axis (1 = round)")
-    synth.add_range(ves, "--snr", default=(4.0, 250.0), low=0.01,
+    synth.add_range(ves, "--snr", default=(1.5, 250.0), low=0.01,
                     help="peak signal-to-noise ratio of an in-focus vesicle (log-uniform)")
+    ves.add_argument("--label-snr", type=float, default=6.0,
+                     help="in-focus vesicles with a lower peak SNR are drawn but left out of the mask "
+                          "(too faint to call); 0 labels all")
     synth.add_range(ves, "--snr-spread", default=(2.0, 30.0), low=1.0,
                     help="ratio of the brightest to the dimmest vesicle SNR within one image")
     synth.add_range(ves, "--cluster-fraction", default=(0.0, 0.6), low=0.0, high=1.0,

@@ -55,6 +55,16 @@ def test_out_of_focus_vesicles_stay_out_of_the_mask():
     assert image.max() > image.min()
 
 
+def test_faint_vesicles_are_drawn_but_not_labelled():
+    common = ["--num-spots", "30", "30", "--out-of-focus", "0", "0", "--snr", "3", "3", "--snr-spread", "1", "1",
+              "--background-photons", "5", "5", *QUIET]
+    image, mask, rows = vg.render_one(synth.image_rng(2, 0), parse(*common, "--label-snr", "5"))
+    assert not mask.any() and rows == []  # every vesicle has SNR 3 < 5
+    noiseless_faint = vg.render_one(synth.image_rng(2, 0), parse(*common, "--label-snr", "0"))
+    assert noiseless_faint[1].any() and len(noiseless_faint[2]) > 0  # the same spots, labelled at 0
+    np.testing.assert_array_equal(image, noiseless_faint[0])  # labelling never changes the image
+
+
 def test_sub_resolution_vesicle_gets_the_psf_core():
     sigma = 2.0
     ves = {"y": np.array([20.3]), "x": np.array([20.6]), "a": np.array([0.05]), "b": np.array([0.05]),
