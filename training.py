@@ -199,9 +199,12 @@ class VesiclePreset:
     """Blobs: brightness over four orders of magnitude, sometimes squared, plus flips/rotations.
 
     Normalisation is the percentile stretch of unet.normalize_image, which maps a*x to the same
-    values as x; the scaling therefore only matters through re-digitisation (rounding and
-    clipping to the 16-bit range, as a camera at another exposure would record the same scene),
-    which is what teaches robustness to low-count and saturated images.
+    values as x, so the model is insensitive to global brightness by construction and the x0.01
+    to x100 scaling is exactly undone. What exposure does change is the recording: half of the
+    samples are therefore re-digitised, scaled so that their bright level (99.8th percentile)
+    lands anywhere from `exposure_counts[0]` counts (coarse steps, faint vesicles a few counts
+    above background) to `exposure_counts[1]` (the brightest vesicles clipped flat at 65535),
+    then rounded and clipped to 16 bits.
     """
 
     task: str = "vesicle"
@@ -209,8 +212,9 @@ class VesiclePreset:
     default_loss: str = "bce+dice"
     normalization: dict = field(default_factory=lambda: {"mode": "percentile", "low": 1.0, "high": 99.8})
     scale_decades: tuple = (-2.0, 2.0)  # factor 10**U(-2, 2): x0.01 .. x100
-    p_redigitize: float = 0.5
     p_square: float = 0.15
+    p_redigitize: float = 0.5
+    exposure_counts: tuple = (50.0, 150000.0)  # bright level after re-digitisation, log-uniform
 
     def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Raw image (any dtype) -> float32 in raw units, before normalisation."""
@@ -220,7 +224,10 @@ class VesiclePreset:
             x = x * x / top if top > 0 else x  # squared, same maximum: dims the dim, keeps the bright
         x *= np.float32(10.0 ** rng.uniform(*self.scale_decades))
         if rng.random() < self.p_redigitize:
-            x = np.clip(np.rint(x), 0, 65535)
+            bright = float(np.percentile(x, 99.8))
+            if bright > 0:
+                level = np.exp(rng.uniform(*np.log(self.exposure_counts)))
+                x = np.clip(np.rint(x * np.float32(level / bright)), 0, 65535)
         return x
 
     def spatial(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):

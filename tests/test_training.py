@@ -239,6 +239,11 @@ def test_vesicle_intensity_spans_orders_of_magnitude_and_cytoskeleton_stays_in_r
     vesicle = training.VesiclePreset(p_redigitize=0.0, p_square=0.0)
     maxima = [vesicle.intensity(image, np.random.default_rng(k)).max() for k in range(200)]
     assert min(maxima) < 5000 * 0.05 and max(maxima) > 5000 * 20
+    recorded = training.VesiclePreset(p_redigitize=1.0, p_square=0.0)
+    for k in range(50):
+        x = recorded.intensity(image, np.random.default_rng(k))
+        assert np.array_equal(x, np.rint(x)) and 0 <= x.min() and x.max() <= 65535
+        assert x.max() >= 40  # never rounded away: the bright level lands at >= 50 counts
     cyto = training.CytoskeletonPreset(p_clahe=1.0, p_contrast=1.0)
     for k in range(20):
         x = cyto.intensity(image, np.random.default_rng(k))
