@@ -241,6 +241,24 @@ def save_checkpoint(path, model: nn.Module, *, task: str, normalization: dict,
     os.replace(tmp, path)
 
 
+def export_half(src, dst) -> None:
+    """Copy a checkpoint with its floating-point weights stored as float16 (half the file size).
+
+    For shipping models: load_model casts them back to float32, so predictions change only by
+    float16 rounding of the weights. Optimizer state (last.pth) is dropped.
+    """
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    if not (isinstance(ckpt, dict) and "state_dict" in ckpt):
+        raise ValueError(f"{src}: not a SynSeg checkpoint (no state_dict)")
+    keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler")}
+    keep["state_dict"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    torch.save(keep, tmp)
+    os.replace(tmp, dst)
+
+
 def infer_model_args(state_dict: dict) -> dict:
     """Recover UNet arguments from the tensor shapes of a state dict (original or ours)."""
     try:

@@ -46,6 +46,21 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     assert info["train_args"]["out"] == str(tmp_path)
 
 
+def test_half_export_is_smaller_and_predicts_the_same(tmp_path):
+    torch.manual_seed(1)
+    model = unet.build_model(base_channels=8, depth=2).eval()
+    full, half = tmp_path / "full.pth", tmp_path / "half.pth"
+    unet.save_checkpoint(full, model, task="vesicle", normalization={"mode": "percentile"})
+    unet.export_half(full, half)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, info = unet.load_model(half)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        a, b = torch.sigmoid(model(x)), torch.sigmoid(loaded(x))
+    assert next(loaded.parameters()).dtype == torch.float32
+    assert (a - b).abs().max() < 5e-3 and info["task"] == "vesicle"
+
+
 def _original_state_dict(first_kernel):
     """A state dict with exactly the original SynSeg key layout and shapes (base 64, depth 3)."""
     sd = OrderedDict()
