@@ -713,15 +713,15 @@ def get_args_parser(preset_name: str, description: str | None = None) -> argpars
     for split in ("train", "val"):
         for kind, what in (("img", "images"), ("mask", "masks (NAME.npy for image NAME.*)")):
             data.add_argument(f"--{split}-{kind}-dir", f"--{split}_{kind}_dir", type=Path, default=None,
-                              help=f"{'training' if split == 'train' else 'validation'} {what}"
-                                   f" (default: DATA_DIR/{split}/{kind})")
+                              help=f"{'training' if split == 'train' else 'validation'} {what}; "
+                                   f"without it, DATA_DIR/{split}/{kind}")
     data.add_argument("--pixel-size", type=float, default=None,
-                      help="pixel size of the training images in um, stored in the checkpoint "
-                           "(default: pixel_size_um from generator.json)")
+                      help="pixel size of the training images in um, stored in the checkpoint; "
+                           "without it, pixel_size_um from generator.json")
     model = parser.add_argument_group("model")
     model.add_argument("--base-channels", type=int, default=64, help="channels of the first level (original: 64)")
     model.add_argument("--depth", type=int, default=3, help="number of down-sampling levels (original: 3)")
-    model.add_argument("--dropout", type=float, default=0.0, help="dropout before the bottleneck's output")
+    model.add_argument("--dropout", type=float, default=0.0, help="dropout rate at the end of the bottleneck block")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=50, help="total epochs (also with --resume)")
     train.add_argument("--batch-size", "--batch_size", type=int, default=4,

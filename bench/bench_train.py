@@ -44,6 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
                    help="what 'ours' uses (as training's --precision)")
+    p.add_argument("--no-forced-bf16", action="store_true",
+                   help="skip the forced-bf16 row (slow on CPUs without native bf16)")
     p.add_argument("--loader-images", type=int, default=16, help="generated 512x512 images for the loader test")
     p.add_argument("--crop-size", type=int, default=256, help="training crop of the loader test")
     p.add_argument("--batch-size", type=int, default=4, help="batch of the loader test")
@@ -163,7 +165,7 @@ def bench_step(base: int, size: int, batch: int, args, device) -> list[tuple[str
     amp = unet.autocast_dtype(device, args.precision)
     desc = training.Runtime(device, amp, amp is not None).describe().split(", ", 1)[1]
     steps[f"ours ({desc})"] = our_step(amp)
-    if amp != torch.bfloat16:
+    if amp != torch.bfloat16 and not args.no_forced_bf16:
         steps["forced bf16 autocast + channels_last"] = our_step(torch.bfloat16)
     seconds = time_interleaved(steps, args.steps, args.warmup, device)
     return [(name, batch / s) for name, s in seconds.items()]
