@@ -628,7 +628,8 @@ def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_
             scaler.load_state_dict(info["scaler"])
     net = model
     if rt.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        ids = [rt.device.index] if rt.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     loss_fn = SegmentationLoss(args.loss)
 
     tag = f"fold {fold} " if fold is not None else ""
@@ -673,8 +674,8 @@ def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_
         b = state["best_metrics"]
         print(f"{tag}best validation Dice {b['dice']:.4f} at epoch {b['epoch']} -> {best_path}")
     last = history[-1] if history else {}
-    return {"best": state["best_metrics"], "history": history,
-            "last": {"loss": last.get("val_loss"), **{k: last.get(k) for k in METRIC_KEYS[1:]}, "epoch": last.get("epoch")}}
+    final = {"loss": last.get("val_loss"), **{k: last.get(k) for k in METRIC_KEYS[1:]}, "epoch": last.get("epoch")}
+    return {"best": state["best_metrics"], "history": history, "last": final}
 
 
 def kfold_splits(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -58,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def brightness_check(model_path: Path, img_dir: Path, max_images: int, device) -> int:
-    """Dice between predictions at x1 and at x0.01 / x100 (float and 16-bit); exit code 1 if a float one is below 0.95."""
+    """Dice of predictions at x0.01 / x100 (float, 16-bit) against x1; exit code 1 if a float one is < 0.95."""
     import numpy as np
     import torch
 

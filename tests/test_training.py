@@ -98,6 +98,14 @@ def test_cytoskeleton_cli_end_to_end(tmp_path):
     assert info["pixel_size_um"] == pytest.approx(0.05)  # --pixel-size wins over generator.json
 
 
+def test_the_two_scripts_share_every_flag_and_differ_only_in_preset():
+    ves, cyto = train_vesicle_seg.get_args_parser(), train_cytoskeleton_seg.get_args_parser()
+    assert [a.option_strings for a in ves._actions] == [a.option_strings for a in cyto._actions]
+    a, b = vars(ves.parse_args([])), vars(cyto.parse_args([]))
+    assert {k for k in a if a[k] != b[k]} == {"preset"}
+    assert training.PRESETS[a["preset"]]().first_kernel == 3 and training.PRESETS[b["preset"]]().first_kernel == 5
+
+
 class _Stop(Exception):
     pass
 
