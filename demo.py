@@ -43,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", "--output_dir", type=Path, default=Path("demo_output"),
                    help="folder for the report (replaced on each run)")
-    p.add_argument("--num-images", "--num_images", type=int, default=6, help="test images per task")
+    p.add_argument("--num-images", "--num_images", type=int, default=10, help="test images per task")
     p.add_argument("--image-size", "--image_size", type=int, default=384, help="test image size in px")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     return p
