@@ -11,7 +11,8 @@ How one image becomes a mask:
      the pixel size it was trained at, the plane is resized to the model's scale (area averaging when
      shrinking, linear when enlarging); the probability map is resized back to the input grid.
   3. Normalise the plane exactly as in training (unet.normalize_image with the checkpoint's spec).
-  4. Tiled prediction (`predict_probability`): the plane is cut into a grid of equal tiles, shrunk so
+  4. Tiled prediction (`predict_probability`): the plane is cut into a grid of equal tiles (at most
+     --tile-size; by default as large as about 1.2 GB of network memory allows on the CPU), shrunk so
      that they cover it evenly, whose neighbours overlap by at least --overlap px. Tiles start on
      multiples of 2**depth, so each sees the same pooling grid as the whole image. Each tile's sigmoid
      output is weighted by a separable window: 1 in the core and at the image border; across an overlap
@@ -88,6 +89,9 @@ def tile_layout(length: int, tile: int, overlap: int, align: int) -> tuple[int, 
 
 
 BLEND = 16  # px over which two neighbouring tiles hand over to each other
+MAX_TILE = 1024  # px; larger tiles save little overlap and cost memory
+CPU_TILE_BUDGET = 1.2e9  # bytes of network activations per tile on the CPU (host memory)
+ACTIVATION_BYTES = 32  # measured peak bytes per pixel per base channel in a float32 forward pass
 FLOOR = 1e-6  # weight of the halo pixels: tiny, never zero, so every sum of weights is positive
 
 
@@ -107,6 +111,20 @@ def default_overlap(model_args: dict) -> int:
     """Overlap that makes tiled prediction equal whole-image prediction: two radii plus the blend."""
     align = 2 ** int(model_args.get("depth", 3))
     return -(-(2 * receptive_radius(model_args) + BLEND) // align) * align
+
+
+def auto_tile_size(model_args: dict, device_type: str) -> int:
+    """Largest tile edge whose forward pass stays within CPU_TILE_BUDGET on the CPU; MAX_TILE elsewhere.
+
+    Measured: the base-64 network needs about 2 KB per tile pixel (1.48 GB for 856 x 856), so 760 px for
+    base 64 and the 1024 px cap for the base-32 shipped models.
+    """
+    align = 2 ** int(model_args.get("depth", 3))
+    if device_type != "cpu":
+        return MAX_TILE
+    base = int(model_args.get("base_channels", 64))
+    edge = math.sqrt(CPU_TILE_BUDGET / (ACTIVATION_BYTES * base))
+    return int(min(MAX_TILE, edge) // align * align)
 
 
 def ramp(n: int) -> np.ndarray:
@@ -460,8 +478,13 @@ def sibling(mask_path: Path, kind: str, suffix: str) -> Path:
     return mask_path.with_name(f"{stem}_{kind}{suffix}")
 
 
-def write_overlay(path: Path, plane: np.ndarray, mask: np.ndarray) -> None:
-    """PNG of the contrast-stretched plane (1-99.8 percentile) with the mask outlined in yellow."""
+def write_overlay(path: Path, plane: np.ndarray, mask: np.ndarray, style: str = "outline") -> None:
+    """PNG for a person to check a mask: the contrast-stretched plane (1-99.8 percentile) on the left,
+    the same with the mask on the right.
+
+    style "outline": a yellow ring just outside each object, so small spots stay visible inside it;
+    "fill": the mask tinted magenta at half strength, clearer for dense filaments.
+    """
     import cv2
     from scipy import ndimage
 
@@ -470,13 +493,16 @@ def write_overlay(path: Path, plane: np.ndarray, mask: np.ndarray) -> None:
     x = plane.astype(np.float32)
     lo, hi = np.percentile(x, [1.0, 99.8])
     grey = np.clip((x - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8) if hi > lo else np.zeros(x.shape, np.uint8)
+    left = np.repeat(grey[..., None], 3, axis=2)  # (H, W, 3) BGR
+    right = left.copy()
     m = mask.astype(bool)
-    # a ring just outside each object, so that small spots stay visible inside their outline
-    edge = ndimage.binary_dilation(m, structure=np.ones((3, 3), bool)) & ~m
-    bgr = np.repeat(grey[..., None], 3, axis=2)
-    bgr[edge] = (0, 255, 255)
+    if style == "fill":
+        right[m] = (right[m] // 2 + np.array([127, 0, 127], np.uint8)).astype(np.uint8)
+    else:
+        right[ndimage.binary_dilation(m, structure=np.ones((3, 3), bool)) & ~m] = (0, 255, 255)
+    gap = np.full((x.shape[0], 4, 3), 128, np.uint8)
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), bgr):
+        if not cv2.imwrite(str(tmp), np.concatenate([left, gap, right], axis=1)):
             raise OSError(f"{path}: could not write PNG")
 
 
@@ -520,6 +546,7 @@ class Segmenter:
         self.net = prepare_model(model, device)
         self.amp = autocast_dtype(device, args.precision)
         self.overlap = default_overlap(info["model_args"]) if args.overlap is None else args.overlap
+        self.tile_size = args.tile_size or auto_tile_size(info["model_args"], device.type)
         # Batches only pay off on accelerators; on the CPU they cost memory and gain nothing.
         self.batch_size = args.batch_size or (1 if device.type == "cpu" else 4)
         self.norm = info["normalization"]
@@ -552,7 +579,7 @@ class Segmenter:
             x = resize_plane(x, (max(1, round(h * factor)), max(1, round(w * factor))))
         x = normalize_image(x, self.norm)
         a = self.args
-        prob = predict_probability(self.net, x, tile_size=a.tile_size, overlap=self.overlap,
+        prob = predict_probability(self.net, x, tile_size=self.tile_size, overlap=self.overlap,
                                    batch_size=self.batch_size, device=self.device, amp_dtype=self.amp,
                                    tta=a.tta, progress=progress)
         del x
@@ -577,7 +604,7 @@ class Segmenter:
         probs = np.zeros(planes.shape, np.float32) if a.save_prob else None
         thresholds, objects = [], []
         length_px, junctions = 0.0, 0
-        big = planes.shape[1] * planes.shape[2] > 4 * a.tile_size ** 2
+        big = planes.shape[1] * planes.shape[2] > 4 * self.tile_size ** 2
         for k, plane in enumerate(planes):
             if plane.min() == plane.max():  # constant plane: nothing to find, and nothing to normalise
                 if len(planes) == 1:
@@ -612,7 +639,8 @@ class Segmenter:
             write_tiff(sibling(dst, "prob", ".tif"), probs.reshape(full_shape), pixel_size_um=px, axes=axes)
         if a.overlay:
             mid = len(planes) // 2
-            write_overlay(sibling(dst, "overlay", ".png"), planes[mid], masks[mid])
+            write_overlay(sibling(dst, "overlay", ".png"), planes[mid], masks[mid],
+                          style="outline" if self.task == "vesicle" else "fill")
 
         unit = "um" if px else "px"
         fg = float(np.count_nonzero(masks)) / masks.size
@@ -656,7 +684,8 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                     help="input pixel size in um, overriding the file's tags")
     io.add_argument("--save-prob", action="store_true", help="also write NAME_prob.tif (float32 probability, 0..1)")
     io.add_argument("--overlay", action="store_true",
-                    help="also write NAME_overlay.png (contrast-stretched image with the mask outline; middle plane of a stack)")
+                    help="also write NAME_overlay.png: the contrast-stretched image beside the same with the mask "
+                         + ("outlined" if task == "vesicle" else "tinted") + " (middle plane of a stack)")
     if task == "vesicle":
         io.add_argument("--object-csv", action="store_true",
                         help="also write objects.csv: one row per vesicle (centroid, area, mean intensity)")
@@ -672,9 +701,10 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
     m.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
     t = p.add_argument_group("tiling and scale")
-    t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=int, default=896,
-                   help="largest tile edge in px (tiles are shrunk to cover the image evenly); an 896 px tile "
-                        "of the base-64 network needs about 1.5 GB of memory on the CPU")
+    t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=int, default=0,
+                   help="largest tile edge in px; tiles are shrunk to cover the image evenly. 0: on the CPU the "
+                        "largest tile whose network memory stays near 1.2 GB (1024 px for the shipped base-32 "
+                        "models, 760 px for base 64), 1024 px on a GPU")
     t.add_argument("--overlap", type=int, default=None,
                    help="least overlap between tiles in px (default: twice the network's receptive radius "
                         "plus 16, which makes tiled and whole-image predictions identical)")
@@ -715,10 +745,10 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def check_args(args: argparse.Namespace) -> str | None:
     """The first problem with the arguments, or None."""
-    if args.tile_size < 16:
-        return f"--tile-size {args.tile_size} is too small; use 64 or more"
-    if args.overlap is not None and not 0 <= args.overlap < args.tile_size:
-        return f"--overlap {args.overlap} must be between 0 and --tile-size ({args.tile_size})"
+    if args.tile_size and args.tile_size < 16:
+        return f"--tile-size {args.tile_size} is too small; use 0 (auto) or 64 or more"
+    if args.overlap is not None and args.overlap < 0:
+        return f"--overlap {args.overlap} must be 0 or more"
     if args.batch_size < 0:
         return f"--batch-size {args.batch_size} must be 0 (auto) or more"
     if args.pixel_size is not None and args.pixel_size <= 0:
@@ -789,13 +819,13 @@ def run(args: argparse.Namespace, task: str) -> int:
     if info.get("task") != task:
         log(f"{name}: warning: {args.model} was trained for {info.get('task')!r}, not {task!r}")
     seg = Segmenter(model, info, task, args, device)
-    if args.tile_size <= seg.overlap:
-        log(f"{name}: --tile-size {args.tile_size} must be larger than the overlap ({seg.overlap} px for this "
+    if seg.tile_size <= seg.overlap:
+        log(f"{name}: --tile-size {seg.tile_size} must be larger than the overlap ({seg.overlap} px for this "
             f"model); use --tile-size {4 * seg.overlap} or more, or a smaller --overlap (then tiling is approximate)")
         return 2
     log(f"{name}: model {args.model} ({info.get('format', 'checkpoint')}, normalisation {seg.norm}, "
         f"model pixel size {seg.model_px or 'unknown'} um), device {device}, "
-        f"precision {seg.amp or 'fp32'}, tiles up to {args.tile_size} px, overlap {seg.overlap} px, "
+        f"precision {seg.amp or 'fp32'}, tiles up to {seg.tile_size} px, overlap {seg.overlap} px, "
         f"batch {seg.batch_size}")
 
     summary_dir = pairs[0][1].parent if len(pairs) == 1 and args.output.suffix.lower() in (".tif", ".tiff") else args.output

@@ -49,6 +49,16 @@ def test_tile_layout_covers_aligned_with_overlap(length, tile, overlap, align):
         assert min(starts[i] + t - starts[i + 1] for i in range(len(starts) - 1)) >= overlap
 
 
+def test_auto_tile_size_follows_network_width_on_the_cpu():
+    args64 = {"base_channels": 64, "depth": 3}
+    t64 = predict.auto_tile_size(args64, "cpu")
+    assert t64 % 8 == 0 and 600 <= t64 < 1024
+    # the activations of one tile stay within the CPU budget
+    assert t64 ** 2 * predict.ACTIVATION_BYTES * 64 <= predict.CPU_TILE_BUDGET
+    assert predict.auto_tile_size({"base_channels": 32, "depth": 3}, "cpu") == predict.MAX_TILE
+    assert predict.auto_tile_size(args64, "cuda") == predict.MAX_TILE
+
+
 def test_tile_layout_rejects_overlap_not_smaller_than_tile():
     with pytest.raises(ValueError, match="larger than the overlap"):
         predict.tile_layout(512, 64, 64, 8)

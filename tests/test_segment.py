@@ -87,7 +87,10 @@ def test_vesicle_folder_end_to_end(tmp_path, models):
     removed = (prob > t + 1e-3) & (mask == 0)  # the split lines: thin, so they lie next to kept pixels
     beside = ndimage.binary_dilation(mask > 0, structure=np.ones((3, 3)))
     assert np.count_nonzero(removed & ~beside) <= 0.05 * np.count_nonzero(removed)
-    assert cv2.imread(str(out / "b_overlay.png")).shape == (90, 70, 3)
+    overlay = cv2.imread(str(out / "b_overlay.png"))
+    assert overlay.shape == (90, 2 * 70 + 4, 3)  # image | image with the mask outlined
+    assert np.all(overlay[..., :70, 0] == overlay[..., :70, 2])  # left panel grey
+    assert np.any(overlay[..., 74:, 0] != overlay[..., 74:, 2])  # right panel has the yellow ring
     assert set(rows) == {"a.tif", "b.tif"}
     a = rows["a.tif"]
     # each connected object of the written mask is one counted vesicle
@@ -119,7 +122,8 @@ def test_stacks_keep_shape_and_axes(tmp_path, models):
     zc = np.stack([np.stack([blobs((56, 48), seed=10 + z), np.zeros((56, 48), np.uint16)]) for z in range(2)])
     write(src / "zc.tif", zc, axes="ZCYX")
     assert run_inprocess(SynSeg_Cytoskeleton, "-i", src, "-o", out, "-m", models["cytoskeleton"],
-                         "--channel", "0", "--save-prob") == 0
+                         "--channel", "0", "--save-prob", "--overlay") == 0
+    assert cv2.imread(str(out / "t_overlay.png")).shape == (64, 2 * 72 + 4, 3)
     mask, meta = tiffio.read_image(out / "t_mask.tif")
     assert mask.shape == (3, 64, 72) and meta["axes"] == "TYX" and meta["pixel_size_um"] == pytest.approx(0.1)
     assert tiffio.read_image(out / "t_prob.tif")[0].shape == (3, 64, 72)
