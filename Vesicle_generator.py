@@ -324,7 +324,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="long over short axis (1 = round)")
     synth.add_range(ves, "--snr", default=(1.5, 250.0), low=0.01,
                     help="peak signal-to-noise ratio of an in-focus vesicle (log-uniform)")
-    ves.add_argument("--label-snr", type=float, default=6.0,
+    ves.add_argument("--label-snr", type=float, default=10.0,
                      help="in-focus vesicles with a lower peak SNR are drawn but left out of the mask "
                           "(too faint to call); 0 labels all")
     synth.add_range(ves, "--snr-spread", default=(2.0, 30.0), low=1.0,

@@ -58,7 +58,7 @@ _PROBS = [
      "sticking out of the cell edge"),
     ("--confine-prob", 0.7, "probability that structures stay inside the drawn cells (else they fill the "
      "frame, as in tissue)"),
-    ("--cortex-prob", 0.3, "probability of a bright diffuse rim just inside the cell edge (actin cortex, "
+    ("--cortex-prob", 0.5, "probability of a bright diffuse rim just inside the cell edge (actin cortex, "
      "lamellipodium): sharp outside, fading inwards, never in the mask"),
     ("--aligned-prob", 0.5, "probability that an image's filaments share a preferred direction"),
     ("--er-prob", 0.2, "probability that an image is an ER network instead of a cytoskeleton"),

@@ -90,7 +90,7 @@ def tile_layout(length: int, tile: int, overlap: int, align: int) -> tuple[int, 
 
 BLEND = 16  # px over which two neighbouring tiles hand over to each other
 MAX_TILE = 1024  # px; larger tiles save little overlap and cost memory
-CPU_TILE_BUDGET = 1.2e9  # bytes of network activations per tile on the CPU (host memory)
+CPU_TILE_BUDGET = 1.6e9  # bytes of network activations per tile on the CPU (host memory)
 ACTIVATION_BYTES = 32  # measured peak bytes per pixel per base channel in a float32 forward pass
 FLOOR = 1e-6  # weight of the halo pixels: tiny, never zero, so every sum of weights is positive
 
@@ -116,7 +116,7 @@ def default_overlap(model_args: dict) -> int:
 def auto_tile_size(model_args: dict, device_type: str) -> int:
     """Largest tile edge whose forward pass stays within CPU_TILE_BUDGET on the CPU; MAX_TILE elsewhere.
 
-    Measured: the base-64 network needs about 2 KB per tile pixel (1.48 GB for 856 x 856), so 760 px for
+    Measured: the base-64 network needs about 2 KB per tile pixel (1.48 GB for 856 x 856), so 880 px for
     base 64 and the 1024 px cap for the base-32 shipped models.
     """
     align = 2 ** int(model_args.get("depth", 3))
@@ -704,7 +704,7 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
     t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=int, default=0,
                    help="largest tile edge in px; tiles are shrunk to cover the image evenly. 0: on the CPU the "
                         "largest tile whose network memory stays near 1.2 GB (1024 px for the shipped base-32 "
-                        "models, 760 px for base 64), 1024 px on a GPU")
+                        "models, 880 px for base 64), 1024 px on a GPU")
     t.add_argument("--overlap", type=int, default=None,
                    help="least overlap between tiles in px (default: twice the network's receptive radius "
                         "plus 16, which makes tiled and whole-image predictions identical)")

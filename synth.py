@@ -141,6 +141,10 @@ def add_common_args(parser, *, default_image_size: int = 512, default_pixel_size
     add_range(cam, "--offset", default=(0.0, 600.0), low=0.0, help="camera offset in ADU (16-bit scale)")
     add_range(cam, "--gain", default=(0.5, 5.0), low=0.0, help="ADU per photon (log-uniform)")
     add_range(cam, "--read-noise", default=(0.5, 8.0), low=0.0, help="Gaussian read noise in photo-electrons rms")
+    add_range(cam, "--noise-correlation", default=(0.0, 0.9), low=0.0,
+              help="spatial correlation of the noise: Gaussian sigma in px applied to the noise only, its "
+                   "variance kept (real cameras, binning, interpolation and processing leave grainy noise "
+                   "whose specks look like faint spots)")
     add_range(cam, "--column-noise", default=(0.0, 1.0), low=0.0,
               help="s.d. of a fixed offset per camera column (sCMOS stripes), in units of the read noise")
     add_range(cam, "--hot-pixels", default=(0, 20), low=0, integer=True,
@@ -449,6 +453,20 @@ def shot_and_read_noise(rng: np.random.Generator, photons: np.ndarray, read_nois
     return out.reshape(photons.shape)
 
 
+def correlate_noise(electrons: np.ndarray, photons: np.ndarray, sigma: float) -> np.ndarray:
+    """Blur only the noise (electrons - photons) by a Gaussian of `sigma` px, keeping its local variance.
+
+    White noise blurred by a kernel k keeps sum(k^2) of its variance, so the blurred noise is divided
+    by sqrt(sum(k^2)); the expected image and the noise level stay as they were, only the grain grows.
+    """
+    size = 2 * int(math.ceil(3.0 * sigma)) + 1
+    k1 = cv2.getGaussianKernel(size, sigma).astype(np.float64).ravel()
+    gain = np.float32(1.0 / float(np.sum(k1 * k1)))  # 2D kernel: sum(k^2) = (sum(k1^2))^2, sqrt -> sum(k1^2)
+    noise = electrons - photons.astype(np.float32)
+    noise = cv2.GaussianBlur(noise, (size, size), sigma, borderType=cv2.BORDER_REFLECT) * gain
+    return photons.astype(np.float32) + noise
+
+
 def camera(rng: np.random.Generator, photons: np.ndarray, args, bit_depth: int,
            read_noise: float | None = None) -> np.ndarray:
     """Expected photons per pixel -> camera image of `bit_depth` (8 or 16) bits.
@@ -461,6 +479,9 @@ def camera(rng: np.random.Generator, photons: np.ndarray, args, bit_depth: int,
     if read_noise is None:
         read_noise = draw(rng, args.read_noise)
     electrons = shot_and_read_noise(rng, photons, read_noise)
+    grain = draw(rng, getattr(args, "noise_correlation", (0.0, 0.0)))
+    if grain > 0.05:
+        electrons = correlate_noise(electrons, photons, grain)
     h, w = electrons.shape
     columns = draw(rng, getattr(args, "column_noise", (0.0, 0.0))) * read_noise
     if columns > 0:

@@ -604,6 +604,16 @@ def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_
         state.update({k: info[k] for k in state if k in info})
         if rt.main:
             print(f"resuming from {resume_from}: epoch {state['epoch']} done, best Dice {state['best_dice']:.4f}")
+    elif getattr(args, "init_weights", None) is not None:
+        init, init_info = unet.load_model(args.init_weights)
+        if unet.model_args_of(init) != model_args:
+            raise TrainingError(f"{args.init_weights}: built with {unet.model_args_of(init)}, but the arguments "
+                                f"ask for {model_args}; give the same model flags to fine-tune it")
+        if init_info.get("task") not in (None, task):
+            raise TrainingError(f"{args.init_weights}: a {init_info.get('task')} model, not a {task} model")
+        model.load_state_dict(init.state_dict())
+        if rt.main:
+            print(f"starting from the weights of {args.init_weights} (new optimizer and schedule)")
     model.to(rt.device)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -741,6 +751,9 @@ def get_args_parser(preset_name: str, description: str | None = None) -> argpars
     train.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
                        help="continue from PATH, or from OUTPUT_DIR/last.pth when given alone, with "
                             "optimizer, schedule and epoch")
+    train.add_argument("--init-weights", type=Path, default=None, metavar="PATH",
+                       help="fine-tune: start from the weights of this checkpoint (same model flags), with a "
+                            "new optimizer and learning-rate schedule, e.g. models/vesicle.pth on new data")
     hw = parser.add_argument_group("hardware")
     hw.add_argument("--device", default="cuda", help="cuda, cuda:N, cpu, mps or auto")
     hw.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -792,6 +805,11 @@ def check_args(args) -> None:
         raise TrainingError("--crop-size and --num-workers must be >= 0 and --lr > 0")
     if args.folds == 1 or args.folds < 0:
         raise TrainingError(f"--folds {args.folds}: use 0 (off) or K >= 2")
+    if args.resume is not None and args.init_weights is not None:
+        raise TrainingError("--resume and --init-weights exclude each other: --resume continues a run, "
+                            "--init-weights starts a new one from a model's weights")
+    if args.init_weights is not None and not args.init_weights.is_file():
+        raise TrainingError(f"--init-weights: {args.init_weights} not found")
     if args.folds and args.resume not in (None, "last"):
         raise TrainingError("with --folds, use --resume alone: each fold resumes from its own last.pth")
 

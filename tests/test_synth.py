@@ -186,3 +186,19 @@ def test_preview_written(tmp_path):
     synth.generate_dataset(dataset_args(out, "--preview"), tiny_render, kind="tiny", bit_depth=16)
     data = (out / "preview.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+@pytest.mark.parametrize("sigma", [0.6, 0.9])
+def test_correlated_noise_keeps_level_and_adds_grain(sigma):
+    rng = np.random.default_rng(3)
+    photons = np.full((192, 192), 40.0, np.float32)
+    electrons = synth.shot_and_read_noise(rng, photons, 2.0)
+    grainy = synth.correlate_noise(electrons, photons, sigma) - photons
+    white = electrons - photons
+    assert abs(grainy.std() / white.std() - 1.0) < 0.05  # same noise level
+    lag1 = np.corrcoef(grainy[:, 1:].ravel(), grainy[:, :-1].ravel())[0, 1]
+    # white noise blurred by a sampled Gaussian k: lag-1 correlation sum(k[i] k[i+1]) / sum(k^2)
+    xs = np.arange(-10, 11)
+    k = np.exp(-xs ** 2 / (2 * sigma * sigma))
+    assert abs(lag1 - (k[1:] * k[:-1]).sum() / (k * k).sum()) < 0.03 and lag1 > 0.4
+    assert abs(np.corrcoef(white[:, 1:].ravel(), white[:, :-1].ravel())[0, 1]) < 0.05

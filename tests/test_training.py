@@ -152,6 +152,30 @@ def test_resume_refuses_a_different_architecture(tmp_path, capsys):
     assert "resume with the same model flags" in capsys.readouterr().err
 
 
+def test_init_weights_fine_tunes_from_a_model_and_refuses_mismatches(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", n_train=2)
+    first = tmp_path / "first"
+    assert train_vesicle_seg.main(parse(train_vesicle_seg, data, first)) == 0
+    start, _ = unet.load_model(first / "last.pth")
+    capsys.readouterr()
+    tuned = tmp_path / "tuned"
+    args = parse(train_vesicle_seg, data, tuned, "--init-weights", str(first / "last.pth"), "--lr", "1e-9")
+    assert train_vesicle_seg.main(args) == 0
+    assert "starting from the weights of" in capsys.readouterr().out
+    after, info = unet.load_model(tuned / "last.pth")
+    assert info["epoch"] == 1 and info["optimizer"]["state"][0]["step"] == 1  # a new optimizer, not resumed
+    conv = [k for k, v in start.state_dict().items() if v.dtype.is_floating_point and v.dim() == 4][0]
+    # with a vanishing learning rate the weights stay those of the first run, not a fresh random start
+    assert torch.allclose(start.state_dict()[conv], after.state_dict()[conv], atol=1e-6)
+    bad = parse(train_vesicle_seg, data, tmp_path / "bad", "--init-weights", str(first / "last.pth"),
+                "--base-channels", "8")
+    assert train_vesicle_seg.main(bad) == 2
+    assert "same model flags" in capsys.readouterr().err
+    both = parse(train_vesicle_seg, data, tmp_path / "both", "--init-weights", str(first / "last.pth"), "--resume")
+    assert train_vesicle_seg.main(both) == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
 def test_missing_mask_is_named(tmp_path, capsys):
     data = make_dataset(tmp_path / "data")
     (data / "train" / "mask" / "00002.npy").unlink()

@@ -25,7 +25,7 @@ def components(mask):
 
 
 def test_render_one_types_and_rows_match_components():
-    args = parse("--num-spots", "40", "60", "--touching-fraction", "0.3", "0.3")
+    args = parse("--num-spots", "40", "60", "--touching-fraction", "0.3", "0.3", "--snr", "15", "250")
     for index in range(3):
         image, mask, rows = vg.render_one(synth.image_rng(0, index), args)
         assert image.dtype == np.uint16 and image.shape == (96, 96)
