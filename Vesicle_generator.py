@@ -82,6 +82,17 @@ def crowded(pos: np.ndarray, half: np.ndarray, in_focus: np.ndarray, overlap: fl
     return clash
 
 
+def labelled_spots(snr: np.ndarray, in_focus: np.ndarray, args) -> np.ndarray:
+    """Which vesicles enter the mask: in focus, peak SNR >= --label-snr, and (with --label-relative F > 0)
+    at least F times the 90th percentile SNR of the image's in-focus vesicles: as an annotator does, the
+    dim puncta are left out where bright ones stand beside them."""
+    labelled = in_focus & (snr >= args.label_snr)
+    relative = getattr(args, "label_relative", 0.0)
+    if relative > 0 and in_focus.any():
+        labelled &= snr >= relative * np.percentile(snr[in_focus], 90)
+    return labelled
+
+
 def draw_vesicles(rng: np.random.Generator, shape, cells: dict, levels: dict, args) -> dict:
     """Positions, shapes and brightness of one image's vesicles, as arrays of equal length.
 
@@ -138,7 +149,7 @@ def draw_vesicles(rng: np.random.Generator, shape, cells: dict, levels: dict, ar
             "brightness": brightness, "density": density, "in_focus": in_focus,
             # Faint in-focus spots are drawn but not labelled: an annotator would not call them, and
             # seeing them unlabelled teaches the model not to mark every noise-level bump.
-            "labelled": in_focus & (snr >= args.label_snr)}
+            "labelled": labelled_spots(snr, in_focus, args)}
 
 
 # --------------------------------------------------------------------------- rendering
@@ -303,6 +314,10 @@ class _Parser(synth.ArgumentParser):
         if hasattr(ns, "radius_px"):
             del ns.radius_px
         synth.check_args(self, ns)
+        if getattr(ns, "label_snr", 0.0) < 0:
+            self.error(f"--label-snr {ns.label_snr}: must be >= 0")
+        if not 0.0 <= getattr(ns, "label_relative", 0.0) < 1.0:
+            self.error(f"--label-relative {ns.label_relative}: must be in [0, 1)")
         return ns, rest
 
 
@@ -327,6 +342,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     ves.add_argument("--label-snr", type=float, default=10.0,
                      help="in-focus vesicles with a lower peak SNR are drawn but left out of the mask "
                           "(too faint to call); 0 labels all")
+    ves.add_argument("--label-relative", type=float, default=0.25,
+                     help="in-focus vesicles dimmer than this fraction of the image's bright ones (90th "
+                          "percentile SNR) are drawn but left out of the mask; 0 turns it off")
     synth.add_range(ves, "--snr-spread", default=(2.0, 30.0), low=1.0,
                     help="ratio of the brightest to the dimmest vesicle SNR within one image")
     synth.add_range(ves, "--cluster-fraction", default=(0.0, 0.6), low=0.0, high=1.0,

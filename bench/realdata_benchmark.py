@@ -258,7 +258,8 @@ def annotation_offset(image, points, radius: int = 5) -> np.ndarray:
             continue
         win = img[y0:y1, x0:x1] - np.median(img[y0:y1, x0:x1])
         my, mx = np.unravel_index(np.argmax(win), win.shape)
-        sy, sx = slice(max(my - 1, 0), my + 2), slice(max(mx - 1, 0), mx + 2)
+        sy = slice(max(my - 1, 0), min(my + 2, win.shape[0]))
+        sx = slice(max(mx - 1, 0), min(mx + 2, win.shape[1]))
         wts = np.clip(win[sy, sx], 0, None)
         if wts.sum() <= 0:
             continue

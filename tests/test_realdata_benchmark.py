@@ -20,8 +20,8 @@ def spots_image(centres, size=64, sigma=1.2):
 
 @pytest.mark.parametrize("shift", [(2.0, 2.0), (0.0, 0.0), (-1.0, 1.5)])
 def test_annotation_offset_recovers_a_constant_shift(shift):
-    centres = np.array([[12.0, 12.0], [12.3, 40.6], [30.0, 25.0], [45.7, 10.2], [50.0, 50.0]])
-    points = centres + np.array(shift)
+    centres = np.array([[12.0, 12.0], [12.3, 40.6], [30.0, 25.0], [45.7, 10.2], [50.0, 50.0], [62.6, 1.0]])
+    points = centres + np.array(shift)  # the last spot sits on the image edge
     assert rb.annotation_offset(spots_image(centres), points) == pytest.approx(shift, abs=0.2)
 
 

@@ -153,3 +153,17 @@ def test_sub_range_stays_inside_bounds():
         for _ in range(200):
             lo, hi = vg.sub_range(rng, bounds, spread)
             assert bounds[0] <= lo <= hi <= bounds[1]
+
+
+def test_labels_leave_out_faint_and_relatively_dim_spots():
+    snr = np.array([1.0, 5.0, 12.0, 20.0, 40.0, 100.0, 300.0])
+    in_focus = np.array([True, True, True, True, True, True, False])
+    # absolute cut only: SNR >= 10 and in focus
+    absolute = vg.labelled_spots(snr, in_focus, parse("--label-snr", "10", "--label-relative", "0"))
+    assert absolute.tolist() == [False, False, True, True, True, True, False]
+    # relative cut: 90th percentile of the in-focus SNRs is 70, a quarter of it 17.5
+    relative = vg.labelled_spots(snr, in_focus, parse("--label-snr", "10", "--label-relative", "0.25"))
+    assert relative.tolist() == [False, False, False, True, True, True, False]
+    # a uniformly dim image keeps its spots: the cut follows the image's own bright spots
+    dim = np.array([11.0, 12.0, 13.0])
+    assert vg.labelled_spots(dim, np.ones(3, bool), parse("--label-relative", "0.25")).all()
