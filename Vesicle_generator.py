@@ -97,8 +97,8 @@ def draw_vesicles(rng: np.random.Generator, shape, cells: dict, levels: dict, ar
     """Positions, shapes and brightness of one image's vesicles, as arrays of equal length.
 
     Keys: y, x, a, b (semi-axes, px), angle (rad), brightness (peak density after the PSF),
-    density (flat density of the sharp ellipse), in_focus (bool), labelled (bool: in focus and at
-    least --label-snr; only these enter the mask).
+    density (flat density of the sharp ellipse), in_focus (bool), labelled (bool, labelled_spots:
+    only these enter the mask).
     """
     px = args.pixel_size
     n = int(round(synth.draw(rng, args.num_spots, log=True)))
@@ -148,7 +148,7 @@ def draw_vesicles(rng: np.random.Generator, shape, cells: dict, levels: dict, ar
     return {"y": pos[:, 0], "x": pos[:, 1], "a": a, "b": b, "angle": rng.uniform(0, np.pi, n),
             "brightness": brightness, "density": density, "in_focus": in_focus,
             # Faint in-focus spots are drawn but not labelled: an annotator would not call them, and
-            # seeing them unlabelled teaches the model not to mark every noise-level bump.
+            # seeing them unlabelled teaches the model not to mark every noise-level bump or dim punctum.
             "labelled": labelled_spots(snr, in_focus, args)}
 
 

@@ -703,7 +703,7 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
     t = p.add_argument_group("tiling and scale")
     t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=int, default=0,
                    help="largest tile edge in px; tiles are shrunk to cover the image evenly. 0: on the CPU the "
-                        "largest tile whose network memory stays near 1.2 GB (1024 px for the shipped base-32 "
+                        "largest tile whose network memory stays near 1.6 GB (1024 px for the shipped base-32 "
                         "models, 880 px for base 64), 1024 px on a GPU")
     t.add_argument("--overlap", type=int, default=None,
                    help="least overlap between tiles in px (default: twice the network's receptive radius "

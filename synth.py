@@ -462,9 +462,9 @@ def correlate_noise(electrons: np.ndarray, photons: np.ndarray, sigma: float) ->
     size = 2 * int(math.ceil(3.0 * sigma)) + 1
     k1 = cv2.getGaussianKernel(size, sigma).astype(np.float64).ravel()
     gain = np.float32(1.0 / float(np.sum(k1 * k1)))  # 2D kernel: sum(k^2) = (sum(k1^2))^2, sqrt -> sum(k1^2)
-    noise = electrons - photons.astype(np.float32)
-    noise = cv2.GaussianBlur(noise, (size, size), sigma, borderType=cv2.BORDER_REFLECT) * gain
-    return photons.astype(np.float32) + noise
+    expected = photons.astype(np.float32, copy=False)
+    noise = cv2.GaussianBlur(electrons - expected, (size, size), sigma, borderType=cv2.BORDER_REFLECT) * gain
+    return expected + noise
 
 
 def camera(rng: np.random.Generator, photons: np.ndarray, args, bit_depth: int,

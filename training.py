@@ -580,6 +580,15 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
 
 # --------------------------------------------------------------------------- fit
 
+def load_matching(path: Path, model_args: dict, hint: str):
+    """unet.load_model(path), refused unless its architecture is the one `model_args` asks for."""
+    loaded, info = unet.load_model(path)
+    if unet.model_args_of(loaded) != model_args:
+        raise TrainingError(f"{path}: built with {unet.model_args_of(loaded)}, but the arguments ask for "
+                            f"{model_args}; {hint}")
+    return loaded, info
+
+
 def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_size_um,
         resume_from: Path | None = None, generator: dict | None = None, fold: int | None = None) -> dict:
     """Train on train_pairs, validate on val_pairs each epoch, write checkpoints; returns the run summary.
@@ -594,10 +603,7 @@ def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_
     state = {"epoch": 0, "best_dice": -1.0, "best_metrics": {}, "history": []}
     info = None
     if resume_from is not None:
-        loaded, info = unet.load_model(resume_from)
-        if unet.model_args_of(loaded) != model_args:
-            raise TrainingError(f"{resume_from}: built with {unet.model_args_of(loaded)}, but the arguments ask "
-                                f"for {model_args}; resume with the same model flags")
+        loaded, info = load_matching(resume_from, model_args, "resume with the same model flags")
         if "optimizer" not in info or info.get("task") != task:
             raise TrainingError(f"{resume_from}: not a {task} last.pth (no optimizer state); cannot resume")
         model.load_state_dict(loaded.state_dict())
@@ -605,10 +611,7 @@ def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_
         if rt.main:
             print(f"resuming from {resume_from}: epoch {state['epoch']} done, best Dice {state['best_dice']:.4f}")
     elif getattr(args, "init_weights", None) is not None:
-        init, init_info = unet.load_model(args.init_weights)
-        if unet.model_args_of(init) != model_args:
-            raise TrainingError(f"{args.init_weights}: built with {unet.model_args_of(init)}, but the arguments "
-                                f"ask for {model_args}; give the same model flags to fine-tune it")
+        init, init_info = load_matching(args.init_weights, model_args, "give the same model flags to fine-tune it")
         if init_info.get("task") not in (None, task):
             raise TrainingError(f"{args.init_weights}: a {init_info.get('task')} model, not a {task} model")
         model.load_state_dict(init.state_dict())

@@ -268,14 +268,12 @@ def annotation_offset(image, points, radius: int = 5) -> np.ndarray:
     return np.median(np.array(offsets), axis=0) if offsets else np.zeros(2)
 
 
-def score_spots(masks: dict, points, image=None) -> tuple[dict, dict]:
+def score_spots(masks: dict, points, shift=None) -> tuple[dict, dict]:
     """Spot F1 / precision / recall and counts of each method against the expert points.
 
-    With `image`, one more row, a diagnostic only: F1 against the points moved back by their median
-    offset from the spots (annotation_offset), which separates detection errors from that convention.
+    With `shift` (annotation_offset of the image), one more row, a diagnostic only: F1 against the points
+    moved back by that offset, which separates detection errors from the annotations' convention.
     """
-    shift = annotation_offset(image, points) if image is not None else None
-
     def measure(mask):
         s = metrics.spot_scores(mask, points, tol=SPOT_TOL_PX)
         cells = {"F1 (precision / recall)": f"{f2(s['f1'])} ({f2(s['precision'])} / {f2(s['recall'])})",
@@ -376,8 +374,8 @@ def main(args: argparse.Namespace) -> int:
         overlay = out / "overlays" / f"{section}_{name}.png"
         overlay_png(overlay, image, masks, points)
         if section == "spots":
-            table, scores = score_spots(masks, points, image)
             shift = annotation_offset(image, points)
+            table, scores = score_spots(masks, points, shift)
             notes = {"F1 (precision / recall)": f"LoG tuned on the answers: F1 {REFERENCE_F1[name]}"
                      if name in REFERENCE_F1 else "",
                      "diagnostic: F1 with points moved onto the spots":

@@ -31,7 +31,8 @@ def test_moved_points_score_only_as_a_separate_diagnostic_row():
     for cy, cx in centres.astype(int):
         mask[cy - 1:cy + 2, cx - 1:cx + 2] = True
     points = centres + 3.5  # beyond the 3 px tolerance: the official score must stay 0
-    table, scores = rb.score_spots({"SynSeg": mask}, points, spots_image(centres))
+    shift = rb.annotation_offset(spots_image(centres), points)
+    table, scores = rb.score_spots({"SynSeg": mask}, points, shift)
     assert scores["SynSeg"]["f1"] == 0.0
     assert scores["SynSeg"]["f1_points_moved"] == 1.0
     assert table["F1 (precision / recall)"][0].startswith("0.00")
