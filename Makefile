@@ -1,4 +1,4 @@
-# make test : create .venv if missing, install requirements and test tools, run the tests
+# make test : create .venv if missing, install requirements and test tools, lint (ruff), run the tests
 # make demo : generate a held-out synthetic set, segment it with the shipped models, write demo_output/
 PYTHON ?= python3
 VENV   := .venv
@@ -13,10 +13,11 @@ venv: $(STAMP)
 # on a CPU machine that pin resolves to the CPU wheel, on a CUDA box to the CUDA build.
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt pytest
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt pytest ruff==0.17.6
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)

@@ -1,4 +1,4 @@
-"""Reading and writing microscopy images with tifffile, keeping pixel size and axes.
+"""Reading and writing microscopy images with tifffile, keeping pixel size and axes; CSV tables; display stretch.
 
     img, meta = read_image("cell.tif")        # meta: {"pixel_size_um": 0.156, "axes": "YX", ...}
     write_tiff("cell_mask.tif", mask, pixel_size_um=meta["pixel_size_um"], axes=meta["axes"])
@@ -9,6 +9,7 @@ half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 from pathlib import Path
 
@@ -140,3 +141,41 @@ def write_tiff(path, data: np.ndarray, pixel_size_um: float | None = None, axes:
             tifffile.imwrite(tmp, data, imagej=True, metadata=meta, compression=compression, **kwargs)
         else:
             tifffile.imwrite(tmp, data, metadata={"axes": axes}, compression=compression, **kwargs)
+
+
+def write_csv(path, rows: list[dict], fields=None, float_format: str | None = None) -> None:
+    """Write rows (dicts) as a CSV table atomically, header always present (also for no rows).
+
+    fields: column order (default: the first row's keys); keys outside it are ignored, missing ones left
+    empty. float_format (e.g. "{:.4f}") formats float cells; None writes them as Python prints them.
+    """
+    rows = list(rows)
+    fields = list(fields) if fields is not None else (list(rows[0]) if rows else [])
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            if float_format:
+                row = {k: (float_format.format(v) if isinstance(v, float) else v) for k, v in row.items()}
+            writer.writerow(row)
+
+
+def read_csv(path) -> list[dict]:
+    """Rows of a CSV table as dicts of strings, or [] when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def stretch(image, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """Any 2D image -> float32 in [0, 1] between its `low` and `high` percentiles (clipped), for display.
+
+    A constant image gives all zeros. Multiply by 255 and cast for an 8-bit picture.
+    """
+    a = np.asarray(image, dtype=np.float32)
+    lo, hi = (float(v) for v in np.percentile(a, (low, high)))
+    if hi <= lo:
+        return np.zeros(a.shape, np.float32)
+    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
