@@ -11,7 +11,7 @@ venv: $(STAMP)
 
 # Re-installs only when requirements.txt changes. torch is pinned in requirements.txt:
 # on a CPU machine that pin resolves to the CPU wheel, on a CUDA box to the CUDA build.
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt pytest ruff==0.17.6
 	touch $(STAMP)
