@@ -1,0 +1,78 @@
+"""spots.py: per-spot measurements and the automatic contrast cut, on spots drawn in code."""
+import numpy as np
+from scipy import ndimage
+
+import spots
+
+
+def gaussian_spots(shape, centres, amps, sigma=1.2, background=100.0, noise=2.0, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.indices(shape, dtype=np.float64)
+    img = np.full(shape, background)
+    for (cy, cx), a in zip(centres, amps):
+        img += a * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
+    return img + rng.normal(0, noise, shape)
+
+
+def grid_centres(n, step=16, offset=(8.3, 8.6)):
+    side = int(np.ceil(np.sqrt(n)))
+    return [(offset[0] + step * (i // side), offset[1] + step * (i % side)) for i in range(n)]
+
+
+def label_spots(img, background, level):
+    return ndimage.label(img > background + level, np.ones((3, 3)))[0]
+
+
+def test_measure_spots_centres_contrast_and_intensity():
+    centres = grid_centres(9)
+    img = gaussian_spots((48, 48), centres, [200.0] * 9, noise=0.5)
+    lab = label_spots(img, 100.0, 40.0)
+    rows = spots.measure_spots(img, lab, prob=np.full(img.shape, 0.75, np.float32))
+    assert len(rows) == 9
+    got = np.array([(r["y"], r["x"]) for r in rows])
+    err = np.hypot(*(got[:, None, :] - np.array(centres)[None, :, :]).transpose(2, 0, 1)).min(axis=1)
+    assert err.max() < 0.1  # pixel (i, j) has its centre at (i, j)
+    for r in rows:
+        assert abs(r["background"] - 100.0) < 1.0
+        assert 190.0 < r["contrast"] < 210.0
+        assert r["snr"] > 100
+        assert r["integrated_intensity"] > 0
+        assert r["peak_probability"] == 0.75
+        assert set(r) == set(spots.COLUMNS)
+
+
+def test_measure_spots_zero_background_gives_finite_snr():
+    img = gaussian_spots((48, 48), grid_centres(4), [500.0] * 4, background=0.0, noise=0.0)
+    img[img < 5] = 0.0  # background-subtracted: the rings are exactly zero
+    rows = spots.measure_spots(img, label_spots(img, 0.0, 100.0))
+    assert len(rows) == 4 and all(np.isfinite(r["snr"]) for r in rows)
+
+
+def test_contrast_cut_drops_the_dim_group_of_a_bimodal_image():
+    centres = grid_centres(64, step=12)
+    amps = [400.0] * 32 + [25.0] * 32  # bright, expert-visible spots and faint specks
+    img = gaussian_spots((100, 100), centres, amps, noise=1.0, seed=1)
+    lab = label_spots(img, 100.0, 8.0)
+    rows = spots.measure_spots(img, lab)
+    assert len(rows) == 64
+    keep, info = spots.contrast_cut(rows)
+    kept = sorted(r["contrast"] > 200 for r, k in zip(rows, keep) if k)
+    assert info["kept"] == 32 and all(kept), info
+    assert info["cut"] is not None and 25 < info["cut"] < 400
+    assert "kept 32 of 64" in spots.describe_cut(info)
+
+
+def test_contrast_cut_keeps_one_population():
+    rng = np.random.default_rng(2)
+    centres = grid_centres(49, step=12)
+    amps = np.exp(rng.uniform(np.log(60), np.log(240), 49))  # one broad population
+    img = gaussian_spots((90, 90), centres, amps, noise=1.0, seed=3)
+    rows = spots.measure_spots(img, label_spots(img, 100.0, 20.0))
+    keep, info = spots.contrast_cut(rows)
+    assert keep.all() and info["cut"] is None and "one population" in info["reason"]
+
+
+def test_contrast_cut_needs_enough_candidates():
+    rows = [{"contrast": c} for c in (1.0, 1.0, 500.0, 600.0)]
+    keep, info = spots.contrast_cut(rows)
+    assert keep.all() and "fewer than" in info["reason"]
