@@ -25,7 +25,7 @@ from scipy import ndimage
 
 RING = (4.0, 9.0)  # px: inner and outer radius of the local-background ring
 MIN_SEPARATION = 2.0  # Ashman's D between the two groups; below it the contrasts count as one population
-MAX_VALLEY = 0.8  # density at the boundary over the lower of the two peaks; above it, no valley
+MAX_VALLEY = 0.8  # lowest density between the two means over the lower of the two peaks
 MIN_OBJECTS = 20  # fewer candidates than this: no cut (a mixture of a handful of values means nothing)
 COLUMNS = ("label", "y", "x", "area", "peak", "background", "contrast", "snr", "integrated_intensity",
            "peak_probability")
@@ -151,9 +151,12 @@ def contrast_cut(rows: list[dict], min_separation: float = MIN_SEPARATION) -> tu
     from scipy.stats import gaussian_kde
 
     kde = gaussian_kde(x[:, 0])
-    lo_side = np.linspace(x.min(), boundary, 128)
-    hi_side = np.linspace(boundary, x.max(), 128)
-    valley = float(kde(boundary)[0]) / min(float(kde(lo_side).max()), float(kde(hi_side).max()))
+    between = np.linspace(min(means), max(means), 256)
+    density = kde(between)
+    low = int(np.argmin(density))
+    peaks = min(float(kde(np.linspace(x.min(), between[low], 128)).max()),
+                float(kde(np.linspace(between[low], x.max(), 128)).max()))
+    valley = float(density[low]) / max(peaks, 1e-12)
     info["valley"] = valley
     if valley > MAX_VALLEY:
         info["reason"] = f"one population (no valley: density ratio {valley:.2f} > {MAX_VALLEY})"

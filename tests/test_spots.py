@@ -34,7 +34,7 @@ def test_measure_spots_centres_contrast_and_intensity():
     assert err.max() < 0.1  # pixel (i, j) has its centre at (i, j)
     for r in rows:
         assert abs(r["background"] - 100.0) < 1.0
-        assert 190.0 < r["contrast"] < 210.0
+        assert 150.0 < r["contrast"] < 210.0  # the peak pixel sits up to 0.5 px off the centre
         assert r["snr"] > 100
         assert r["integrated_intensity"] > 0
         assert r["peak_probability"] == 0.75
