@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo venv clean
+.PHONY: test demo venv clean bench
 
 venv: $(STAMP)
 
@@ -25,3 +25,8 @@ demo: $(STAMP)
 
 clean:
 	rm -rf demo_output .pytest_cache
+
+# make bench : real-data benchmark (needs ../shared/realdata); installs the Big-FISH peer first
+bench: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check big-fish-reloaded==0.6.3 torch==2.13.0
+	$(PY) bench/realdata_benchmark.py --output-dir /tmp/synseg_bench

@@ -1,4 +1,4 @@
-"""The real-data benchmark's diagnostic helpers, on synthetic spots (the shared real data is not needed)."""
+"""The real-data benchmark's scoring helpers, on synthetic spots and filaments (no shared data needed)."""
 import sys
 from pathlib import Path
 
@@ -18,21 +18,46 @@ def spots_image(centres, size=64, sigma=1.2):
     return img
 
 
-@pytest.mark.parametrize("shift", [(2.0, 2.0), (0.0, 0.0), (-1.0, 1.5)])
-def test_annotation_offset_recovers_a_constant_shift(shift):
-    centres = np.array([[12.0, 12.0], [12.3, 40.6], [30.0, 25.0], [45.7, 10.2], [50.0, 50.0], [62.6, 1.0]])
-    points = centres + np.array(shift)  # the last spot sits on the image edge
-    assert rb.annotation_offset(spots_image(centres), points) == pytest.approx(shift, abs=0.2)
+CENTRES = np.array([[12.0, 12.0], [12.3, 40.6], [30.0, 25.0], [45.7, 10.2], [50.0, 50.0]])
 
 
-def test_moved_points_score_only_as_a_separate_diagnostic_row():
-    centres = np.array([[12.0, 12.0], [12.0, 40.0], [30.0, 25.0], [45.0, 10.0], [50.0, 50.0]])
+def test_score_spots_at_both_tolerances():
     mask = np.zeros((64, 64), bool)
-    for cy, cx in centres.astype(int):
+    for cy, cx in CENTRES.astype(int):
         mask[cy - 1:cy + 2, cx - 1:cx + 2] = True
-    points = centres + 3.5  # beyond the 3 px tolerance: the official score must stay 0
-    shift = rb.annotation_offset(spots_image(centres), points)
-    table, scores = rb.score_spots({"SynSeg": mask}, points, shift)
-    assert scores["SynSeg"]["f1"] == 0.0
-    assert scores["SynSeg"]["f1_points_moved"] == 1.0
-    assert table["F1 (precision / recall)"][0].startswith("0.00")
+    calls = {"SynSeg": rb.metrics.component_centroids(mask), "off by 2 px": CENTRES + [2.0, 0.0],
+             "missing": "n/a (not installed)"}
+    scores = rb.score_spots(calls, CENTRES)
+    assert scores["SynSeg"]["f1"] == 1.0 and scores["SynSeg"]["f1_tight"] == 1.0
+    assert scores["off by 2 px"]["f1"] == 1.0 and scores["off by 2 px"]["f1_tight"] == 0.0
+    rows = rb.spot_rows("img", scores)
+    assert rows[2] == ["img", "missing", "n/a (not installed)", "", ""]
+
+
+def test_log_points_find_isolated_spots():
+    found = rb.log_points(spots_image(CENTRES), 0.2)
+    assert rb.metrics.point_scores(found, CENTRES, 1.5)["f1"] == 1.0
+
+
+def test_edge_share_and_branch_length():
+    image = np.zeros((80, 80))
+    image[10:70, 10:70] = 100.0  # one bright square cell
+    outline = rb.cell_outline(image, blur_px=1.0)
+    edge = np.zeros((80, 80), bool)
+    edge[10:12, 15:65] = True  # a line along the cell's edge
+    inner = np.zeros((80, 80), bool)
+    inner[39:41, 15:65] = True  # a fibre through the middle
+    assert rb.edge_share(edge, outline) > 0.9
+    assert rb.edge_share(inner, outline) == 0.0
+    dashes = np.zeros((80, 80), bool)
+    for x0 in range(15, 65, 10):
+        dashes[39:41, x0:x0 + 4] = True
+    assert rb.mean_branch_length(inner) > 5 * rb.mean_branch_length(dashes)
+    assert np.isnan(rb.mean_branch_length(np.zeros((8, 8), bool)))
+
+
+@pytest.mark.parametrize("kind", ["spots", "filaments"])
+def test_method_masks_shapes(kind):
+    img = spots_image(CENTRES)
+    masks = rb.method_masks(img, kind, "n/a")
+    assert all(m.shape == img.shape for m in masks.values() if isinstance(m, np.ndarray))
