@@ -1,4 +1,4 @@
-"""Command-line pieces every SynSeg script shares: the help formatter and one-line error reporting.
+"""Command-line pieces every SynSeg script shares: the help formatters.
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
 """
@@ -9,3 +9,12 @@ import argparse
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown after each flag; the module docstring printed as written."""
+
+
+class QuietHelpFormatter(HelpFormatter):
+    """As HelpFormatter, but no "(default: ...)" for defaults of None or False, or where the help names its default."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)

@@ -1,6 +1,7 @@
 """Tiled U-Net prediction, masks and measurements: the engine behind SynSeg_Vesicle.py and SynSeg_Cytoskeleton.py.
 
-Both segmentation scripts are thin wrappers over `run(args, task)`; they differ only in defaults.
+Both segmentation scripts are thin wrappers over `run(args, task)`; what differs between them is one
+`TaskPreset` each (PRESETS): default model, measurements, overlay style, whether touching objects are split.
 
     python SynSeg_Vesicle.py -i images/ -o masks/ --save-prob --overlay --object-csv
 
@@ -40,20 +41,18 @@ How one image becomes a mask:
 from __future__ import annotations
 
 import argparse
-import csv
 import glob
 import math
-import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-TASK_DEFAULTS = {  # what differs between the two scripts
-    "vesicle": {"model": "models/vesicle.pth", "threshold": "0.5"},
-    "cytoskeleton": {"model": "models/cytoskeleton.pth", "threshold": "0.5"},
-}
+import cli
+import tiffio
+
 ROOT = Path(__file__).resolve().parent
 RESCALE_TOLERANCE = 0.02  # pixel sizes within 2% count as equal: no resampling
 OUTPUT_SUFFIXES = ("_mask", "_prob", "_overlay")
@@ -95,20 +94,10 @@ ACTIVATION_BYTES = 32  # measured peak bytes per pixel per base channel in a flo
 FLOOR = 1e-6  # weight of the halo pixels: tiny, never zero, so every sum of weights is positive
 
 
-def receptive_radius(model_args: dict) -> int:
-    """Exact receptive-field radius in px of unet.UNet: how far an output pixel sees into the input.
-
-    Each ConvBlock (k x k then 3 x 3 conv) reaches k//2 + 1 px at its own scale 2**level; the encoder,
-    bottleneck and decoder visit scales 1..2**(depth-1), 2**depth and 2**(depth-1)..1, and the pooling
-    steps add 2**depth - 1. Checked against autograd in tests/test_predict.py.
-    """
-    depth = int(model_args.get("depth", 3))
-    reach = int(model_args.get("first_kernel", 3)) // 2 + 1
-    return reach * (2 * (2 ** depth - 1) + 2 ** depth) + 2 ** depth - 1
-
-
 def default_overlap(model_args: dict) -> int:
     """Overlap that makes tiled prediction equal whole-image prediction: two radii plus the blend."""
+    from unet import receptive_radius  # torch: imported only once a model is in use
+
     align = 2 ** int(model_args.get("depth", 3))
     return -(-(2 * receptive_radius(model_args) + BLEND) // align) * align
 
@@ -479,7 +468,7 @@ def sibling(mask_path: Path, kind: str, suffix: str) -> Path:
 
 
 def write_overlay(path: Path, plane: np.ndarray, mask: np.ndarray, style: str = "outline") -> None:
-    """PNG for a person to check a mask: the contrast-stretched plane (1-99.8 percentile) on the left,
+    """PNG for a person to check a mask: the contrast-stretched plane (tiffio.stretch) on the left,
     the same with the mask on the right.
 
     style "outline": a yellow ring just outside each object, so small spots stay visible inside it;
@@ -488,11 +477,7 @@ def write_overlay(path: Path, plane: np.ndarray, mask: np.ndarray, style: str = 
     import cv2
     from scipy import ndimage
 
-    from tiffio import atomic_path
-
-    x = plane.astype(np.float32)
-    lo, hi = np.percentile(x, [1.0, 99.8])
-    grey = np.clip((x - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8) if hi > lo else np.zeros(x.shape, np.uint8)
+    grey = (tiffio.stretch(plane) * 255.0).astype(np.uint8)
     left = np.repeat(grey[..., None], 3, axis=2)  # (H, W, 3) BGR
     right = left.copy()
     m = mask.astype(bool)
@@ -500,65 +485,149 @@ def write_overlay(path: Path, plane: np.ndarray, mask: np.ndarray, style: str = 
         right[m] = (right[m] // 2 + np.array([127, 0, 127], np.uint8)).astype(np.uint8)
     else:
         right[ndimage.binary_dilation(m, structure=np.ones((3, 3), bool)) & ~m] = (0, 255, 255)
-    gap = np.full((x.shape[0], 4, 3), 128, np.uint8)
-    with atomic_path(path) as tmp:
+    gap = np.full((grey.shape[0], 4, 3), 128, np.uint8)
+    with tiffio.atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), np.concatenate([left, gap, right], axis=1)):
             raise OSError(f"{path}: could not write PNG")
 
 
-def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
-    """Write rows atomically."""
-    from tiffio import atomic_path
+# --------------------------------------------------------------------------- measurements and task presets
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-
-
-def read_csv(path: Path) -> list[dict]:
-    """Rows of an earlier summary/object table, or [] when there is none."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-SUMMARY_FIELDS = {
-    "vesicle": ["file", "mask", "shape", "axes", "pixel_size_um", "scale", "threshold", "foreground_fraction",
-                "count", "mean_area", "area_unit"],
-    "cytoskeleton": ["file", "mask", "shape", "axes", "pixel_size_um", "scale", "threshold",
-                     "foreground_fraction", "skeleton_length", "length_unit", "junctions"],
-}
+SUMMARY_COLUMNS = ("file", "mask", "shape", "axes", "pixel_size_um", "scale", "threshold", "foreground_fraction")
+OVERLAY_WORDS = {"outline": "outlined", "fill": "tinted"}  # for the --overlay help
 OBJECT_FIELDS = ["file", "plane", "label", "centroid_y", "centroid_x", "area", "area_unit", "mean_intensity"]
+
+
+class ObjectMeasure:
+    """Vesicles: one row per 8-connected object of the mask (objects.csv); count and mean area per file."""
+
+    columns = ("count", "mean_area", "area_unit")
+
+    def __init__(self, src: Path):
+        self.src, self.objects = str(src), []
+
+    def add(self, k: int, mask: np.ndarray, plane: np.ndarray) -> None:
+        """Measure the mask of plane k; `plane` is the raw image, for the mean intensity."""
+        labels, _ = label8(mask)
+        for row in object_table(labels, plane):
+            row.update(file=self.src, plane=k)
+            self.objects.append(row)
+
+    def summary(self, px: float | None) -> dict:
+        """Summary columns of the file, in um^2 when the pixel size `px` is known (else px^2)."""
+        unit, scale = ("um^2", px * px) if px else ("px^2", 1.0)
+        for o in self.objects:
+            o["area"], o["area_unit"] = f"{o['area_px'] * scale:.6g}", unit
+        mean = f"{np.mean([o['area_px'] for o in self.objects]) * scale:.6g}" if self.objects else ""
+        return {"count": len(self.objects), "mean_area": mean, "area_unit": unit}
+
+
+class SkeletonMeasure:
+    """Filaments: total skeleton length and number of junctions per file (no per-object table)."""
+
+    columns = ("skeleton_length", "length_unit", "junctions")
+
+    def __init__(self, src: Path):
+        self.objects, self.length_px, self.junctions = [], 0.0, 0
+
+    def add(self, k: int, mask: np.ndarray, plane: np.ndarray) -> None:
+        """Add the skeleton of plane k's mask."""
+        length, junctions = skeleton_stats(mask)
+        self.length_px += length
+        self.junctions += junctions
+
+    def summary(self, px: float | None) -> dict:
+        """Summary columns of the file, in um when the pixel size `px` is known (else px)."""
+        return {"skeleton_length": f"{self.length_px * (px or 1.0):.6g}", "length_unit": "um" if px else "px",
+                "junctions": self.junctions}
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    """What one segmentation script does differently; the engine reads these fields, never the task name."""
+
+    task: str
+    script: str  # the script's name, for messages
+    train_script: str  # what writes a model for this task, named when the model is missing
+    model: str  # default checkpoint, relative to the repository
+    measure: type  # ObjectMeasure or SkeletonMeasure
+    overlay_style: str  # write_overlay style: "outline" keeps small spots visible, "fill" suits dense filaments
+    split: bool  # split touching objects with the seeded watershed (--no-split, --min-distance)
+    threshold: str = "0.5"
+
+    @property
+    def summary_fields(self) -> tuple[str, ...]:
+        """Columns of summary.csv."""
+        return SUMMARY_COLUMNS + self.measure.columns
+
+    @property
+    def object_table(self) -> bool:
+        """Whether --object-csv (one row per object) is offered."""
+        return self.measure is ObjectMeasure
+
+
+PRESETS = {
+    "vesicle": TaskPreset("vesicle", "SynSeg_Vesicle.py", "train_vesicle_seg.py", "models/vesicle.pth",
+                          ObjectMeasure, overlay_style="outline", split=True),
+    "cytoskeleton": TaskPreset("cytoskeleton", "SynSeg_Cytoskeleton.py", "train_cytoskeleton_seg.py",
+                               "models/cytoskeleton.pth", SkeletonMeasure, overlay_style="fill", split=False),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Prediction settings of a run; `from_args` fills them in from the command line."""
+
+    threshold: str = "0.5"  # a number in (0, 1) as text, or "otsu"
+    channel: int | None = None  # channel to segment in multi-channel images
+    pixel_size: float | None = None  # um per input pixel, overriding the file's tags
+    rescale: bool = True  # resize planes to the model's pixel size when both are known
+    resize_size: int | None = None  # old --resize_size: longer side in px for prediction; overrides rescale
+    tile_size: int = 0  # largest tile edge in px; 0: auto_tile_size
+    overlap: int | None = None  # least tile overlap in px; None: default_overlap
+    batch_size: int = 0  # tiles per forward pass; 0: 1 on the CPU, 4 elsewhere
+    precision: str = "auto"  # unet.autocast_dtype
+    tta: bool = False  # average the four flips
+    split: bool = False  # split touching objects (split_touching)
+    min_distance: float | None = None  # for split_touching; None: estimated per plane
+    save_prob: bool = False  # also write NAME_prob.tif
+    overlay: bool = False  # also write NAME_overlay.png
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Options:
+        """Options from the parsed command line of get_args_parser."""
+        return cls(threshold=args.threshold, channel=args.channel, pixel_size=args.pixel_size,
+                   rescale=not args.no_rescale, resize_size=args.resize_size, tile_size=args.tile_size,
+                   overlap=args.overlap, batch_size=args.batch_size, precision=args.precision, tta=args.tta,
+                   split=not args.no_split, min_distance=args.min_distance, save_prob=args.save_prob,
+                   overlay=args.overlay)
 
 
 # --------------------------------------------------------------------------- one image
 
 class Segmenter:
-    """A loaded model plus the prediction settings; `segment(path)` does one file end to end."""
+    """A loaded model plus the prediction settings; `segment(src, dst)` does one file end to end."""
 
-    def __init__(self, model, info: dict, task: str, args: argparse.Namespace, device):
+    def __init__(self, model, info: dict, preset: TaskPreset, options: Options, device):
         from unet import autocast_dtype
 
-        self.task, self.args, self.info, self.device = task, args, info, device
+        self.preset, self.options, self.info, self.device = preset, options, info, device
         self.net = prepare_model(model, device)
-        self.amp = autocast_dtype(device, args.precision)
-        self.overlap = default_overlap(info["model_args"]) if args.overlap is None else args.overlap
-        self.tile_size = args.tile_size or auto_tile_size(info["model_args"], device.type)
+        self.amp = autocast_dtype(device, options.precision)
+        self.overlap = default_overlap(info["model_args"]) if options.overlap is None else options.overlap
+        self.tile_size = options.tile_size or auto_tile_size(info["model_args"], device.type)
         # Batches only pay off on accelerators; on the CPU they cost memory and gain nothing.
-        self.batch_size = args.batch_size or (1 if device.type == "cpu" else 4)
+        self.batch_size = options.batch_size or (1 if device.type == "cpu" else 4)
         self.norm = info["normalization"]
         self.model_px = info.get("pixel_size_um")
 
     def scale_for(self, shape: tuple[int, int], input_px: float | None) -> tuple[float, str]:
         """Resize factor for a plane and a sentence saying why."""
-        a = self.args
-        if a.resize_size:
-            f = a.resize_size / max(shape)
-            return f, f"resized x{f:.3f} so the longer side is {a.resize_size} px (--resize_size)"
-        if a.no_rescale:
+        o = self.options
+        if o.resize_size:
+            f = o.resize_size / max(shape)
+            return f, f"resized x{f:.3f} so the longer side is {o.resize_size} px (--resize_size)"
+        if not o.rescale:
             return 1.0, "no rescaling (--no-rescale)"
         if not self.model_px:
             return 1.0, "no rescaling (the model records no pixel size)"
@@ -578,10 +647,9 @@ class Segmenter:
         if factor != 1.0:
             x = resize_plane(x, (max(1, round(h * factor)), max(1, round(w * factor))))
         x = normalize_image(x, self.norm)
-        a = self.args
         prob = predict_probability(self.net, x, tile_size=self.tile_size, overlap=self.overlap,
                                    batch_size=self.batch_size, device=self.device, amp_dtype=self.amp,
-                                   tta=a.tta, progress=progress)
+                                   tta=self.options.tta, progress=progress)
         del x
         if prob.shape != (h, w):
             prob = resize_plane(prob, (h, w))
@@ -590,20 +658,19 @@ class Segmenter:
 
     def segment(self, src: Path, dst: Path) -> tuple[dict, list[dict]]:
         """Segment one file, write its outputs; returns (summary row, object rows)."""
-        from tiffio import read_image, write_tiff
-
-        a = self.args
-        data, meta = read_image(src)
+        o = self.options
+        data, meta = tiffio.read_image(src)
         data = check_values(data, src)
-        planes, axes = as_planes(data, meta["axes"], a.channel, src)
-        px = a.pixel_size or meta.get("pixel_size_um")
+        planes, axes = as_planes(data, meta["axes"], o.channel, src)
+        px = o.pixel_size or meta.get("pixel_size_um")
         factor, note = self.scale_for(planes.shape[1:], px)
-        log(f"{src}: {len(planes)} plane(s) of {planes.shape[1]}x{planes.shape[2]} ({meta['dtype']}, axes {axes}); {note}")
+        log(f"{src}: {len(planes)} plane(s) of {planes.shape[1]}x{planes.shape[2]} ({meta['dtype']}, "
+            f"axes {axes}); {note}")
 
         masks = np.zeros(planes.shape, np.uint8)
-        probs = np.zeros(planes.shape, np.float32) if a.save_prob else None
-        thresholds, objects = [], []
-        length_px, junctions = 0.0, 0
+        probs = np.zeros(planes.shape, np.float32) if o.save_prob else None
+        measure = self.preset.measure(src)
+        thresholds = []
         big = planes.shape[1] * planes.shape[2] > 4 * self.tile_size ** 2
         for k, plane in enumerate(planes):
             if plane.min() == plane.max():  # constant plane: nothing to find, and nothing to normalise
@@ -612,52 +679,33 @@ class Segmenter:
                 thresholds.append(float("nan"))
                 continue
             prob = self.probability(plane, factor, progress=big)
-            t = resolve_threshold(prob, a.threshold)
+            t = resolve_threshold(prob, o.threshold)
             thresholds.append(t)
             mask = prob > t
             if probs is not None:
                 probs[k] = prob
             del prob
-            if self.task == "vesicle" and not a.no_split:
-                mask = split_touching(mask, plane, a.min_distance)
+            if o.split:
+                mask = split_touching(mask, plane, o.min_distance)
             masks[k] = mask
-            if self.task == "vesicle":
-                labels, _ = label8(mask)
-                for row in object_table(labels, plane):
-                    row.update(file=str(src), plane=k)
-                    objects.append(row)
-                del labels
-            else:
-                length, nj = skeleton_stats(mask)
-                length_px += length
-                junctions += nj
+            measure.add(k, mask, plane)
         masks *= 255
 
         full_shape = self._output_shape(data.shape, meta["axes"], axes)
-        write_tiff(dst, masks.reshape(full_shape), pixel_size_um=px, axes=axes)
+        tiffio.write_tiff(dst, masks.reshape(full_shape), pixel_size_um=px, axes=axes)
         if probs is not None:
-            write_tiff(sibling(dst, "prob", ".tif"), probs.reshape(full_shape), pixel_size_um=px, axes=axes)
-        if a.overlay:
+            tiffio.write_tiff(sibling(dst, "prob", ".tif"), probs.reshape(full_shape), pixel_size_um=px, axes=axes)
+        if o.overlay:
             mid = len(planes) // 2
-            write_overlay(sibling(dst, "overlay", ".png"), planes[mid], masks[mid],
-                          style="outline" if self.task == "vesicle" else "fill")
+            write_overlay(sibling(dst, "overlay", ".png"), planes[mid], masks[mid], style=self.preset.overlay_style)
 
-        unit = "um" if px else "px"
         fg = float(np.count_nonzero(masks)) / masks.size
         used = [t for t in thresholds if t == t]
         row = {"file": str(src), "mask": str(dst), "shape": "x".join(map(str, full_shape)), "axes": axes,
                "pixel_size_um": f"{px:.6g}" if px else "", "scale": f"{factor:.4g}",
-               "threshold": f"{np.mean(used):.4g}" if used else "", "foreground_fraction": f"{fg:.6f}"}
-        if self.task == "vesicle":
-            area_scale = px * px if px else 1.0
-            for o in objects:
-                o["area"] = f"{o['area_px'] * area_scale:.6g}"
-                o["area_unit"] = f"{unit}^2"
-            row.update(count=len(objects), area_unit=f"{unit}^2",
-                       mean_area=f"{np.mean([o['area_px'] for o in objects]) * area_scale:.6g}" if objects else "")
-        else:
-            row.update(skeleton_length=f"{length_px * (px or 1.0):.6g}", length_unit=unit, junctions=junctions)
-        return row, objects
+               "threshold": f"{np.mean(used):.4g}" if used else "", "foreground_fraction": f"{fg:.6f}",
+               **measure.summary(px)}
+        return row, measure.objects
 
     @staticmethod
     def _output_shape(data_shape, in_axes: str, out_axes: str) -> tuple[int, ...]:
@@ -669,9 +717,9 @@ class Segmenter:
 # --------------------------------------------------------------------------- command line
 
 def get_args_parser(task: str, description: str | None = None) -> argparse.ArgumentParser:
-    """Arguments shared by both segmentation scripts; `task` sets the defaults."""
-    d = TASK_DEFAULTS[task]
-    p = argparse.ArgumentParser(description=description, formatter_class=_Formatter)
+    """Arguments shared by both segmentation scripts; the preset of `task` sets the defaults and task flags."""
+    preset = PRESETS[task]
+    p = argparse.ArgumentParser(description=description, formatter_class=cli.QuietHelpFormatter)
     io = p.add_argument_group("inputs and outputs")
     io.add_argument("-i", "--input", "--input_path", dest="input", type=Path, required=True,
                     help="a TIFF file, a folder of TIFFs or a quoted glob such as 'data/*/cell*.tif'")
@@ -685,15 +733,15 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
     io.add_argument("--save-prob", action="store_true", help="also write NAME_prob.tif (float32 probability, 0..1)")
     io.add_argument("--overlay", action="store_true",
                     help="also write NAME_overlay.png: the contrast-stretched image beside the same with the mask "
-                         + ("outlined" if task == "vesicle" else "tinted") + " (middle plane of a stack)")
-    if task == "vesicle":
+                         + OVERLAY_WORDS[preset.overlay_style] + " (middle plane of a stack)")
+    if preset.object_table:
         io.add_argument("--object-csv", action="store_true",
                         help="also write objects.csv: one row per vesicle (centroid, area, mean intensity)")
     io.add_argument("--overwrite", action="store_true", help="redo inputs whose mask already exists")
     io.add_argument("--dry-run", action="store_true", help="list input -> output and stop")
 
     m = p.add_argument_group("model and device")
-    m.add_argument("-m", "--model", "--model_path", dest="model", type=Path, default=ROOT / d["model"],
+    m.add_argument("-m", "--model", "--model_path", dest="model", type=Path, default=ROOT / preset.model,
                    help="checkpoint (.pth); bare original SynSeg weights load too")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     m.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -720,27 +768,16 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                         "prediction (aspect ratio kept, mask back on the input grid); overrides the physical rescale")
 
     post = p.add_argument_group("mask")
-    post.add_argument("--threshold", type=parse_threshold, default=d["threshold"],
+    post.add_argument("--threshold", type=parse_threshold, default=preset.threshold,
                       help="probability threshold (0..1) or 'otsu'")
-    if task == "vesicle":
+    if preset.split:
         post.add_argument("--no-split", action="store_true",
                           help="do not split touching vesicles with the seeded watershed")
         post.add_argument("--min-distance", type=float, default=None,
                           help="least distance in px between two vesicle centres for the split "
                                "(default: median vesicle radius in the image)")
-    p.set_defaults(task=task, object_csv=False, no_split=True, min_distance=None)
-    if task == "vesicle":
-        p.set_defaults(no_split=False)
+    p.set_defaults(task=preset.task, object_csv=False, no_split=not preset.split, min_distance=None)
     return p
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help (unless None or False), and the module docstring kept as written."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
 
 
 def check_args(args: argparse.Namespace) -> str | None:
@@ -782,7 +819,8 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[str]]:
 
 def run(args: argparse.Namespace, task: str) -> int:
     """Segment every input; one line per failed file; exit code 1 if any failed, 2 on bad usage."""
-    name = f"SynSeg_{task.capitalize()}.py"
+    preset = PRESETS[task]
+    name = preset.script
     problem = check_args(args)
     if problem:
         log(f"{name}: {problem}")
@@ -791,7 +829,8 @@ def run(args: argparse.Namespace, task: str) -> int:
     for n in notes:
         log(n)
     if not pairs:
-        log(f"{name}: no input matches {args.input}" + (f" with pattern {args.pattern!r}" if args.input.is_dir() else ""))
+        where = f" with pattern {args.pattern!r}" if args.input.is_dir() else ""
+        log(f"{name}: no input matches {args.input}{where}")
         return 2
     if args.dry_run:
         for src, dst in pairs:
@@ -800,7 +839,7 @@ def run(args: argparse.Namespace, task: str) -> int:
         return 0
     if not args.model.is_file():
         log(f"{name}: model {args.model} not found; the shipped {task} model is not there yet - "
-            f"pass a checkpoint with -m PATH (e.g. one written by train_{'vesicle' if task == 'vesicle' else 'cytoskeleton'}_seg.py)")
+            f"pass a checkpoint with -m PATH (e.g. one written by {preset.train_script})")
         return 2
 
     import torch
@@ -816,9 +855,9 @@ def run(args: argparse.Namespace, task: str) -> int:
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         log(f"{name}: {err}")
         return 2
-    if info.get("task") != task:
-        log(f"{name}: warning: {args.model} was trained for {info.get('task')!r}, not {task!r}")
-    seg = Segmenter(model, info, task, args, device)
+    if info.get("task") != preset.task:
+        log(f"{name}: warning: {args.model} was trained for {info.get('task')!r}, not {preset.task!r}")
+    seg = Segmenter(model, info, preset, Options.from_args(args), device)
     if seg.tile_size <= seg.overlap:
         log(f"{name}: --tile-size {seg.tile_size} must be larger than the overlap ({seg.overlap} px for this "
             f"model); use --tile-size {4 * seg.overlap} or more, or a smaller --overlap (then tiling is approximate)")
@@ -828,15 +867,16 @@ def run(args: argparse.Namespace, task: str) -> int:
         f"precision {seg.amp or 'fp32'}, tiles up to {seg.tile_size} px, overlap {seg.overlap} px, "
         f"batch {seg.batch_size}")
 
-    summary_dir = pairs[0][1].parent if len(pairs) == 1 and args.output.suffix.lower() in (".tif", ".tiff") else args.output
+    one_file = len(pairs) == 1 and args.output.suffix.lower() in (".tif", ".tiff")
+    summary_dir = pairs[0][1].parent if one_file else args.output
     # Earlier rows are kept (a re-run after an interruption, or more files into the same folder);
     # the files segmented now replace theirs.
-    rows = {r["file"]: r for r in read_csv(summary_dir / "summary.csv")}
-    objects = read_csv(summary_dir / "objects.csv") if args.object_csv else []
+    rows = {r["file"]: r for r in tiffio.read_csv(summary_dir / "summary.csv")}
+    objects = tiffio.read_csv(summary_dir / "objects.csv") if args.object_csv else []
     failed, done, skipped = [], [], []
     t0, megapixels = time.perf_counter(), 0.0
     inputs = {p.resolve() for p, _ in pairs}
-    for src, dst in tqdm(pairs, desc=task, unit="file", disable=None if len(pairs) > 1 else True):
+    for src, dst in tqdm(pairs, desc=preset.task, unit="file", disable=None if len(pairs) > 1 else True):
         if dst.resolve() in inputs:
             failed.append(src)
             log(f"{src}: refusing to write {dst}: it is an input file")
@@ -856,9 +896,9 @@ def run(args: argparse.Namespace, task: str) -> int:
         done.append((src, dst))
         megapixels += math.prod(int(v) for v in row["shape"].split("x")) / 1e6
     if done:
-        write_csv(summary_dir / "summary.csv", list(rows.values()), SUMMARY_FIELDS[task])
+        tiffio.write_csv(summary_dir / "summary.csv", list(rows.values()), preset.summary_fields)
         if args.object_csv:
-            write_csv(summary_dir / "objects.csv", objects, OBJECT_FIELDS)
+            tiffio.write_csv(summary_dir / "objects.csv", objects, OBJECT_FIELDS)
 
     for src, dst in done:
         print(f"{src} -> {dst}")

@@ -4,13 +4,14 @@ The network follows Ronneberger et al., "U-Net: Convolutional Networks for Biome
 Segmentation" (MICCAI 2015), in the configuration of the original SynSeg models: two convs per
 block with batch norm, max-pool down, ConvTranspose2d up, and a 1x1 head that returns logits.
 
-    model = UNet(base_channels=64, depth=3, first_kernel=5)      # original cytoskeleton net
+    model = build_model(base_channels=64, depth=3, first_kernel=5)  # original cytoskeleton net
     save_checkpoint("m.pth", model, task="cytoskeleton", normalization={"mode": "standardize"})
-    model, info = load_model("m.pth")                             # also takes bare original weights
+    model, info = load_model("m.pth")                               # also takes bare original weights
+
+build_model, not UNet(...), makes a network for save_checkpoint: it records the arguments that rebuild it.
 """
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import sys
@@ -89,6 +90,18 @@ class UNet(nn.Module):
         return self.final(x)[..., :h, :w]  # (B, out, H, W) logits
 
 
+def receptive_radius(model_args: dict) -> int:
+    """Exact receptive-field radius in px of UNet: how far an output pixel sees into the input.
+
+    Each ConvBlock (k x k then 3 x 3 conv) reaches k//2 + 1 px at its own scale 2**level; the encoder,
+    bottleneck and decoder visit scales 1..2**(depth-1), 2**depth and 2**(depth-1)..1, and the pooling
+    steps add 2**depth - 1. Checked against autograd in tests/test_unet.py.
+    """
+    depth = int(model_args.get("depth", 3))
+    reach = int(model_args.get("first_kernel", 3)) // 2 + 1
+    return reach * (2 * (2 ** depth - 1) + 2 ** depth) + 2 ** depth - 1
+
+
 # --------------------------------------------------------------------------- normalisation
 
 def normalize_image(image: np.ndarray, spec: dict) -> np.ndarray:
@@ -142,7 +155,8 @@ def get_device(name: str = "auto", verbose: bool = True) -> torch.device:
         return dev
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {name}: CUDA is not available on this machine; use --device cpu or --device auto")
+            raise RuntimeError(f"--device {name}: CUDA is not available on this machine; "
+                               "use --device cpu or --device auto")
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise RuntimeError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
@@ -328,16 +342,3 @@ def load_model(path, device: torch.device | str = "cpu") -> tuple[UNet, dict]:
         raise ValueError(f"{path}: weights do not fit the recorded architecture {model_args}: {msg}") from None
     model.eval().to(device)
     return model, info
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def receptive_margin(model_args: dict) -> int:
-    """A safe overlap margin in px for tiling: about the receptive-field radius of the network."""
-    depth = model_args.get("depth", 3)
-    k = model_args.get("first_kernel", 3)
-    # each level doubles the reach of its two convs
-    return int(sum(((k // 2) + 1) * 2 ** i for i in range(depth + 1)) * 2 + math.ceil(2 ** depth))

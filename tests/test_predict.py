@@ -1,4 +1,4 @@
-"""predict.py: tiling layout and windows, tiled == whole-image, receptive radius, thresholds, vesicle split,
+"""predict.py: tiling layout and windows, tiled == whole-image, thresholds, vesicle split,
 skeleton measurements, plane handling."""
 import math
 
@@ -77,20 +77,6 @@ def test_windows_are_positive_and_hand_over_smoothly():
     assert windows[1][0] < 1e-5 and windows[0][-1] < 1e-5
     # At the image border there is no neighbour: full weight.
     assert windows[0][0] == 1.0 and windows[-1][-1] == 1.0
-
-
-@pytest.mark.parametrize("depth,first_kernel", [(1, 3), (2, 3), (2, 5)])
-def test_receptive_radius_matches_autograd(depth, first_kernel):
-    torch.manual_seed(0)
-    model = unet.build_model(base_channels=4, depth=depth, first_kernel=first_kernel).eval().double()
-    size, reach = 96, 0
-    for off in range(2 ** depth):  # the reach depends on the position in the pooling grid
-        x = torch.randn(1, 1, size, size, dtype=torch.float64, requires_grad=True)
-        c = size // 2 + off
-        model(x)[0, 0, c, c].backward()
-        ys, xs = torch.nonzero(x.grad[0, 0] != 0, as_tuple=True)
-        reach = max(reach, int((ys - c).abs().max()), int((xs - c).abs().max()))
-    assert predict.receptive_radius(model.model_args) == reach
 
 
 @pytest.mark.parametrize("shape,tile", [((157, 203), 96), ((96, 170), 80), ((37, 300), 72)])

@@ -1,4 +1,5 @@
-"""unet.py: shapes, checkpoint round trip, original weights, refusal of pickled code, devices."""
+"""unet.py: shapes, receptive radius, checkpoint round trip, original weights, refusal of pickled code, devices,
+the module docstring's example."""
 import pickle
 import subprocess
 import sys
@@ -25,6 +26,31 @@ def test_first_kernel_and_dropout_configurable():
     assert model.enc1[0].kernel_size == (5, 5)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert model(torch.randn(1, 1, 20, 20)).shape == (1, 1, 20, 20)
+
+
+@pytest.mark.parametrize("depth,first_kernel", [(1, 3), (2, 3), (2, 5)])
+def test_receptive_radius_matches_autograd(depth, first_kernel):
+    torch.manual_seed(0)
+    model = unet.build_model(base_channels=4, depth=depth, first_kernel=first_kernel).eval().double()
+    size, reach = 96, 0
+    for off in range(2 ** depth):  # the reach depends on the position in the pooling grid
+        x = torch.randn(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+        c = size // 2 + off
+        model(x)[0, 0, c, c].backward()
+        ys, xs = torch.nonzero(x.grad[0, 0] != 0, as_tuple=True)
+        reach = max(reach, int((ys - c).abs().max()), int((xs - c).abs().max()))
+    assert unet.receptive_radius(model.model_args) == reach
+
+
+def test_docstring_example_runs(tmp_path, monkeypatch):
+    """The indented example at the top of unet.py, run as written in a scratch folder."""
+    code = "\n".join(line[4:] for line in unet.__doc__.splitlines() if line.startswith("    "))
+    assert "save_checkpoint" in code and "load_model" in code
+    monkeypatch.chdir(tmp_path)
+    scope = dict(vars(unet))
+    exec(code, scope)
+    assert (tmp_path / "m.pth").is_file()
+    assert scope["info"]["task"] == "cytoskeleton" and scope["info"]["model_args"]["first_kernel"] == 5
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
