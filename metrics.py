@@ -9,6 +9,7 @@ Python floats and ints, so their results go straight into CSV and JSON.
     cldice(pred, gt), skeleton_scores(pred, gt, tol=2)   # thin structures
     object_scores(pred, gt)           # connected components matched at IoU >= 0.5
     spot_scores(pred, points_yx)      # real-spot scoring of ../shared/realdata/README.md
+    separate_touching(labels)         # the one rule for the gap between touching objects
 
 Empty-mask conventions, one rule for every count-based score: a precision or recall whose
 denominator is empty is 1 when the other side is empty too (a perfect answer to an empty
@@ -268,6 +269,39 @@ def label_objects(mask, connectivity: int = 2) -> tuple[np.ndarray, int]:
             return lut[inverse.reshape(a.shape)], int(np.count_nonzero(nonzero))
     labels, n = ndimage.label(a != 0, structure=_structure(a.ndim, connectivity))
     return labels, int(n)
+
+
+def separate_touching(labels) -> np.ndarray:
+    """uint8 0/1 mask of a label image with a gap wherever two labels touch: one 8-connected component each.
+
+    The rule, shared by the vesicle generator (its masks) and the predictor (its split objects): a
+    pixel of label L is cleared when any of its 8 neighbours holds a smaller nonzero label, so the
+    smaller label keeps its pixels and the larger one gives up a 1-px rim. A label cut in two by
+    its neighbours keeps only its largest piece (ties: the piece OpenCV numbers first), so the
+    connected components of the result are exactly the labels that kept a pixel.
+    """
+    import cv2  # OpenCV's erosion and labelling define the generator's masks byte for byte
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"separate_touching needs a 2D label image, got shape {labels.shape}")
+    big = np.float32(2 ** 24)  # above any label; float32 holds integers exactly up to here
+    lab = np.where(labels > 0, labels.astype(np.float32), big)
+    neighbour_min = cv2.erode(lab, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                              borderValue=float(big))
+    keep = ((labels > 0) & (neighbour_min >= lab)).astype(np.uint8)
+    n_comp, comp = cv2.connectedComponents(keep, connectivity=8, ltype=cv2.CV_32S)
+    if n_comp - 1 > len(np.unique(labels[keep > 0])):  # some label fell apart
+        on = keep > 0
+        pairs, counts = np.unique(labels[on].astype(np.int64) * n_comp + comp[on], return_counts=True)
+        owner = pairs // n_comp
+        order = np.lexsort((-counts, owner))  # per label, its biggest piece first
+        first = np.ones(len(order), bool)
+        first[1:] = owner[order][1:] != owner[order][:-1]
+        good = np.zeros(n_comp, bool)
+        good[(pairs % n_comp)[order][first]] = True
+        keep = good[comp].astype(np.uint8)
+    return keep
 
 
 def object_scores(pred, gt, iou_threshold: float = 0.5, connectivity: int = 2) -> dict:

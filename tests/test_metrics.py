@@ -206,3 +206,40 @@ def test_assign_pairs_maximises_matches_first():
     # row 0 can take col 0 (cheap) or col 1; row 1 only col 0: the best answer uses both rows
     pairs = metrics.assign_pairs([0, 0, 1], [0, 1, 0], [0.1, 0.9, 0.5])
     assert sorted(pairs) == [(0, 1), (1, 0)]
+
+
+# ---------------------------------------------------------------- touching objects
+
+def n_components(mask):
+    return metrics.label_objects(np.asarray(mask, np.uint8))[1]
+
+
+def test_separate_touching_smaller_label_keeps_its_pixels():
+    labels = np.zeros((12, 20), np.int32)
+    labels[2:9, 2:10] = 2
+    labels[3:8, 10:16] = 1  # shares a border with label 2
+    labels[0, 18] = 3  # alone
+    mask = metrics.separate_touching(labels)
+    assert mask.dtype == np.uint8 and mask.shape == labels.shape and set(np.unique(mask)) <= {0, 1}
+    assert n_components(mask) == 3
+    assert mask[3:8, 10:16].all()  # the smaller label is whole
+    assert not mask[2:9, 9].any()  # the larger one gave up the column beside it
+    assert mask[2:9, 2:9].all() and mask[0, 18] == 1
+
+
+def test_separate_touching_diagonal_contact_and_no_labels():
+    labels = np.zeros((6, 6), np.int32)
+    labels[1, 1], labels[2, 2] = 5, 4  # touching at a corner only
+    mask = metrics.separate_touching(labels)
+    assert mask[2, 2] == 1 and mask[1, 1] == 0
+    assert not metrics.separate_touching(np.zeros((5, 7), np.int32)).any()
+
+
+def test_separate_touching_keeps_the_largest_piece_of_a_cut_label():
+    labels = np.zeros((10, 21), np.int32)
+    labels[3:7, 2:19] = 2
+    labels[1:9, 12:15] = 1  # label 1 cuts label 2 into a long left and a short right piece
+    mask = metrics.separate_touching(labels)
+    assert n_components(mask) == 2
+    assert mask[3:7, 2:11].all() and mask[1:9, 12:15].all()
+    assert not mask[:, 15:].any()  # the short piece is dropped: one component per label
