@@ -15,7 +15,6 @@ the checkpoint. Images may be .tif/.tiff/.png/.jpg and are read at their full bi
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
+import cli
 import metrics
 import tiffio
 import unet
@@ -546,14 +546,6 @@ def evaluate(model, loader, loss_fn, rt: Runtime) -> dict:
 CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "dice", "iou", "precision", "recall", "lr", "seconds")
 
 
-def write_csv(path: Path, rows: list[dict], columns) -> None:
-    """Write rows to CSV atomically."""
-    with tiffio.atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def plot_curves(path: Path, history: list[dict], title: str) -> None:
     """Loss (train, validation) and validation Dice per epoch, as a PNG."""
     import matplotlib
@@ -578,7 +570,7 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
     plt.close(fig)
 
 
-# --------------------------------------------------------------------------- fit
+# --------------------------------------------------------------------------- fit: model, starting point, loop
 
 def load_matching(path: Path, model_args: dict, hint: str):
     """unet.load_model(path), refused unless its architecture is the one `model_args` asks for."""
@@ -589,79 +581,137 @@ def load_matching(path: Path, model_args: dict, hint: str):
     return loaded, info
 
 
-def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_size_um,
-        resume_from: Path | None = None, generator: dict | None = None, fold: int | None = None) -> dict:
-    """Train on train_pairs, validate on val_pairs each epoch, write checkpoints; returns the run summary.
-
-    Summary: {"best": metrics of the best epoch, "last": metrics of the final epoch, "history": rows}.
-    """
-    task, out_dir = preset.task, Path(out_dir)
+def setup_model(args, preset, rt: Runtime) -> unet.UNet:
+    """A new network from the model flags and the preset's first kernel, weights drawn from --seed, on the device."""
     model_args = dict(in_channels=1, out_channels=1, base_channels=args.base_channels, depth=args.depth,
                       first_kernel=preset.first_kernel, dropout=args.dropout, batch_norm=True)
     torch.manual_seed(args.seed)
-    model = unet.build_model(**model_args)
+    model = unet.build_model(**model_args).to(rt.device)
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+@dataclass
+class Loaders:
+    """The training loader with its epoch sampler, and the validation loader."""
+
+    train: DataLoader
+    sampler: EpochSampler
+    val: DataLoader
+
+
+def make_loaders(args, preset, train_pairs, val_pairs, rt: Runtime) -> Loaders:
+    """Augmented, cropped, shuffled training batches (sharded over DDP ranks); whole validation images."""
+    train_set = SegmentationDataset(train_pairs, preset, train=True, crop_size=args.crop_size, seed=args.seed)
+    val_set = SegmentationDataset(val_pairs, preset, train=False)
+    sampler = EpochSampler(len(train_set), seed=args.seed, rank=rt.rank, world_size=rt.world_size)
+    train = make_loader(train_set, args.batch_size, sampler, args.num_workers, rt.device)
+    # whole images for validation: batch them only when they all have one size
+    val_batch = args.batch_size if len(image_shapes(val_pairs)) == 1 else 1
+    val = make_loader(val_set, val_batch, list(range(rt.rank, len(val_set), rt.world_size)), args.num_workers,
+                      rt.device)
+    return Loaders(train, sampler, val)
+
+
+@dataclass
+class Optimisation:
+    """AdamW, its per-step warm-up/cosine schedule, and the fp16 grad scaler (a no-op otherwise)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+
+def make_optimisation(args, model: nn.Module, steps_per_epoch: int, rt: Runtime) -> Optimisation:
+    """A new optimizer and schedule over --epochs epochs of `steps_per_epoch` steps."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    total_steps = args.epochs * steps_per_epoch
+    scheduler = warmup_cosine(optimizer, total_steps, warmup_steps=max(1, min(500, total_steps // 20)))
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    return Optimisation(optimizer, scheduler, scaler)
+
+
+def resume_path(args, out_dir: Path, fold: int | None) -> Path | None:
+    """The last.pth this run continues from, or None for a new run.
+
+    --resume alone means OUT_DIR/last.pth, --resume PATH that file; either must exist. With --folds each fold
+    continues from its own last.pth, and a fold that has none yet starts afresh.
+    """
+    if args.resume is None:
+        return None
+    if fold is not None:
+        path = out_dir / "last.pth"
+        return path if path.is_file() else None
+    path = out_dir / "last.pth" if args.resume == "last" else Path(args.resume)
+    if not path.is_file():
+        raise TrainingError(f"--resume: {path} not found")
+    return path
+
+
+def restore(args, task: str, model: nn.Module, optim: Optimisation, out_dir: Path, fold: int | None,
+            rt: Runtime) -> dict:
+    """Put the run at its starting point: new, resumed (--resume) or fine-tuned (--init-weights).
+
+    Resuming loads weights, optimizer, schedule and scaler from a last.pth; fine-tuning loads only the
+    weights. Returns the loop state: epochs done, best Dice and its metrics, and the history rows.
+    """
     state = {"epoch": 0, "best_dice": -1.0, "best_metrics": {}, "history": []}
-    info = None
+    model_args = unet.model_args_of(model)
+    resume_from = resume_path(args, out_dir, fold)
     if resume_from is not None:
         loaded, info = load_matching(resume_from, model_args, "resume with the same model flags")
         if "optimizer" not in info or info.get("task") != task:
             raise TrainingError(f"{resume_from}: not a {task} last.pth (no optimizer state); cannot resume")
         model.load_state_dict(loaded.state_dict())
+        optim.optimizer.load_state_dict(info["optimizer"])
+        optim.scheduler.load_state_dict(info["scheduler"])
+        if info.get("scaler"):
+            optim.scaler.load_state_dict(info["scaler"])
         state.update({k: info[k] for k in state if k in info})
+        state["history"] = list(state["history"])
         if rt.main:
             print(f"resuming from {resume_from}: epoch {state['epoch']} done, best Dice {state['best_dice']:.4f}")
-    elif getattr(args, "init_weights", None) is not None:
+    elif args.init_weights is not None:
         init, init_info = load_matching(args.init_weights, model_args, "give the same model flags to fine-tune it")
         if init_info.get("task") not in (None, task):
             raise TrainingError(f"{args.init_weights}: a {init_info.get('task')} model, not a {task} model")
         model.load_state_dict(init.state_dict())
         if rt.main:
             print(f"starting from the weights of {args.init_weights} (new optimizer and schedule)")
-    model.to(rt.device)
-    if rt.channels_last:
-        model.to(memory_format=torch.channels_last)
+    return state
 
-    train_set = SegmentationDataset(train_pairs, preset, train=True, crop_size=args.crop_size, seed=args.seed)
-    val_set = SegmentationDataset(val_pairs, preset, train=False)
-    sampler = EpochSampler(len(train_set), seed=args.seed, rank=rt.rank, world_size=rt.world_size)
-    train_loader = make_loader(train_set, args.batch_size, sampler, args.num_workers, rt.device)
-    # whole images for validation: batch them only when they all have one size
-    val_batch = args.batch_size if len(image_shapes(val_pairs)) == 1 else 1
-    val_loader = make_loader(val_set, val_batch, list(range(rt.rank, len(val_set), rt.world_size)),
-                             args.num_workers, rt.device)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    total_steps = args.epochs * len(train_loader)
-    scheduler = warmup_cosine(optimizer, total_steps, warmup_steps=max(1, min(500, total_steps // 20)))
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
-    if info is not None:
-        optimizer.load_state_dict(info["optimizer"])
-        scheduler.load_state_dict(info["scheduler"])
-        if info.get("scaler"):
-            scaler.load_state_dict(info["scaler"])
+def train_loop(args, model: nn.Module, data: Loaders, optim: Optimisation, state: dict, out_dir: Path,
+               rt: Runtime, checkpoint: dict, generator: dict | None = None, fold: int | None = None) -> dict:
+    """Epochs state["epoch"] + 1 .. --epochs: train, validate, write best/last checkpoints, metrics.csv, curves.
+
+    `checkpoint` holds the save_checkpoint arguments every checkpoint shares (task, normalisation, ...).
+    Returns {"best": metrics of the best epoch, "last": metrics of the final epoch, "history": rows}.
+    """
+    task = checkpoint["task"]
     net = model
     if rt.world_size > 1:
         ids = [rt.device.index] if rt.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     loss_fn = SegmentationLoss(args.loss)
+    optimizer, scheduler, scaler = optim.optimizer, optim.scheduler, optim.scaler
 
     tag = f"fold {fold} " if fold is not None else ""
     best_path, last_path = out_dir / f"best_{task}_model.pth", out_dir / "last.pth"
-    ckpt_common = dict(task=task, normalization=preset.normalization, pixel_size_um=pixel_size_um,
-                       train_args=vars(args))
-    history = list(state["history"])
+    history = state["history"]
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         start = time.perf_counter()
-        sampler.set_epoch(epoch)
+        data.sampler.set_epoch(epoch)
         # dropout masks depend on (seed, epoch, rank) only, so a resumed run repeats them
         torch.manual_seed(int(np.random.SeedSequence((args.seed, epoch, rt.rank)).generate_state(1)[0]))
         lr = optimizer.param_groups[0]["lr"]
-        train = train_one_epoch(net, train_loader, loss_fn, optimizer, scheduler, scaler, rt,
+        train = train_one_epoch(net, data.train, loss_fn, optimizer, scheduler, scaler, rt,
                                 desc=f"{tag}epoch {epoch}/{args.epochs}")
         if rt.world_size > 1:  # evaluate every shard with rank 0's batch-norm statistics
             for buf in model.buffers():
                 dist.broadcast(buf, 0)
-        val = evaluate(model, val_loader, loss_fn, rt)
+        val = evaluate(model, data.val, loss_fn, rt)
         row = {"epoch": epoch, "train_loss": train["loss"], "val_loss": val["loss"],
                **{k: val[k] for k in METRIC_KEYS[1:]}, "lr": lr, "seconds": time.perf_counter() - start,
                "steps": train["steps"]}
@@ -672,13 +722,13 @@ def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_
         state["epoch"] = epoch
         if rt.main:
             if improved:
-                unet.save_checkpoint(best_path, model, metrics=state["best_metrics"], **ckpt_common)
-            unet.save_checkpoint(last_path, model, metrics={**val, "epoch": epoch}, **ckpt_common, extra={
+                unet.save_checkpoint(best_path, model, metrics=state["best_metrics"], **checkpoint)
+            unet.save_checkpoint(last_path, model, metrics={**val, "epoch": epoch}, **checkpoint, extra={
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch, "best_dice": state["best_dice"],
                 "best_metrics": state["best_metrics"], "history": history, "world_size": rt.world_size,
                 "generator": generator or {}})
-            write_csv(out_dir / "metrics.csv", history, CSV_COLUMNS)
+            tiffio.write_csv(out_dir / "metrics.csv", history, CSV_COLUMNS)
             plot_curves(out_dir / "curves.png", history, f"{task} U-Net{' ' + tag.strip() if tag else ''}")
             print(f"{tag}epoch {epoch}/{args.epochs}  train loss {train['loss']:.4f}  val loss {val['loss']:.4f}  "
                   f"Dice {val['dice']:.4f}  IoU {val['iou']:.4f}  precision {val['precision']:.4f}  "
@@ -689,6 +739,23 @@ def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_
     last = history[-1] if history else {}
     final = {"loss": last.get("val_loss"), **{k: last.get(k) for k in METRIC_KEYS[1:]}, "epoch": last.get("epoch")}
     return {"best": state["best_metrics"], "history": history, "last": final}
+
+
+def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_size_um,
+        generator: dict | None = None, fold: int | None = None) -> dict:
+    """Train on train_pairs, validate on val_pairs each epoch, write checkpoints to out_dir; returns the summary.
+
+    The steps: model set-up, loaders, optimiser, starting point (new, --resume or --init-weights), the loop.
+    Summary: {"best": metrics of the best epoch, "last": metrics of the final epoch, "history": rows}.
+    """
+    out_dir = Path(out_dir)
+    model = setup_model(args, preset, rt)
+    data = make_loaders(args, preset, train_pairs, val_pairs, rt)
+    optim = make_optimisation(args, model, len(data.train), rt)
+    state = restore(args, preset.task, model, optim, out_dir, fold, rt)
+    checkpoint = dict(task=preset.task, normalization=preset.normalization, pixel_size_um=pixel_size_um,
+                      train_args=vars(args))
+    return train_loop(args, model, data, optim, state, out_dir, rt, checkpoint, generator, fold)
 
 
 def kfold_splits(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -711,14 +778,10 @@ def summarize_folds(rows: list[dict]) -> list[dict]:
 
 # --------------------------------------------------------------------------- command line
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, and the module docstring kept as written."""
-
-
 def get_args_parser(preset_name: str, description: str | None = None) -> argparse.ArgumentParser:
     """The command line shared by both training scripts; `preset_name` sets the task defaults."""
     preset = PRESETS[preset_name]()
-    parser = argparse.ArgumentParser(description=description, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=cli.HelpFormatter)
     parser.set_defaults(preset=preset_name)
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", "--data_dir", type=Path, default=None,
@@ -836,12 +899,7 @@ def run(args, rt: Runtime) -> int:
         if rt.main:
             print(f"{len(train_pairs)} training and {len(val_pairs)} validation images, task {preset.task}, "
                   f"loss {args.loss}, normalisation {preset.normalization}, pixel size {pixel_size} um")
-        resume = None
-        if args.resume is not None:
-            resume = args.output_dir / "last.pth" if args.resume == "last" else Path(args.resume)
-            if not resume.is_file():
-                raise TrainingError(f"--resume: {resume} not found")
-        fit(args, preset, train_pairs, val_pairs, args.output_dir, rt, pixel_size, resume, generator)
+        fit(args, preset, train_pairs, val_pairs, args.output_dir, rt, pixel_size, generator)
         return 0
 
     rows = []
@@ -849,13 +907,12 @@ def run(args, rt: Runtime) -> int:
         fold_dir = args.output_dir / f"fold{k}"
         if rt.main:
             print(f"fold {k}/{args.folds}: {len(tr)} training, {len(ho)} held-out images -> {fold_dir}")
-        resume = fold_dir / "last.pth" if args.resume and (fold_dir / "last.pth").is_file() else None
         summary = fit(args, preset, [train_pairs[i] for i in tr], [train_pairs[i] for i in ho], fold_dir, rt,
-                      pixel_size, resume, generator, fold=k)
+                      pixel_size, generator, fold=k)
         rows.append({"fold": k, **summary["last"]})
     table = summarize_folds(rows)
     if rt.main:
-        write_csv(args.output_dir / "folds.csv", table, ("fold", "epoch") + METRIC_KEYS)
+        tiffio.write_csv(args.output_dir / "folds.csv", table, ("fold", "epoch") + METRIC_KEYS)
         mean, std = table[-2], table[-1]
         print(f"{args.folds}-fold cross-validation (final epoch of each fold, mean +- std over folds): " + "  ".join(
             f"{k} {mean[k]:.4f} +- {std[k]:.4f}" for k in METRIC_KEYS) + f"  -> {args.output_dir / 'folds.csv'}")
