@@ -26,10 +26,11 @@ import numpy as np
 
 import metrics
 import tiffio
+from cli import HelpFormatter
+from tiffio import IMAGE_SUFFIXES
 
 ROLE_SUFFIXES = ("_mask", "_prob", "_pred", "_gt", "_labels", "_points_yx", "_points", "_img", "_image")
 MASK_SUFFIXES = (".tif", ".tiff", ".npy", ".png")
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 NOT_MASKS = ("_prob", "_overlay")  # files a segmentation run writes beside its masks
 MASK_ROLES = ("_mask", "_labels", "_gt")  # names that say "mask" where raw images sit in the same folder
 FP_COLOUR, FN_COLOUR, TP_GREY = (1.0, 0.0, 1.0), (0.0, 0.8, 0.0), 0.6  # magenta, green: colour-blind safe
@@ -172,15 +173,12 @@ def _cell(value) -> str:
     return str(value)
 
 
-def write_csv(path: Path, rows: list, info_cols: list, metric_cols: list, summary: dict) -> None:
-    """metrics.csv: per-image rows, then 'mean' and 'std' rows, written atomically."""
-    with tiffio.atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(info_cols + metric_cols)
-        for r in rows:
-            w.writerow([_cell(r.get(c, "")) for c in info_cols + metric_cols])
-        for stat in ("mean", "std"):
-            w.writerow([stat] + [""] * (len(info_cols) - 1) + [_cell(summary[c][stat]) for c in metric_cols])
+def write_metrics_csv(path: Path, rows: list, info_cols: list, metric_cols: list, summary: dict) -> None:
+    """metrics.csv: per-image rows, then 'mean' and 'std' rows (named in the first column), written atomically."""
+    cols = info_cols + metric_cols
+    table = [{c: _cell(r.get(c, "")) for c in cols} for r in rows]
+    table += [{info_cols[0]: stat, **{c: _cell(summary[c][stat]) for c in metric_cols}} for stat in ("mean", "std")]
+    tiffio.write_csv(path, table, cols)
 
 
 def json_safe(value):
@@ -200,15 +198,14 @@ def write_json(path: Path, report: dict) -> None:
         tmp.write_text(json.dumps(json_safe(report), indent=2) + "\n")
 
 
-def stretch(image):
-    """2D image to 0..1 for display: 1st..99.8th percentile; RGB images are scaled by their maximum."""
+def display_image(image):
+    """Any raw image to 0..1 for the grid: RGB scaled by its maximum; else the first plane, tiffio.stretch."""
     a = np.squeeze(np.asarray(image, dtype=np.float32))
     if a.ndim == 3 and a.shape[-1] in (3, 4):
         return np.clip(a[..., :3] / max(float(a.max()), 1e-9), 0, 1)
     if a.ndim != 2:
         a = a.reshape(-1, *a.shape[-2:])[0]
-    lo, hi = np.percentile(a, (1, 99.8))
-    return np.clip((a - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(a)
+    return tiffio.stretch(a)
 
 
 def disagreement_rgb(pred, gt):
@@ -229,7 +226,7 @@ def write_grid(path: Path, items: list) -> None:
     titles = ("image", "ground truth (points: cyan rings)", "prediction", "FP magenta / FN green / agree grey")
     fig, axes = plt.subplots(len(items), 4, figsize=(16, 4.4 * len(items)), squeeze=False)
     for ax_row, (name, image, gt, points, pred) in zip(axes, items):
-        panels = [stretch(image) if image is not None else None,
+        panels = [display_image(image) if image is not None else None,
                   (np.asarray(gt) != 0) if gt is not None else np.zeros(pred.shape, bool),
                   np.asarray(pred) != 0,
                   disagreement_rgb(pred, gt) if gt is not None else None]
@@ -247,10 +244,6 @@ def write_grid(path: Path, items: list) -> None:
     with tiffio.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150, format="png")
     plt.close(fig)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each flag; the module docstring printed as written."""
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -391,7 +384,7 @@ def main(args: argparse.Namespace) -> int:
         metric_cols += [c for c in r if c not in info_cols and c not in metric_cols]
     summary = summarize(rows, metric_cols)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(args.output_dir / "metrics.csv", rows, info_cols, metric_cols, summary)
+    write_metrics_csv(args.output_dir / "metrics.csv", rows, info_cols, metric_cols, summary)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     write_json(args.output_dir / "metrics.json",
                {"settings": settings, "n_images": len(rows), "summary": summary, "images": rows,
