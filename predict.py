@@ -30,9 +30,10 @@ How one image becomes a mask:
      connected component of the written mask is one vesicle. Inside every connected component that is
      large enough to hold two vesicles, seeds are the local maxima of the smoothed image intensity at
      least `min_distance` px apart (default: the median vesicle radius in the image); a watershed on the
-     inverted intensity grows them back to the mask, and the pixels where two regions meet (8-connected)
-     are set to background, a 1-px line. The generator leaves the same 1-px gap between touching
-     vesicles in its training masks, so the network already learns most of this separation.
+     inverted intensity grows them back to the mask, and where two regions meet (8-connected) the one
+     with the larger label gives up a 1-px line (metrics.separate_touching). The generator draws the
+     gaps between touching vesicles in its training masks with the same function, so the network
+     already learns most of this separation.
   7. Measurements: vesicles - number of connected objects (8-connectivity) and their mean area;
      cytoskeleton - total skeleton length (skimage skeletonize; steps between 8-neighbours counted 1 or
      sqrt 2) and the number of junctions (clusters of skeleton pixels with three or more skeleton
@@ -299,23 +300,19 @@ def label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(mask, structure=np.ones((3, 3), bool))
 
 
-def separate_labels(labels: np.ndarray) -> np.ndarray:
-    """Binary mask of `labels` with every pixel that 8-touches a higher label set to background."""
-    from scipy import ndimage
-
-    higher = ndimage.maximum_filter(labels, size=3, mode="constant", cval=0)
-    return (labels > 0) & (higher <= labels)
-
-
 def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float | None = None) -> np.ndarray:
     """Split touching blobs: watershed from intensity peaks, 1-px background lines between objects.
 
-    Works component by component (bounded memory on big planes). `min_distance` in px (seeds closer than
-    that merge); None estimates it as the median equivalent radius of the components. Returns a bool mask.
+    The lines follow metrics.separate_touching, the rule the vesicle generator draws its training masks
+    with (the smaller label keeps its pixels; a label cut in two keeps its largest piece). Works component
+    by component (bounded memory on big planes). `min_distance` in px (seeds closer than that merge); None
+    estimates it as the median equivalent radius of the components. Returns a bool mask.
     """
     from scipy import ndimage
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
+
+    from metrics import separate_touching
 
     labels, n = label8(mask)
     if n == 0:
@@ -341,7 +338,7 @@ def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float 
         markers = np.zeros(region.shape, np.int32)
         markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
         parts = watershed(-smooth, markers, mask=region)
-        keep = separate_labels(parts)
+        keep = separate_touching(parts) > 0
         sub = out[y0:y1, x0:x1]
         sub[region] = keep[region]
     return out

@@ -183,12 +183,26 @@ def test_split_leaves_single_vesicles_and_empty_masks_alone():
     assert not predict.split_touching(empty, np.zeros((10, 10))).any()
 
 
-def test_separate_labels_breaks_8_connectivity():
-    labels = np.array([[1, 1, 0, 0],
-                       [1, 1, 2, 2],
-                       [0, 0, 2, 2]])
-    out = predict.separate_labels(labels)
-    assert predict.label8(out)[1] == 2
+def test_split_lines_follow_the_generators_rule(monkeypatch):
+    """The gap between split vesicles is metrics.separate_touching's, as in the generator: the smaller label wins."""
+    import metrics
+
+    calls = []
+
+    def spy(labels):
+        calls.append((labels.copy(), metrics_rule(labels)))
+        return calls[-1][1]
+
+    metrics_rule = metrics.separate_touching
+    monkeypatch.setattr(metrics, "separate_touching", spy)
+    mask, image = discs([(20, 17), (20, 27)])
+    split = predict.split_touching(mask, image)
+    assert len(calls) == 1
+    parts, kept = calls[0]
+    assert parts.max() == 2
+    removed = (parts > 0) & (kept == 0)
+    assert removed.any() and np.all(parts[removed] == 2)  # the larger label gives up the line
+    assert np.count_nonzero(mask & ~split) == np.count_nonzero(removed)
 
 
 def test_object_table_centroids_and_areas():
