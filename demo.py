@@ -11,6 +11,8 @@ Steps (each one a real run of the project's own scripts, as a user would type th
   4. evaluate.py scores the masks against the generators' exact masks (and vesicle centres).
   5. The vesicle model is run again on the images times 0.01 and times 100 (brightness check).
 Writes demo_output/REPORT.md (tables + pictures) and, per task, the masks, overlays and metrics.
+The output folder is cleared on each run, but only when the demo made it and it holds nothing else
+(a marker file says so); any other existing folder is refused, so `--output-dir .` cannot wipe a checkout.
 """
 from __future__ import annotations
 
@@ -24,12 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+import cli
+
 ROOT = Path(__file__).resolve().parent
 DEMO_SEED = 20261125  # never used for training (models/README.md: seeds 0 and 1)
 TASKS = {
     "vesicle": ("Vesicle_generator.py", "SynSeg_Vesicle.py", "models/vesicle.pth"),
     "cytoskeleton": ("Cytoskeleton_generator.py", "SynSeg_Cytoskeleton.py", "models/cytoskeleton.pth"),
 }
+MARKER = ".synseg-demo"  # written into the output folder by the demo, so it knows the folder is its own
+OWN_ENTRIES = {MARKER, "REPORT.md", "demo.log", *TASKS}  # everything the demo writes at the top of the folder
 SHOWN = {  # metric columns per task for the report: (json key, heading)
     "vesicle": [("dice", "Dice"), ("iou", "IoU"), ("precision", "precision"), ("recall", "recall"),
                 ("spot_f1", "spot F1"), ("obj_f1", "object F1"), ("auc", "AUC")],
@@ -40,13 +46,52 @@ SHOWN = {  # metric columns per task for the report: (json key, heading)
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     p.add_argument("--output-dir", "--output_dir", type=Path, default=Path("demo_output"),
-                   help="folder for the report (replaced on each run)")
+                   help="folder for the report: new or empty, or one an earlier demo run made (then cleared)")
     p.add_argument("--num-images", "--num_images", type=int, default=10, help="test images per task")
     p.add_argument("--image-size", "--image_size", type=int, default=384, help="test image size in px")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     return p
+
+
+def made_by_demo(out: Path) -> bool:
+    """True when `out` holds only what this demo writes, and either its marker or an old demo's log.
+
+    Demo runs from before the marker left demo.log beginning with the first generator command.
+    """
+    entries = list(out.iterdir())
+    if any(p.is_symlink() or p.name not in OWN_ENTRIES for p in entries):
+        return False
+    if (out / MARKER).is_file():
+        return True
+    log = out / "demo.log"
+    if not log.is_file():
+        return False
+    with open(log, errors="replace") as fh:
+        return fh.readline().startswith(f"$ {TASKS['vesicle'][0]} ")
+
+
+def prepare_output(out: Path) -> str | None:
+    """Make `out` an empty folder marked as the demo's own; returns why not (refused, nothing touched), or None.
+
+    A new or empty folder is used as it is; a folder from an earlier demo run is emptied of the demo's
+    outputs; anything else is refused.
+    """
+    if out.exists() and not out.is_dir():
+        return f"--output-dir {out} is a file; give a folder"
+    if out.is_dir() and any(out.iterdir()):
+        if not made_by_demo(out):
+            return (f"--output-dir {out} already holds files the demo did not write (no {MARKER} marker, or "
+                    "other files beside its outputs); give a new or empty folder, or remove it yourself")
+        for entry in out.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("Made by demo.py; the next demo run empties this folder.\n")
+    return None
 
 
 def run(cmd: list, log) -> None:
@@ -184,9 +229,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"demo: shipped model(s) missing: {', '.join(missing)}", file=sys.stderr)
         return 2
     out = args.output_dir.resolve()
-    if out.exists():
-        shutil.rmtree(out)  # the demo's own folder: always rebuilt from scratch
-    out.mkdir(parents=True)
+    refused = prepare_output(out)
+    if refused:
+        print(f"demo: {refused}", file=sys.stderr)
+        return 2
     results = {}
     with open(out / "demo.log", "w") as log, tqdm(total=5 * len(TASKS), desc="demo", unit="step") as bar:
         try:

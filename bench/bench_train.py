@@ -31,11 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import cli  # the repository root, just put on the path
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=type(
-        "F", (argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter), {}))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     p.add_argument("--configs", default="64:512:1,32:256:4",
                    help="comma-separated BASE_CHANNELS:SIZE:BATCH; 64:512 is the original network, "
                         "32:256 what the shipped models train with")
