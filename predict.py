@@ -34,7 +34,12 @@ How one image becomes a mask:
      with the larger label gives up a 1-px line (metrics.separate_touching). The generator draws the
      gaps between touching vesicles in its training masks with the same function, so the network
      already learns most of this separation.
-  7. Measurements: vesicles - number of connected objects (8-connectivity) and their mean area;
+  7. Vesicles only (on by default, --no-contrast-cut turns it off): the image-level decision of which
+     puncta an expert would mark. Each object's contrast (peak minus the median of a ring 4-9 px
+     around it) is measured; when the log-contrasts form two clearly separated groups (two-component
+     Gaussian mixture, Ashman's D >= 2 and a valley between them), the dim group is dropped. Logged per
+     image; see spots.py.
+  8. Measurements: vesicles - number of connected objects (8-connectivity) and their mean area;
      cytoskeleton - total skeleton length (skimage skeletonize; steps between 8-neighbours counted 1 or
      sqrt 2) and the number of junctions (clusters of skeleton pixels with three or more skeleton
      neighbours). In um / um^2 when the pixel size is known, else in px.
@@ -492,7 +497,10 @@ def write_overlay(path: Path, plane: np.ndarray, mask: np.ndarray, style: str = 
 
 SUMMARY_COLUMNS = ("file", "mask", "shape", "axes", "pixel_size_um", "scale", "threshold", "foreground_fraction")
 OVERLAY_WORDS = {"outline": "outlined", "fill": "tinted"}  # for the --overlay help
-OBJECT_FIELDS = ["file", "plane", "label", "centroid_y", "centroid_x", "area", "area_unit", "mean_intensity"]
+# spots.measure_spots: sub-pixel centre of the background-subtracted signal, local background and contrast
+SPOT_FIELDS = ("y", "x", "peak", "background", "contrast", "snr", "integrated_intensity", "peak_probability")
+OBJECT_FIELDS = ["file", "plane", "label", "centroid_y", "centroid_x", "area", "area_unit", "mean_intensity",
+                 *SPOT_FIELDS]
 
 
 class ObjectMeasure:
@@ -503,11 +511,17 @@ class ObjectMeasure:
     def __init__(self, src: Path):
         self.src, self.objects = str(src), []
 
-    def add(self, k: int, mask: np.ndarray, plane: np.ndarray) -> None:
-        """Measure the mask of plane k; `plane` is the raw image, for the mean intensity."""
+    def add(self, k: int, mask: np.ndarray, plane: np.ndarray, prob: np.ndarray | None = None) -> None:
+        """Measure the mask of plane k; `plane` is the raw image, `prob` the probability map (or None)."""
+        import spots
+
         labels, _ = label8(mask)
-        for row in object_table(labels, plane):
-            row.update(file=self.src, plane=k)
+        basic = object_table(labels, plane)
+        detail = {r["label"]: r for r in spots.measure_spots(plane, labels, prob)}
+        for number, row in enumerate(basic, start=1):
+            extra = detail.get(row["label"], {})
+            row.update({key: extra.get(key, "") for key in SPOT_FIELDS})
+            row.update(file=self.src, plane=k, label=number)
             self.objects.append(row)
 
     def summary(self, px: float | None) -> dict:
@@ -527,7 +541,7 @@ class SkeletonMeasure:
     def __init__(self, src: Path):
         self.objects, self.length_px, self.junctions = [], 0.0, 0
 
-    def add(self, k: int, mask: np.ndarray, plane: np.ndarray) -> None:
+    def add(self, k: int, mask: np.ndarray, plane: np.ndarray, prob: np.ndarray | None = None) -> None:
         """Add the skeleton of plane k's mask."""
         length, junctions = skeleton_stats(mask)
         self.length_px += length
@@ -551,6 +565,7 @@ class TaskPreset:
     overlay_style: str  # write_overlay style: "outline" keeps small spots visible, "fill" suits dense filaments
     split: bool  # split touching objects with the seeded watershed (--no-split, --min-distance)
     threshold: str = "0.5"
+    contrast_cut: bool = False  # spots.filter_spots: drop the image's dim group of objects (--no-contrast-cut)
 
     @property
     def summary_fields(self) -> tuple[str, ...]:
@@ -565,7 +580,7 @@ class TaskPreset:
 
 PRESETS = {
     "vesicle": TaskPreset("vesicle", "SynSeg_Vesicle.py", "train_vesicle_seg.py", "models/vesicle.pth",
-                          ObjectMeasure, overlay_style="outline", split=True),
+                          ObjectMeasure, overlay_style="outline", split=True, contrast_cut=True),
     "cytoskeleton": TaskPreset("cytoskeleton", "SynSeg_Cytoskeleton.py", "train_cytoskeleton_seg.py",
                                "models/cytoskeleton.pth", SkeletonMeasure, overlay_style="fill", split=False),
 }
@@ -589,6 +604,7 @@ class Options:
     min_distance: float | None = None  # for split_touching; None: estimated per plane
     save_prob: bool = False  # also write NAME_prob.tif
     overlay: bool = False  # also write NAME_overlay.png
+    contrast_cut: bool = False  # apply spots.filter_spots per plane (presets that offer it)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -597,7 +613,7 @@ class Options:
                    rescale=not args.no_rescale, resize_size=args.resize_size, tile_size=args.tile_size,
                    overlap=args.overlap, batch_size=args.batch_size, precision=args.precision, tta=args.tta,
                    split=not args.no_split, min_distance=args.min_distance, save_prob=args.save_prob,
-                   overlay=args.overlay)
+                   overlay=args.overlay, contrast_cut=not args.no_contrast_cut)
 
 
 # --------------------------------------------------------------------------- one image
@@ -681,11 +697,16 @@ class Segmenter:
             mask = prob > t
             if probs is not None:
                 probs[k] = prob
-            del prob
             if o.split:
                 mask = split_touching(mask, plane, o.min_distance)
+            if o.contrast_cut:
+                import spots
+
+                mask, cut = spots.filter_spots(mask, plane, prob)
+                log(f"{src}: {'plane ' + str(k) + ': ' if len(planes) > 1 else ''}{spots.describe_cut(cut)}")
             masks[k] = mask
-            measure.add(k, mask, plane)
+            measure.add(k, mask, plane, prob)
+            del prob
         masks *= 255
 
         full_shape = self._output_shape(data.shape, meta["axes"], axes)
@@ -733,7 +754,9 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                          + OVERLAY_WORDS[preset.overlay_style] + " (middle plane of a stack)")
     if preset.object_table:
         io.add_argument("--object-csv", action="store_true",
-                        help="also write objects.csv: one row per vesicle (centroid, area, mean intensity)")
+                        help="also write objects.csv: one row per vesicle (centroid, sub-pixel y, x, area, mean and "
+                             "background-subtracted integrated intensity, local background, contrast, SNR, "
+                             "peak probability)")
     io.add_argument("--overwrite", action="store_true", help="redo inputs whose mask already exists")
     io.add_argument("--dry-run", action="store_true", help="list input -> output and stop")
 
@@ -773,7 +796,13 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
         post.add_argument("--min-distance", type=float, default=None,
                           help="least distance in px between two vesicle centres for the split "
                                "(default: median vesicle radius in the image)")
-    p.set_defaults(task=preset.task, object_csv=False, no_split=not preset.split, min_distance=None)
+    if preset.contrast_cut:
+        post.add_argument("--no-contrast-cut", action="store_true",
+                          help="keep every object; by default, when an image's spot contrasts (peak minus the "
+                               "local background) form two clearly separated groups, the dim group is dropped "
+                               "(spots.py; the decision is logged per image)")
+    p.set_defaults(task=preset.task, object_csv=False, no_split=not preset.split, min_distance=None,
+                   no_contrast_cut=not preset.contrast_cut)
     return p
 
 

@@ -41,7 +41,7 @@ def _ring_offsets(inner: float, outer: float) -> np.ndarray:
 
 
 def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None = None,
-                  chunk: int = 20000) -> list[dict]:
+                  band: int = 1024, chunk: int = 20000) -> list[dict]:
     """One row per label 1..labels.max() of a 2D image (raw intensities, any dtype).
 
     y, x: centroid of the background-subtracted intensity inside the object (sub-pixel);
@@ -49,29 +49,41 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     excluded); contrast = peak - background; snr = contrast / ring noise (1.4826 x MAD, at least half
     the ring's s.d. so a background-subtracted, all-zero ring gives a finite value);
     integrated_intensity = sum of (pixel - background) over the object; peak_probability (when prob
-    is given). Labels absent from the image give no row.
+    is given). Labels absent from the image give no row. Sums run over bands of `band` rows, so a large
+    plane needs no full-size float copies.
     """
-    img = np.asarray(image, dtype=np.float32)
+    img = np.asarray(image)
     lab = np.asarray(labels)
     if img.ndim != 2 or img.shape != lab.shape:
         raise ValueError(f"measure_spots needs a 2D image and labels of its shape, got {img.shape}, {lab.shape}")
     n = int(lab.max()) if lab.size else 0
     if n == 0:
         return []
-    idx = np.arange(1, n + 1)
-    area = ndimage.sum_labels(np.ones_like(img), lab, idx)
-    present = area > 0
-    centre = np.array(ndimage.center_of_mass(np.ones_like(img), lab, idx), dtype=np.float64).reshape(-1, 2)
-    peak = ndimage.maximum(img, lab, idx)
+    h, w = img.shape
+    cols = np.arange(w, dtype=np.float64)
+    area, sum_y, sum_x = (np.zeros(n + 1) for _ in range(3))
+    peak = np.full(n + 1, -np.inf)
+    pmax = np.full(n + 1, np.nan)
+    for y0 in range(0, h, band):
+        lb = lab[y0:y0 + band].ravel()
+        rows = np.repeat(np.arange(y0, y0 + len(lb) // w, dtype=np.float64), w)
+        area += np.bincount(lb, minlength=n + 1)
+        sum_y += np.bincount(lb, weights=rows, minlength=n + 1)
+        sum_x += np.bincount(lb, weights=np.tile(cols, len(lb) // w), minlength=n + 1)
+        np.maximum.at(peak, lb, img[y0:y0 + band].ravel().astype(np.float64))
+        if prob is not None:
+            pb = np.full(n + 1, -np.inf)
+            np.maximum.at(pb, lb, np.asarray(prob[y0:y0 + band], np.float64).ravel())
+            pmax = np.fmax(pmax, np.where(np.isfinite(pb), pb, np.nan))
+    present = area[1:] > 0
+    centre = np.stack([sum_y[1:], sum_x[1:]], axis=1) / np.maximum(area[1:, None], 1)
     # Local background: ring around the geometric centre, other objects (grown by 2 px) left out.
     busy = ndimage.binary_dilation(lab > 0, iterations=2)
     offsets = _ring_offsets(*RING)
-    h, w = img.shape
-    background = np.zeros(n, np.float64)
-    noise = np.zeros(n, np.float64)
+    background = np.zeros(n + 1, np.float64)
+    noise = np.ones(n + 1, np.float64)
     for start in range(0, n, chunk):
         c = np.rint(centre[start:start + chunk]).astype(np.int64)
-        c[~present[start:start + chunk]] = 0
         ys = c[:, None, 0] + offsets[None, :, 0]
         xs = c[:, None, 1] + offsets[None, :, 1]
         inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
@@ -81,31 +93,35 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
         # too few free ring pixels (crowded spot): fall back to the whole ring
         use = np.where(free.sum(axis=1, keepdims=True) >= 8, free, inside)
         vals[~use] = np.nan
-        med = np.nanmedian(vals, axis=1)
-        mad = np.nanmedian(np.abs(vals - med[:, None]), axis=1)
-        sd = np.nanstd(vals, axis=1)
-        background[start:start + chunk] = med
-        noise[start:start + chunk] = np.maximum(np.maximum(1.4826 * mad, 0.5 * sd), 1e-6)
-    # Sub-pixel centre and integrated intensity from the background-subtracted signal.
-    bg_img = background[np.clip(lab - 1, 0, n - 1)]
-    signal = np.where(lab > 0, np.maximum(img - bg_img, 0.0), 0.0)
-    total = ndimage.sum_labels(signal, lab, idx)
-    yy, xx = np.indices(img.shape, dtype=np.float64)
-    wy = ndimage.sum_labels(signal * yy, lab, idx)
-    wx = ndimage.sum_labels(signal * xx, lab, idx)
-    integrated = ndimage.sum_labels(img - bg_img, lab, idx)
-    pmax = ndimage.maximum(prob, lab, idx) if prob is not None else np.full(n, np.nan)
-    rows = []
-    for i in np.flatnonzero(present):
+        with np.errstate(invalid="ignore"):
+            med = np.nanmedian(vals, axis=1)
+            mad = np.nanmedian(np.abs(vals - med[:, None]), axis=1)
+            sd = np.nanstd(vals, axis=1)
+        background[1 + start:1 + start + len(c)] = np.nan_to_num(med)
+        noise[1 + start:1 + start + len(c)] = np.maximum(np.nan_to_num(np.maximum(1.4826 * mad, 0.5 * sd)), 1e-6)
+    del busy
+    # Sub-pixel centre and integrated intensity from the background-subtracted signal, band by band.
+    total, wy, wx, integrated = (np.zeros(n + 1) for _ in range(4))
+    for y0 in range(0, h, band):
+        lb = lab[y0:y0 + band].ravel()
+        rows = np.repeat(np.arange(y0, y0 + len(lb) // w, dtype=np.float64), w)
+        diff = img[y0:y0 + band].ravel().astype(np.float64) - background[lb]
+        sig = np.where(lb > 0, np.maximum(diff, 0.0), 0.0)
+        total += np.bincount(lb, weights=sig, minlength=n + 1)
+        wy += np.bincount(lb, weights=sig * rows, minlength=n + 1)
+        wx += np.bincount(lb, weights=sig * np.tile(cols, len(lb) // w), minlength=n + 1)
+        integrated += np.bincount(lb, weights=diff, minlength=n + 1)
+    out = []
+    for i in np.flatnonzero(present) + 1:
         weighted = total[i] > 0
         contrast = float(peak[i] - background[i])
-        rows.append({"label": int(i + 1),
-                     "y": float(wy[i] / total[i]) if weighted else float(centre[i, 0]),
-                     "x": float(wx[i] / total[i]) if weighted else float(centre[i, 1]),
-                     "area": int(area[i]), "peak": float(peak[i]), "background": float(background[i]),
-                     "contrast": contrast, "snr": float(contrast / noise[i]),
-                     "integrated_intensity": float(integrated[i]), "peak_probability": float(pmax[i])})
-    return rows
+        out.append({"label": int(i),
+                    "y": float(wy[i] / total[i]) if weighted else float(centre[i - 1, 0]),
+                    "x": float(wx[i] / total[i]) if weighted else float(centre[i - 1, 1]),
+                    "area": int(area[i]), "peak": float(peak[i]), "background": float(background[i]),
+                    "contrast": contrast, "snr": float(contrast / noise[i]),
+                    "integrated_intensity": float(integrated[i]), "peak_probability": float(pmax[i])})
+    return out
 
 
 def contrast_cut(rows: list[dict], min_separation: float = MIN_SEPARATION) -> tuple[np.ndarray, dict]:
@@ -175,3 +191,15 @@ def describe_cut(info: dict) -> str:
         return f"spot contrast cut: none, {info['candidates']} candidates kept ({info['reason']})"
     return (f"spot contrast cut: kept {info['kept']} of {info['candidates']} candidates with contrast >= "
             f"{info['cut']:.4g} ({info['reason']})")
+
+
+def filter_spots(mask: np.ndarray, image: np.ndarray, prob: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """The contrast cut applied to a binary mask: (mask with the dim group's objects removed, cut info)."""
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    rows = measure_spots(image, labels, prob)
+    keep, info = contrast_cut(rows)
+    if info["kept"] == len(rows):
+        return np.asarray(mask, bool), info
+    table = np.zeros(int(labels.max()) + 1, bool)
+    table[[r["label"] for r, k in zip(rows, keep) if k]] = True
+    return table[labels], info

@@ -252,3 +252,27 @@ def test_help_does_not_import_torch():
             "print('torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+def test_contrast_cut_is_logged_and_can_be_turned_off(tmp_path, models, monkeypatch, capsys):
+    import predict
+    import SynSeg_Vesicle
+    from tests.test_spots import gaussian_spots, grid_centres
+
+    centres = grid_centres(64, step=12)
+    amps = [3000.0] * 32 + [150.0] * 32  # bright spots and faint specks in one image
+    img = gaussian_spots((100, 100), centres, amps, background=500.0, noise=5.0, seed=4).astype(np.uint16)
+    src = write(tmp_path / "in" / "s.tif", img)
+    # a stand-in network that finds every spot, bright or faint: the cut alone must drop the faint ones
+    monkeypatch.setattr(predict.Segmenter, "probability",
+                        lambda self, plane, factor, progress: (plane > 560).astype(np.float32))
+    counts = {}
+    for flag in ([], ["--no-contrast-cut"]):
+        out = tmp_path / ("out" + "".join(flag))
+        assert run_inprocess(SynSeg_Vesicle, "-i", src, "-o", out, "-m", models["vesicle"], "--object-csv",
+                             "--no-split", *flag) == 0
+        assert ("spot contrast cut: kept 32 of 64" in capsys.readouterr().err) == (not flag)
+        objects = read_rows(out / "objects.csv")
+        assert {"y", "x", "contrast", "snr", "integrated_intensity", "peak_probability"} <= set(objects[0])
+        counts[bool(flag)] = len(objects)
+    assert counts == {True: 64, False: 32}
