@@ -13,7 +13,7 @@ venv: $(STAMP)
 # on a CPU machine that pin resolves to the CPU wheel, on a CUDA box to the CUDA build.
 $(STAMP): requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt pytest ruff==0.17.6
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-export.txt pytest ruff==0.17.6
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -30,3 +30,8 @@ clean:
 bench: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check big-fish-reloaded==0.6.3 torch==2.13.0
 	$(PY) bench/realdata_benchmark.py --output-dir /tmp/synseg_bench
+
+# make export : bioimage.io packages of both shipped models in exports/ (ignored), validated and test-run
+export: $(STAMP)
+	$(PY) export_model.py models/vesicle.pth -o exports/synseg-vesicle.zip --check --overwrite
+	$(PY) export_model.py models/cytoskeleton.pth -o exports/synseg-cytoskeleton.zip --check --overwrite

@@ -2,6 +2,7 @@
 
 Example:
     python bench/bench_predict.py --size 2048 --repeats 1 --memory-size 8192
+    python bench/bench_predict.py --skip-speed --memory-size 0 --base 32 --repeats 5   # ONNX Runtime vs PyTorch only
 
 Speed: a 16-bit SIZE x SIZE TIFF is segmented from file to written mask twice, interleaved per repeat:
   original - the original SynSeg_cytoskeleton.py scheme, re-created here: 8-bit min-max image, reflect padding
@@ -16,12 +17,18 @@ Memory: SynSeg_Vesicle.py runs in a child process on a MEMORY_SIZE^2 16-bit imag
 comes from getrusage(RUSAGE_CHILDREN). The network's share is set by the tile size, which the script chooses
 from the base width (about 1.2 GB of activations on the CPU); --memory-base 2 checks the image-size-dependent
 part in a few minutes.
+ONNX Runtime: the speed-test network (base BASE, depth 3, 5x5 first kernels, random weights) exported to ONNX by
+export_model.py, run by ONNX Runtime's CPU provider beside PyTorch the way predict.py runs it (batch norm folded,
+unet.autocast_dtype precision; also fp32 when that is not fp32), on the same --onnx-tile tile (default: the tile
+predict.py picks on the CPU), interleaved, same thread count. Reported: ms per tile, megapixels per second, the
+max logit difference and the CPU's bf16/AMX flags. --skip-onnx leaves it out.
 The machine is shared: the load average is printed before and after; compare figures from one run only.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -34,10 +41,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import cli  # noqa: E402
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     p.add_argument("--size", type=int, default=2048, help="edge of the speed-test image in px")
     p.add_argument("--repeats", type=int, default=1, help="interleaved original/ours rounds")
     p.add_argument("--base", type=int, default=64, help="base channels of the network for the speed test")
@@ -45,14 +54,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="device for both approaches (cpu or cuda)")
     p.add_argument("--memory-size", type=int, default=8192, help="edge of the memory-test image in px; 0 skips it")
     p.add_argument("--memory-base", type=int, default=32, help="base channels of the network for the memory test")
-    p.add_argument("--skip-speed", action="store_true", help="only run the memory test")
+    p.add_argument("--skip-speed", action="store_true", help="leave out the original-vs-ours speed test")
+    p.add_argument("--skip-onnx", action="store_true", help="leave out ONNX Runtime vs PyTorch")
+    p.add_argument("--onnx-tile", type=int, default=0,
+                   help="tile edge in px for ONNX Runtime vs PyTorch; 0: predict.auto_tile_size on the CPU")
     p.add_argument("--work-dir", type=Path, default=None, help="folder for the test files (default: a temp folder)")
     p.add_argument("--seed", type=int, default=0, help="seed for the images and weights")
     return p
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, docstring kept as written."""
 
 
 def test_image(size: int, seed: int) -> np.ndarray:
@@ -180,6 +188,74 @@ def speed(args, work: Path) -> None:
           f"CPU time (pixel ratio alone: {orig_pixels / ours_pixels:.2f}x); load after {load()}", flush=True)
 
 
+def cpu_flags() -> str:
+    """The CPU's bf16 and AMX flags (what makes bf16 pay off on a CPU), from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown (no /proc/cpuinfo)"
+    flags = sorted(set(re.findall(r"\b(avx512_bf16|amx\w*)\b", text)))
+    return " ".join(flags) or "none (no avx512_bf16, no AMX)"
+
+
+def onnx_vs_torch(args, work: Path) -> None:
+    """ONNX Runtime and PyTorch on the CPU: same network, same tile, interleaved, best of --repeats (>= 3)."""
+    import onnxruntime
+    import torch
+
+    import export_model
+    import predict
+    import unet
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = unet.build_model(base_channels=args.base, depth=3, first_kernel=5).eval()
+    cpu = torch.device("cpu")
+    tile = args.onnx_tile or predict.auto_tile_size(model.model_args, "cpu")
+    path = work / f"cyto_base{args.base}.onnx"
+    export_model.export_onnx(model, torch.zeros(1, 1, 17, 19), path)  # odd example: padding stays in the graph
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    # ONNX Runtime's threads spin after each run by default, stealing the cores from the PyTorch run that follows
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    net = predict.prepare_model(model, cpu)
+    amp = unet.autocast_dtype(cpu, "auto")
+    x = np.random.default_rng(args.seed).normal(size=(1, 1, tile, tile)).astype(np.float32)
+    xt = torch.from_numpy(x)
+
+    def torch_run(dtype):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            return net(xt).float().numpy()
+
+    runs = {"pytorch fp32" + ("" if amp else " (as predict.py)"): lambda: torch_run(None)}
+    if amp is not None:
+        runs[f"pytorch {str(amp).removeprefix('torch.')} autocast (as predict.py)"] = lambda: torch_run(amp)
+    ort = "onnxruntime fp32"
+    runs[ort] = lambda: session.run(None, {"input": x})[0]
+    print(f"onnx: {tile}x{tile} tile, network base {args.base} depth 3 k5, threads {torch.get_num_threads()}; "
+          f"pytorch {torch.__version__.split('+')[0]} with BN folded (predict.prepare_model), onnxruntime "
+          f"{onnxruntime.__version__} CPUExecutionProvider, opset {export_model.ONNX_OPSET}; "
+          f"CPU flags: {cpu_flags()}; load before {load()}", flush=True)
+    outputs = {name: run() for name, run in runs.items()}  # warm-up, and the outputs to compare
+    times = {name: [] for name in runs}
+    for _ in range(max(3, args.repeats)):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t)
+    best = {name: min(ts) for name, ts in times.items()}
+    reference = outputs[next(iter(runs))]  # pytorch fp32
+    for name, ts in times.items():
+        print(f"  {name}: {best[name] * 1e3:.0f} ms/tile (median {np.median(ts) * 1e3:.0f}), "
+              f"{tile * tile / 1e6 / best[name]:.3f} MP/s, "
+              f"max |logit - pytorch fp32| {float(np.abs(outputs[name] - reference).max()):.1e}")
+    ratios = ", ".join(f"{best[name] / best[ort]:.2f}x vs {name}" for name in runs if name != ort)
+    print(f"  onnxruntime speed-up (> 1: ONNX Runtime faster): {ratios}; load after {load()}", flush=True)
+
+
 def memory(args, work: Path) -> None:
     """Peak resident memory of SynSeg_Vesicle.py on a big image, in a child process."""
     import tifffile
@@ -205,12 +281,14 @@ def memory(args, work: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the speed test, then the memory test."""
+    """Run the speed test, ONNX Runtime vs PyTorch, then the memory test."""
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         work = args.work_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         if not args.skip_speed:
             speed(args, work)
+        if not args.skip_onnx:
+            onnx_vs_torch(args, work)
         if args.memory_size:
             memory(args, work)
     return 0
