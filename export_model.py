@@ -56,18 +56,6 @@ UNET_CITATION = {"text": "Ronneberger O., Fischer P., Brox T. U-Net: Convolution
 
 # --------------------------------------------------------------------------- sizes
 
-def receptive_radius(model_args: dict) -> int:
-    """The network's receptive radius in px (unet.receptive_radius where it exists, else predict's)."""
-    import unet
-
-    radius = getattr(unet, "receptive_radius", None)
-    if radius is None:  # before the move to unet.py
-        import predict
-
-        radius = predict.receptive_radius
-    return int(radius(model_args))
-
-
 def size_hints(model_args: dict) -> tuple[int, int, int]:
     """(halo, minimum tile, step) in px: tiles are min + n * step; the minimum keeps a core past both halos.
 
@@ -75,22 +63,16 @@ def size_hints(model_args: dict) -> tuple[int, int, int]:
     halo and cut blocks whose offsets are sums of halos and steps, and any offset off the 2**depth pooling
     grid changes what the U-Net returns (a marginal spot can flip), not only near the edges.
     """
+    import unet
+
     step = 2 ** int(model_args.get("depth", 3))
-    halo = -(-receptive_radius(model_args) // step) * step
+    halo = -(-unet.receptive_radius(model_args) // step) * step
     return halo, 2 * halo + step, step
 
 
 def valid_size(requested: int, minimum: int, step: int) -> int:
     """The smallest allowed tile edge (minimum + n * step) that is at least `requested`."""
     return minimum + max(0, -(-(requested - minimum) // step)) * step
-
-
-def default_threshold(task: str) -> str:
-    """The threshold SynSeg's segmentation script for `task` uses by default."""
-    import predict
-
-    presets = getattr(predict, "PRESETS", None)
-    return presets[task].threshold if presets else predict.TASK_DEFAULTS[task]["threshold"]
 
 
 # --------------------------------------------------------------------------- test image and prediction
@@ -251,8 +233,11 @@ def shipped_scores(checkpoint: Path, task: str) -> list[str]:
 def readme_text(info: dict, *, checkpoint: Path, halo: int, minimum: int, step: int, threshold: str,
                 parameters: int, test_source: str) -> str:
     """The package's README.md, written from the checkpoint's metadata."""
+    import predict
+    import unet
+
     task, args, train = info["task"], info["model_args"], info.get("train_args") or {}
-    radius = receptive_radius(args)
+    radius = unet.receptive_radius(args)
     px = info.get("pixel_size_um")
     norm = info["normalization"]
     scale = f"{px:g} um per pixel" if px else "the pixel size of its training data (not recorded)"
@@ -298,9 +283,9 @@ def readme_text(info: dict, *, checkpoint: Path, halo: int, minimum: int, step: 
         f"with a manual mask and compare Dice; SynSeg's evaluate.py scores masks against ground truth.", "",
         "## Limitations", "",
         "The model has seen only synthetic data. This package returns the probability map; SynSeg's own "
-        f"scripts (SynSeg_{task.capitalize()}.py) add tiled prediction at the physical scale, "
-        + ("the watershed split of touching vesicles and per-object measurements."
-           if task == "vesicle" else "skeleton length and junction measurements."),
+        f"script ({predict.PRESETS[task].script}) adds tiled prediction at the physical scale, "
+        + ("the watershed split of touching objects and per-object measurements."
+           if predict.PRESETS[task].split else "skeleton length and junction measurements."),
     ]
     return "\n".join(lines) + "\n"
 
@@ -323,13 +308,14 @@ def build_description(work: Path, info: dict, model, *, checkpoint: Path, test_s
     from bioimageio.spec.model import v0_5 as bio
 
     import predict
+    import unet
 
     task, model_args = info["task"], info["model_args"]
     px = info.get("pixel_size_um")
     # Whole nanometres: bioimageio.spec 0.5.12 requires halo * scale / scale to be an integer in floating
     # point, which fails for some halos at 0.1 (um); integers pass. The exact value is in config.synseg.
     space = {"scale": float(max(1, round(px * 1000))), "unit": "nanometer"} if px else {}
-    threshold = default_threshold(task)
+    threshold = predict.PRESETS[task].threshold
     parameters = sum(p.numel() for p in model.parameters())
     (work / "README.md").write_text(readme_text(info, checkpoint=checkpoint, halo=halo, minimum=minimum,
                                                 step=step, threshold=threshold, parameters=parameters,
@@ -376,7 +362,7 @@ def build_description(work: Path, info: dict, model, *, checkpoint: Path, test_s
     synseg = {  # the checkpoint's own metadata, for SynSeg and for people reading the yaml
         "task": task, "normalization": dict(info["normalization"]), "pixel_size_um": px,
         "model_args": dict(model_args), "threshold": float(threshold),
-        "receptive_radius_px": receptive_radius(model_args), "halo_px": halo,
+        "receptive_radius_px": unet.receptive_radius(model_args), "halo_px": halo,
         "cpu_tile_size_px": predict.auto_tile_size(model_args, "cpu"),
         "validation_metrics": dict(info.get("metrics") or {})}
     return bio.ModelDescr(

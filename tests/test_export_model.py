@@ -22,7 +22,6 @@ bioimageio_spec = pytest.importorskip("bioimageio.spec")
 bioimageio_core = pytest.importorskip("bioimageio.core")
 
 import export_model  # noqa: E402
-from export_model import receptive_radius  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -112,8 +111,8 @@ def test_package_describes_the_checkpoint(vesicle_package):
     assert [p["id"] for p in outp["postprocessing"] if p["id"] != "ensure_dtype"] == ["sigmoid"]
     y_in, y_out = inp["axes"][2], outp["axes"][2]
     assert (y_in["scale"], y_in["unit"]) == (100.0, "nanometer")  # 0.1 um/px
-    assert y_in["size"]["step"] == 4 and y_in["size"]["min"] > 2 * receptive_radius(info["model_args"])
-    radius = receptive_radius(info["model_args"])
+    assert y_in["size"]["step"] == 4 and y_in["size"]["min"] > 2 * unet.receptive_radius(info["model_args"])
+    radius = unet.receptive_radius(info["model_args"])
     assert radius <= y_out["halo"] < radius + 4 and y_out["halo"] % 4 == 0  # on the 2**depth pooling grid
     assert rdf["license"] == "MIT" and rdf["cite"][0]["doi"] and rdf["covers"]
     assert rdf["config"]["synseg"]["normalization"] == info["normalization"]
@@ -201,7 +200,7 @@ def test_size_hints_cover_the_halo():
     for args in ({"depth": 2, "first_kernel": 3}, {"depth": 3, "first_kernel": 5}):
         halo, minimum, step = export_model.size_hints(args)
         assert step == 2 ** args["depth"] and halo % step == 0 and minimum % step == 0 and minimum > 2 * halo
-        assert halo >= receptive_radius(args)
+        assert halo >= unet.receptive_radius(args)
         assert export_model.valid_size(minimum - 5, minimum, step) == minimum
         assert export_model.valid_size(minimum + 1, minimum, step) == minimum + step
 
