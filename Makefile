@@ -5,13 +5,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo venv clean bench
+.PHONY: test demo venv clean bench export
 
 venv: $(STAMP)
 
-# Re-installs only when requirements.txt changes. torch is pinned in requirements.txt:
+# Re-installs only when a requirements file or this Makefile changes. torch is pinned in requirements.txt:
 # on a CPU machine that pin resolves to the CPU wheel, on a CUDA box to the CUDA build.
-$(STAMP): requirements.txt Makefile
+$(STAMP): requirements.txt requirements-export.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-export.txt pytest ruff==0.17.6
 	touch $(STAMP)
