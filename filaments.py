@@ -11,113 +11,118 @@ structures of an image in one vectorised pass) splatted bilinearly into a densit
 crossings add up and no whole-image array is made per object; tubes wider than the PSF and ER
 sheets are filled with cv2. The same points, rounded to pixels, form an 8-connected centreline;
 the mask is every pixel whose centre lies within a stated distance of it (dilation by an exact
-Euclidean disc), so it is continuous wherever the drawn line is.
+Euclidean disc), so it is continuous wherever the drawn line is. Coordinates follow synth's pixel
+convention: the centre of pixel (i, j) is the point (i, j).
 
-    group = add_filament_args(parser)          # the "structures" flags
-    in_focus, out_of_focus, mask = render_structures(rng, (512, 512), 0.1, 1.2, args, cells=cells)
+    params = Filaments(er_prob=0.5)                  # or Filaments.from_args(args) after add_args(parser)
+    context = synth.Context(pixel_size=0.1, psf_sigma=1.2, cells=cells)
+    in_focus, out_of_focus, mask, _, _ = render(rng, (512, 512), params, context)
 """
 from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
+
+import synth
+from synth import option, span
 
 SCENES = ("cytoskeleton", "er", "mitochondria")
 TUBE_PX = 2.0  # wider paths are drawn as solid tubes; thinner ones as lines (their width is below the PSF)
 MAX_DENSITY = 2.0  # um of free filament per um^2 of image: about the densest real cortex or tissue
 
-# (flag, default MIN MAX, type, help): every range is drawn per image (domain randomisation).
-_RANGES = [
-    ("--filaments", (20, 800), int,
-     "free filaments per image in a cytoskeleton scene (log-uniform, capped at 2 um of filament per um^2 "
-     "of image); asters, bundles, meshworks and filopodia come on top"),
-    ("--filament-length", (1.5, 40.0), float, "filament contour length (um; per-image mean log-uniform)"),
-    ("--persistence-length", (1.0, 150.0), float,
-     "persistence length (um, log-uniform): tens to hundreds for microtubules, ~1-10 for wiggly actin"),
-    ("--filament-width", (0.02, 0.12), float,
-     "physical filament width (um) before blur; most are far below the resolution limit"),
-    ("--brightness-between", (0.2, 0.7), float,
-     "spread (sd of log brightness) between filaments of one image"),
-    ("--brightness-along", (0.1, 0.5), float,
-     "spread (sd of log brightness) along a filament: uneven labelling, beads, fading"),
-    ("--out-of-focus", (0.0, 0.6), float,
-     "fraction of structures out of focus: blurred haze, not in the mask"),
-    ("--mask-half-width", (0.1, 0.15), float,
-     "mask = every pixel within this distance of an in-focus centreline (unit: --mask-unit)"),
-    ("--er-mesh-size", (0.8, 3.0), float, "typical ER polygon diameter (um)"),
-    ("--mito-width", (0.25, 0.6), float, "mitochondrion tube width (um)"),
-]
-_POSITIVE = ("--filament-length", "--persistence-length", "--filament-width", "--er-mesh-size", "--mito-width")
-_PROBS = [
-    ("--aster-prob", 0.25, "probability that a cytoskeleton image has radial asters around centrosomes"),
-    ("--bundle-prob", 0.4, "probability that a cytoskeleton image has parallel bundles"),
-    ("--meshwork-prob", 0.3, "probability that a cytoskeleton image has a dense meshwork of short filaments"),
-    ("--filopodia-prob", 0.3, "probability that a cytoskeleton image has filopodia: straight bundles "
-     "sticking out of the cell edge"),
-    ("--confine-prob", 0.7, "probability that structures stay inside the drawn cells (else they fill the "
-     "frame, as in tissue)"),
-    ("--cortex-prob", 0.5, "probability of a bright diffuse rim just inside the cell edge (actin cortex, "
-     "lamellipodium): sharp outside, fading inwards, never in the mask"),
-    ("--aligned-prob", 0.5, "probability that an image's filaments share a preferred direction"),
-    ("--er-prob", 0.2, "probability that an image is an ER network instead of a cytoskeleton"),
-    ("--mito-prob", 0.1, "probability that an image is a mitochondria network instead of a cytoskeleton"),
-]
+
+def _prob(flag: str, default: float, help: str):
+    return option(flag, default=default, type=float, low=0.0, high=1.0, metavar="P", help=help)
 
 
-def add_filament_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add the "structures" group: MIN MAX ranges drawn per image, and mixture probabilities."""
+@dataclass(frozen=True)
+class Filaments(synth.Flags):
+    """Structure parameters: MIN MAX ranges drawn per image (domain randomisation) and mixture probabilities."""
+
+    NEEDS_LEVELS: ClassVar[bool] = False
+    COLUMNS: ClassVar[tuple | None] = None  # no per-object table
+
+    filaments: tuple = span("--filaments", default=(20, 800), low=0, integer=True,
+                            help="free filaments per image in a cytoskeleton scene (log-uniform, capped at 2 um "
+                                 "of filament per um^2 of image); asters, bundles, meshworks and filopodia come "
+                                 "on top")
+    filament_length: tuple = span("--filament-length", default=(1.5, 40.0), above=0.0,
+                                  help="filament contour length (um; per-image mean log-uniform)")
+    persistence_length: tuple = span("--persistence-length", default=(1.0, 150.0), above=0.0,
+                                     help="persistence length (um, log-uniform): tens to hundreds for "
+                                          "microtubules, ~1-10 for wiggly actin")
+    filament_width: tuple = span("--filament-width", default=(0.02, 0.12), above=0.0,
+                                 help="physical filament width (um) before blur; most are far below the "
+                                      "resolution limit")
+    brightness_between: tuple = span("--brightness-between", default=(0.2, 0.7), low=0.0,
+                                     help="spread (sd of log brightness) between filaments of one image")
+    brightness_along: tuple = span("--brightness-along", default=(0.1, 0.5), low=0.0,
+                                   help="spread (sd of log brightness) along a filament: uneven labelling, "
+                                        "beads, fading")
+    out_of_focus: tuple = span("--out-of-focus", default=(0.0, 0.6), low=0.0, high=1.0,
+                               help="fraction of structures out of focus: blurred haze, not in the mask")
+    mask_half_width: tuple = span("--mask-half-width", default=(0.1, 0.15), low=0.0,
+                                  help="mask = every pixel within this distance of an in-focus centreline "
+                                       "(unit: --mask-unit)")
+    er_mesh_size: tuple = span("--er-mesh-size", default=(0.8, 3.0), above=0.0,
+                               help="typical ER polygon diameter (um)")
+    mito_width: tuple = span("--mito-width", default=(0.25, 0.6), above=0.0, help="mitochondrion tube width (um)")
+    mask_unit: str = option("--mask-unit", default="um", choices=("um", "px"), help="unit of --mask-half-width")
+    aster_prob: float = _prob("--aster-prob", 0.25,
+                              "probability that a cytoskeleton image has radial asters around centrosomes")
+    bundle_prob: float = _prob("--bundle-prob", 0.4, "probability that a cytoskeleton image has parallel bundles")
+    meshwork_prob: float = _prob("--meshwork-prob", 0.3,
+                                 "probability that a cytoskeleton image has a dense meshwork of short filaments")
+    filopodia_prob: float = _prob("--filopodia-prob", 0.3,
+                                  "probability that a cytoskeleton image has filopodia: straight bundles "
+                                  "sticking out of the cell edge")
+    confine_prob: float = _prob("--confine-prob", 0.7,
+                                "probability that structures stay inside the drawn cells (else they fill the "
+                                "frame, as in tissue)")
+    cortex_prob: float = _prob("--cortex-prob", 0.5,
+                               "probability of a bright diffuse rim just inside the cell edge (actin cortex, "
+                               "lamellipodium): sharp outside, fading inwards, never in the mask")
+    aligned_prob: float = _prob("--aligned-prob", 0.5,
+                                "probability that an image's filaments share a preferred direction")
+    er_prob: float = _prob("--er-prob", 0.2, "probability that an image is an ER network instead of a cytoskeleton")
+    mito_prob: float = _prob("--mito-prob", 0.1,
+                             "probability that an image is a mitochondria network instead of a cytoskeleton")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.er_prob + self.mito_prob > 1.0:
+            raise ValueError(f"--er-prob + --mito-prob: {self.er_prob} + {self.mito_prob} is outside the "
+                             "allowed range [0, 1]")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **values):
+        """From parsed arguments; the original --num_curves N means --filaments N N."""
+        n = getattr(args, "num_curves", None)
+        if n is not None and "filaments" not in values:
+            synth.check_value("--num_curves", n, low=0)
+            values["filaments"] = (n, n)
+        return super().from_args(args, **values)
+
+    def render(self, rng: np.random.Generator, shape, context: synth.Context) -> synth.Rendered:
+        """synth's hook: the module's render with these parameters."""
+        return render(rng, shape, self, context)
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Add the "structures" flags (and the original --num_curves) to a parser."""
     group = parser.add_argument_group("structures", "what is drawn; each MIN MAX range is sampled per image")
-    for flag, default, typ, help_ in _RANGES:
-        group.add_argument(flag, nargs=2, type=typ, default=list(default), metavar=("MIN", "MAX"), help=help_)
-    group.add_argument("--mask-unit", choices=("um", "px"), default="um", help="unit of --mask-half-width")
-    for flag, default, help_ in _PROBS:
-        group.add_argument(flag, type=float, default=default, metavar="P", help=help_)
+    Filaments.add_to(group)
     group.add_argument("--num_curves", "--num-curves", type=int, default=None, metavar="N",
                        help="original SynSeg flag: exactly N free filaments per image (sets --filaments N N)")
-    return group
-
-
-def check_filament_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Fail through parser.error, naming the flag, on impossible structure parameters."""
-    if args.num_curves is not None:
-        if args.num_curves < 0:
-            parser.error(f"--num_curves must be >= 0, got {args.num_curves}")
-        args.filaments = [args.num_curves, args.num_curves]
-    for flag, _, _, _ in _RANGES:
-        lo, hi = getattr(args, _dest(flag))
-        positive = flag in _POSITIVE
-        if lo < 0 or (lo == 0 and positive):
-            parser.error(f"{flag}: MIN must be {'> 0' if positive else '>= 0'}, got {lo}")
-        if lo > hi:
-            parser.error(f"{flag}: MIN {lo} is above MAX {hi}")
-    if args.out_of_focus[1] > 1:
-        parser.error(f"--out-of-focus: a fraction must be <= 1, got {args.out_of_focus[1]}")
-    for flag, _, _ in _PROBS:
-        p = getattr(args, _dest(flag))
-        if not 0.0 <= p <= 1.0:
-            parser.error(f"{flag} must be a probability in [0, 1], got {p}")
-    if args.er_prob + args.mito_prob > 1.0:
-        parser.error(f"--er-prob + --mito-prob must be <= 1, got {args.er_prob} + {args.mito_prob}")
-
-
-def _dest(flag: str) -> str:
-    return flag.lstrip("-").replace("-", "_")
 
 
 # ----------------------------------------------------------------------------------------------
 # Sampling helpers
-
-
-def _uniform(rng, lohi) -> float:
-    lo, hi = lohi
-    return float(lo) if lo == hi else float(rng.uniform(lo, hi))
-
-
-def _loguniform(rng, lohi) -> float:
-    lo, hi = lohi
-    return float(lo) if lo == hi else float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
 def _around(rng, centre: float, n: int, spread: float, lohi) -> np.ndarray:
@@ -326,11 +331,12 @@ def _truncate(sampler, verts, n_steps, free):
     return np.where(free, n_valid, np.minimum(n_valid, first_out))
 
 
-class _Image:
-    """Per-image state: the rng, geometry, drawn nuisance levels and the stroke list."""
+class _Canvas:
+    """One image's drawing state: the rng, geometry, the per-image levels drawn from the flags, the strokes
+    and the solid layers; the structure builders below draw into it."""
 
-    def __init__(self, rng, shape, pixel_size_um, psf_sigma_px, args, cells):
-        self.rng, self.shape, self.px, self.args = rng, shape, pixel_size_um, args
+    def __init__(self, rng, shape, pixel_size_um, psf_sigma_px, params: Filaments, cells):
+        self.rng, self.shape, self.px = rng, shape, pixel_size_um
         self.sampler = _Sampler(rng, shape, cells)
         self.strokes = _Strokes()
         self.solid_in = np.zeros(shape, np.float32)    # filled sheets / centrosomes (in the mask)
@@ -338,17 +344,18 @@ class _Image:
         self.diffuse = None                            # in-focus signal that is not a target (cortex)
         self.min_width = math.sqrt(2 * math.pi) * max(psf_sigma_px, 0.5)
         self.ds = min(1.0, 0.1 / pixel_size_um)  # vertex step (px): <= 0.1 um keeps wiggly actin smooth
-        self.sd_between = _uniform(rng, args.brightness_between)
-        self.sd_along = _uniform(rng, args.brightness_along)
-        self.oof = _uniform(rng, args.out_of_focus)
+        self.sd_between = synth.draw(rng, params.brightness_between)
+        self.sd_along = synth.draw(rng, params.brightness_along)
+        self.oof = synth.draw(rng, params.out_of_focus)
         self.beads = rng.uniform(0.1, 0.45)  # punctate labelling along filaments (sd of log brightness)
         self.direction = rng.uniform(0, math.pi)
         # preferred direction (nematic: either way along it), with a von Mises concentration; strongly
         # aligned images also pull wiggly filaments back towards it (an OU walk of the tangent angle)
-        self.kappa = _loguniform(rng, (1.0, 40.0)) if rng.random() < args.aligned_prob else 0.0
-        self.align_px = (_loguniform(rng, (1.0, 10.0)) / pixel_size_um) if self.kappa > 3 else math.inf
+        self.kappa = synth.draw(rng, (1.0, 40.0), log=True) if rng.random() < params.aligned_prob else 0.0
+        self.align_px = (synth.draw(rng, (1.0, 10.0), log=True) / pixel_size_um) if self.kappa > 3 else math.inf
 
     def um(self, v):
+        """Lengths in um -> px (float array)."""
         return np.asarray(v, float) / self.px
 
     def angles(self, n, aligned=True):
@@ -358,9 +365,11 @@ class _Image:
         return self.rng.uniform(0, 2 * math.pi, n)
 
     def brightness(self, n, scale=1.0):
+        """n lognormal brightnesses (mean `scale`) with the image's spread between structures."""
         return scale * np.exp(self.sd_between * self.rng.standard_normal(n) - self.sd_between ** 2 / 2)
 
     def focus(self, n):
+        """n in-focus flags at the image's out-of-focus fraction."""
         return self.rng.random(n) >= self.oof
 
     def add_worms(self, start, theta, length_um, lp_um, amp, width_um, in_focus, free=None,
@@ -414,276 +423,294 @@ class _Image:
                           lineType=cv2.LINE_8, shift=2)
 
     def solid_out_canvas(self):
+        """The out-of-focus solid layer, made on first use."""
         if self.solid_out is None:
             self.solid_out = np.zeros(self.shape, np.float32)
         return self.solid_out
 
-    # -- structures --------------------------------------------------------------------------
 
-    def free_filaments(self):
-        a, rng = self.args, self.rng
-        lo, hi = a.filaments
-        n = int(round(_loguniform(rng, (max(lo, 0.5), max(hi, 0.5))))) if hi > 0 else 0
-        mean_len = _loguniform(rng, a.filament_length)
-        area_um2 = self.shape[0] * self.shape[1] * self.px ** 2
-        n = max(min(n, lo), min(n, int(MAX_DENSITY * area_um2 / mean_len)))
-        if n == 0:
-            return
-        length = _around(rng, mean_len, n, 0.5, a.filament_length)
-        lp = _around(rng, _loguniform(rng, a.persistence_length), n, 0.4, a.persistence_length)
-        width = _around(rng, _loguniform(rng, a.filament_width), n, 0.3, a.filament_width)
-        start = self.sampler.points(n)
-        self.add_worms(start, self.angles(n), length, lp, self.brightness(n), width, self.focus(n),
-                       free=rng.random(n) < 0.1, aligned=True)
-
-    def filopodia(self):
-        """Straight, bright actin bundles from just inside the cell edge outwards, not cut at the edge."""
-        rng, cells = self.rng, self.sampler.cells
-        if cells is None:
-            return
-        c8 = cells.astype(np.uint8)
-        edge = np.flatnonzero(c8 - cv2.erode(c8, np.ones((3, 3), np.uint8)))
-        if edge.size == 0:
-            return
-        h, w = self.shape
-        n = int(rng.integers(3, 30))
-        # clusters of parallel-ish protrusions around a few edge points
-        seeds = edge[rng.integers(0, edge.size, max(1, n // 4))]
-        pick = seeds[rng.integers(0, len(seeds), n)]
-        yx = np.stack([pick // w, pick % w], 1).astype(float) + rng.normal(0, self.um(1.0), (n, 2))
-        # outward normal from the cell mask around each point: away from the inside pixels' mean offset
-        r = max(2, int(self.um(1.0)))
-        normal = np.zeros((n, 2))
-        for k, (y, x) in enumerate(np.clip(np.rint(yx), 0, [h - 1, w - 1]).astype(int)):
-            win = cells[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1]
-            iy, ix = np.nonzero(win)
-            if iy.size:
-                normal[k] = -(np.mean(iy) + max(0, y - r) - y), -(np.mean(ix) + max(0, x - r) - x)
-        ok = np.hypot(*normal.T) > 0.3
-        if not ok.any():
-            return
-        normal, yx = normal[ok], yx[ok]
-        theta = np.arctan2(normal[:, 0], normal[:, 1]) + rng.normal(0, 0.3, len(yx))
-        back = self.um(rng.uniform(0.5, 2.0, len(yx)))
-        start = yx - back[:, None] * np.stack([np.sin(theta), np.cos(theta)], 1)
-        m = len(yx)
-        self.add_worms(start, theta, rng.uniform(2.0, 12.0, m), np.full(m, 30.0),
-                       self.brightness(m, rng.uniform(0.7, 2.0)), np.full(m, 0.15), self.focus(m),
-                       free=np.ones(m, bool), beads=0.1)
-
-    def cortex(self):
-        """Diffuse bright rim inside the cell edge: a sharp edge the model must not call a filament."""
-        rng, cells = self.rng, self.sampler.cells
-        if cells is None:
-            return
-        c8 = cells.astype(np.uint8)
-        dist = cv2.distanceTransform(c8, cv2.DIST_L2, 3)
-        rim = cv2.exp(dist * np.float32(-1.0 / self.um(rng.uniform(0.3, 3.0))))
-        # patchy along the edge: brighter in some stretches (lamellipodia), faint in others
-        patch = cv2.resize(rng.uniform(0.0, 1.0, (8, 8)).astype(np.float32), self.shape[::-1],
-                           interpolation=cv2.INTER_LINEAR)
-        self.diffuse = rim * patch * c8 * np.float32(rng.uniform(0.3, 2.0))
-
-    def asters(self):
-        a, rng = self.args, self.rng
-        for centre in self.sampler.points(int(rng.integers(1, 4))):
-            n = int(rng.integers(8, 50))
-            theta = rng.uniform(0, 2 * math.pi, n)
-            r0 = self.um(rng.uniform(0.2, 0.6))
-            start = centre + r0 * np.stack([np.sin(theta), np.cos(theta)], 1)
-            hi = max(a.filament_length[1], a.filament_length[0])
-            length = rng.uniform(min(3.0, hi), hi, n)
-            lp = np.full(n, max(20.0, a.persistence_length[1] / 2))
-            focus = np.full(n, rng.random() >= self.oof)
-            self.add_worms(start, theta, length, lp, self.brightness(n), np.full(n, a.filament_width[0]),
-                           focus, free=np.zeros(n, bool))
-            if focus[0]:  # the centrosome: a bright sub-micron spot at the hub, part of the structure
-                radius = max(1, int(round(self.um(rng.uniform(0.15, 0.4)))))
-                cv2.circle(self.solid_in, (int(round(centre[1])), int(round(centre[0]))), radius,
-                           float(rng.uniform(0.8, 2.5)), -1)
-
-    def bundles(self):
-        a, rng = self.args, self.rng
-        nb = int(rng.integers(1, 7))
-        axis_len = rng.uniform(max(a.filament_length[0], 4.0), max(a.filament_length[1], 5.0), nb)
-        lp_axis = np.full(nb, max(10.0, a.persistence_length[1] / 3))
-        n_steps = np.maximum(1, np.ceil(self.um(axis_len) / self.ds)).astype(np.int64)
-        axes = _worm(rng, self.sampler.points(nb), self.angles(nb), n_steps, self.um(lp_axis), self.ds)
-        axis_valid = _truncate(self.sampler, axes, n_steps, rng.random(nb) < 0.3)
-        tang = np.gradient(axes, axis=1)
-        tang /= np.maximum(np.linalg.norm(tang, axis=-1, keepdims=True), 1e-9)
-        normal = np.stack([-tang[..., 1], tang[..., 0]], -1)
-        members = rng.integers(2, 9, nb)
-        b = np.repeat(np.arange(nb), members)
-        k = len(b)
-        spread = self.um(rng.uniform(0.05, 0.35, nb))[b]
-        offset = rng.uniform(-0.5, 0.5, k) * spread
-        nv = axis_valid[b]
-        s = (rng.uniform(0, 0.3, k) * nv).astype(np.int64)
-        e = np.maximum(s + 2, (rng.uniform(0.7, 1.0, k) * nv).astype(np.int64))
-        idx = np.minimum(s[:, None] + np.arange(axes.shape[1])[None, :], axes.shape[1] - 1)
-        verts = axes[b[:, None], idx] + offset[:, None, None] * normal[b[:, None], idx]
-        n_valid = np.minimum(e, nv) - s
-        focus = np.repeat(rng.random(nb) >= self.oof, members)
-        corr = self.rng.uniform(0.5, 3.0) / self.px / self.ds
-        r, c = np.nonzero(np.arange(verts.shape[1])[None, :] < n_valid[:, None])
-        amp = self.brightness(k)[r] * _brightness_along(rng, r, [(self.sd_along, corr)])
-        width = np.full(k, _loguniform(rng, a.filament_width))
-        self.add_flat(verts[r, c], r, amp, self.um(width), focus)
-
-    def meshwork(self):
-        a, rng = self.args, self.rng
-        for centre in self.sampler.points(int(rng.integers(1, 3))):
-            radius = self.um(rng.uniform(4.0, 25.0))
-            n = int(np.clip(rng.uniform(0.3, 1.5) * (radius * self.px) ** 2, 10, 1500))
-            r = radius * np.sqrt(rng.random(n))
-            phi = rng.uniform(0, 2 * math.pi, n)
-            start = centre + np.stack([r * np.sin(phi), r * np.cos(phi)], 1)
-            length = rng.uniform(0.5, 4.0, n)
-            lp = np.exp(rng.uniform(math.log(0.5), math.log(5.0), n))
-            self.add_worms(start, self.angles(n, aligned=rng.random() < 0.5), length, lp,
-                           self.brightness(n, rng.uniform(0.4, 1.0)), np.full(n, a.filament_width[0]),
-                           self.focus(n))
-
-    def er_network(self):
-        a, rng = self.args, self.rng
-        h, w = self.shape
-        side = self.um(_uniform(rng, a.er_mesh_size)) / 2  # hexagon side; polygon diameter ~ 2 sides
-        # the network fills a few patches of the cells and thins out towards the patch edges
-        centres = self.sampler.points(int(rng.integers(1, 4)))
-        radii = self.um(rng.uniform(8.0, 30.0, len(centres)))
-        y0 = max(0.0, float((centres[:, 0] - radii).min())) - 2 * side
-        y1 = min(h - 1.0, float((centres[:, 0] + radii).max())) + 2 * side
-        x0 = max(0.0, float((centres[:, 1] - radii).min())) - 2 * side
-        x1 = min(w - 1.0, float((centres[:, 1] + radii).max())) + 2 * side
-        # honeycomb as a brick wall: vertex (i, j) joins (i, j +- 1) and, when i + j is odd, (i + 1, j)
-        ri = np.arange(math.floor(y0 / (1.5 * side)), math.ceil(y1 / (1.5 * side)) + 1)
-        cj = np.arange(math.floor(x0 / (0.866 * side)), math.ceil(x1 / (0.866 * side)) + 1)
-        ii, jj = np.meshgrid(ri, cj, indexing="ij")
-        odd = (ii + jj) % 2 == 1
-        pos = np.stack([ii * 1.5 * side + np.where(odd, side / 4, -side / 4), jj * 0.866 * side], -1)
-        pos = pos + self._warp(pos) + rng.normal(0, rng.uniform(0.15, 0.35) * side, pos.shape)
-        nr, nc = ii.shape
-        idx = np.arange(nr * nc).reshape(nr, nc)
-        e0 = np.concatenate([idx[:, :-1].ravel(), idx[:-1][odd[:-1]]])
-        e1 = np.concatenate([idx[:, 1:].ravel(), idx[1:][odd[:-1]]])
-        flat = pos.reshape(-1, 2)
-        p0, p1 = flat[e0], flat[e1]
-        mid = (p0 + p1) / 2
-        region = np.zeros(len(mid))
-        for centre, rad in zip(centres, radii):
-            region = np.maximum(region, 1 - np.hypot(*(mid - centre).T) / rad)
-        keep = self.sampler.inside(p0, beyond_frame=True) & self.sampler.inside(p1, beyond_frame=True)
-        keep &= rng.random(len(mid)) < np.clip(region * 3, 0, 1) * (1 - rng.uniform(0.02, 0.15))
-        p0, p1 = p0[keep], p1[keep]
-        n = len(p0)
-        if n:
-            # each tubule slightly bent: five vertices with a sine bow across the edge
-            t = np.linspace(0, 1, 5)
-            d = p1 - p0
-            normal = np.stack([-d[:, 1], d[:, 0]], 1)
-            bow = rng.normal(0, 0.08, n)[:, None] * np.sin(np.pi * t)[None, :]
-            verts = p0[:, None] + t[None, :, None] * d[:, None] + bow[..., None] * normal[:, None]
-            row = np.repeat(np.arange(n), 5)
-            amp = self.brightness(n)[row] * _brightness_along(rng, row, [(self.sd_along / 2, 0)])
-            width = self.um(_around(rng, _loguniform(rng, (0.05, 0.12)), n, 0.3, (0.03, 0.2)))
-            self.add_flat(verts.reshape(-1, 2), row, amp, width, rng.random(n) >= self.oof / 2)
-            # a few sheets: irregular flat patches on the network, in focus or as haze
-            for k in rng.choice(n, size=min(n, int(rng.integers(0, 6))), replace=False):
-                self.sheet(p0[k], self.um(rng.uniform(0.4, 2.0)), rng.uniform(0.4, 1.0), rng.random() >= self.oof)
-
-    def _warp(self, pos):
-        """Smooth displacement (a few long sine waves) so polygon sizes vary across the network."""
-        rng = self.rng
-        out = np.zeros_like(pos)
-        for _ in range(3):
-            wavelength = self.um(rng.uniform(5.0, 25.0))
-            k = rng.normal(size=2)
-            k *= 2 * math.pi / wavelength / np.linalg.norm(k)
-            amp = rng.uniform(0, 0.25) / np.linalg.norm(k)  # slope < 1: the mesh never folds
-            out += amp * np.sin(pos @ k + rng.uniform(0, 2 * math.pi))[..., None] * rng.normal(size=2)
-        return out
-
-    def sheet(self, centre, radius_px, amp, in_focus):
-        """Filled irregular polygon (ER sheet): in the mask when in focus."""
-        rng = self.rng
-        m = int(rng.integers(7, 13))
-        phi = np.sort(rng.uniform(0, 2 * math.pi, m))
-        r = radius_px * rng.uniform(0.6, 1.2, m)
-        pts = centre + np.stack([r * np.sin(phi), r * np.cos(phi)], 1)
-        poly = np.rint(pts[:, ::-1] * 4).astype(np.int32)  # (x, y) with 2 fractional bits
-        canvas = self.solid_in if in_focus else self.solid_out_canvas()
-        cv2.fillPoly(canvas, [poly], float(amp), lineType=cv2.LINE_8, shift=2)
-
-    def mitochondria(self):
-        a, rng = self.args, self.rng
-        n = int(rng.integers(10, 200))
-        length = np.exp(rng.uniform(math.log(0.5), math.log(8.0), n))
-        width = _around(rng, _loguniform(rng, a.mito_width), n, 0.15, a.mito_width)
-        lp = rng.uniform(1.0, 6.0, n)
-        start = self.sampler.points(n)
-        theta = self.angles(n)
-        amp, focus = self.brightness(n), self.focus(n)
-        self.add_worms(start, theta, length, lp, amp, width, focus, beads=0.1)
-        # branches: a shorter tube leaving a point of its parent at a steep angle (same brightness)
-        br = np.flatnonzero(rng.random(n) < 0.3)
-        if br.size:
-            along = rng.uniform(0.2, 0.8, br.size) * length[br]
-            bstart = start[br] + self.um(along)[:, None] * np.stack([np.sin(theta[br]), np.cos(theta[br])], 1)
-            btheta = theta[br] + rng.choice([-1, 1], br.size) * rng.uniform(0.7, 1.6, br.size)
-            self.add_worms(bstart, btheta, length[br] * rng.uniform(0.3, 0.7, br.size), lp[br], amp[br],
-                           width[br], focus[br], beads=0.1)
+# ----------------------------------------------------------------------------------------------
+# Structure builders: each draws one kind of structure into a _Canvas
 
 
-def render_structures(rng: np.random.Generator, shape: tuple[int, int], pixel_size_um: float,
-                      psf_sigma_px: float, args: argparse.Namespace, cells: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw one image's structures.
+def _free_filaments(canvas: _Canvas, p: Filaments) -> None:
+    """Free filaments (--filaments of them, capped by MAX_DENSITY): worm-like chains, mostly aligned."""
+    rng = canvas.rng
+    lo, hi = p.filaments
+    n = int(round(synth.draw(rng, (max(lo, 0.5), max(hi, 0.5)), log=True))) if hi > 0 else 0
+    mean_len = synth.draw(rng, p.filament_length, log=True)
+    area_um2 = canvas.shape[0] * canvas.shape[1] * canvas.px ** 2
+    n = max(min(n, lo), min(n, int(MAX_DENSITY * area_um2 / mean_len)))
+    if n == 0:
+        return
+    length = _around(rng, mean_len, n, 0.5, p.filament_length)
+    lp = _around(rng, synth.draw(rng, p.persistence_length, log=True), n, 0.4, p.persistence_length)
+    width = _around(rng, synth.draw(rng, p.filament_width, log=True), n, 0.3, p.filament_width)
+    start = canvas.sampler.points(n)
+    canvas.add_worms(start, canvas.angles(n), length, lp, canvas.brightness(n), width, canvas.focus(n),
+                     free=rng.random(n) < 0.1, aligned=True)
 
-    Returns (in_focus, out_of_focus, mask): in_focus and out_of_focus are float32 (H, W) densities
-    of relative brightness before any blur (a thin filament of brightness 1 peaks near 1 after a
-    Gaussian PSF of psf_sigma_px); out-of-focus structures are meant to be blurred heavily and are
-    not in the mask. mask is uint8 0/1: every pixel within the drawn --mask-half-width of an
-    in-focus centreline (or of an in-focus tube, sheet or centrosome body). `cells` (bool H x W)
-    is where structures live; filaments mostly stop at its edge.
+
+def _filopodia(canvas: _Canvas) -> None:
+    """Straight, bright actin bundles from just inside the cell edge outwards, not cut at the edge."""
+    rng, cells = canvas.rng, canvas.sampler.cells
+    if cells is None:
+        return
+    c8 = cells.astype(np.uint8)
+    edge = np.flatnonzero(c8 - cv2.erode(c8, np.ones((3, 3), np.uint8)))
+    if edge.size == 0:
+        return
+    h, w = canvas.shape
+    n = int(rng.integers(3, 30))
+    # clusters of parallel-ish protrusions around a few edge points
+    seeds = edge[rng.integers(0, edge.size, max(1, n // 4))]
+    pick = seeds[rng.integers(0, len(seeds), n)]
+    yx = np.stack([pick // w, pick % w], 1).astype(float) + rng.normal(0, canvas.um(1.0), (n, 2))
+    # outward normal from the cell mask around each point: away from the inside pixels' mean offset
+    r = max(2, int(canvas.um(1.0)))
+    normal = np.zeros((n, 2))
+    for k, (y, x) in enumerate(np.clip(np.rint(yx), 0, [h - 1, w - 1]).astype(int)):
+        win = cells[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1]
+        iy, ix = np.nonzero(win)
+        if iy.size:
+            normal[k] = -(np.mean(iy) + max(0, y - r) - y), -(np.mean(ix) + max(0, x - r) - x)
+    ok = np.hypot(*normal.T) > 0.3
+    if not ok.any():
+        return
+    normal, yx = normal[ok], yx[ok]
+    theta = np.arctan2(normal[:, 0], normal[:, 1]) + rng.normal(0, 0.3, len(yx))
+    back = canvas.um(rng.uniform(0.5, 2.0, len(yx)))
+    start = yx - back[:, None] * np.stack([np.sin(theta), np.cos(theta)], 1)
+    m = len(yx)
+    canvas.add_worms(start, theta, rng.uniform(2.0, 12.0, m), np.full(m, 30.0),
+                     canvas.brightness(m, rng.uniform(0.7, 2.0)), np.full(m, 0.15), canvas.focus(m),
+                     free=np.ones(m, bool), beads=0.1)
+
+
+def _cortex(canvas: _Canvas) -> None:
+    """Diffuse bright rim inside the cell edge: a sharp edge the model must not call a filament."""
+    rng, cells = canvas.rng, canvas.sampler.cells
+    if cells is None:
+        return
+    c8 = cells.astype(np.uint8)
+    dist = cv2.distanceTransform(c8, cv2.DIST_L2, 3)
+    rim = cv2.exp(dist * np.float32(-1.0 / canvas.um(rng.uniform(0.3, 3.0))))
+    # patchy along the edge: brighter in some stretches (lamellipodia), faint in others
+    patch = cv2.resize(rng.uniform(0.0, 1.0, (8, 8)).astype(np.float32), canvas.shape[::-1],
+                       interpolation=cv2.INTER_LINEAR)
+    canvas.diffuse = rim * patch * c8 * np.float32(rng.uniform(0.3, 2.0))
+
+
+def _asters(canvas: _Canvas, p: Filaments) -> None:
+    """1-3 radial asters: stiff filaments growing out of a centrosome, which is drawn as a bright spot."""
+    rng = canvas.rng
+    for centre in canvas.sampler.points(int(rng.integers(1, 4))):
+        n = int(rng.integers(8, 50))
+        theta = rng.uniform(0, 2 * math.pi, n)
+        r0 = canvas.um(rng.uniform(0.2, 0.6))
+        start = centre + r0 * np.stack([np.sin(theta), np.cos(theta)], 1)
+        hi = max(p.filament_length[1], p.filament_length[0])
+        length = rng.uniform(min(3.0, hi), hi, n)
+        lp = np.full(n, max(20.0, p.persistence_length[1] / 2))
+        focus = np.full(n, rng.random() >= canvas.oof)
+        canvas.add_worms(start, theta, length, lp, canvas.brightness(n), np.full(n, p.filament_width[0]),
+                         focus, free=np.zeros(n, bool))
+        if focus[0]:  # the centrosome: a bright sub-micron spot at the hub, part of the structure
+            radius = max(1, int(round(canvas.um(rng.uniform(0.15, 0.4)))))
+            cv2.circle(canvas.solid_in, (int(round(centre[1])), int(round(centre[0]))), radius,
+                       float(rng.uniform(0.8, 2.5)), -1)
+
+
+def _bundles(canvas: _Canvas, p: Filaments) -> None:
+    """1-6 bundles: 2-8 filaments each running side by side along a shared worm-like axis."""
+    rng = canvas.rng
+    nb = int(rng.integers(1, 7))
+    axis_len = rng.uniform(max(p.filament_length[0], 4.0), max(p.filament_length[1], 5.0), nb)
+    lp_axis = np.full(nb, max(10.0, p.persistence_length[1] / 3))
+    n_steps = np.maximum(1, np.ceil(canvas.um(axis_len) / canvas.ds)).astype(np.int64)
+    axes = _worm(rng, canvas.sampler.points(nb), canvas.angles(nb), n_steps, canvas.um(lp_axis), canvas.ds)
+    axis_valid = _truncate(canvas.sampler, axes, n_steps, rng.random(nb) < 0.3)
+    tang = np.gradient(axes, axis=1)
+    tang /= np.maximum(np.linalg.norm(tang, axis=-1, keepdims=True), 1e-9)
+    normal = np.stack([-tang[..., 1], tang[..., 0]], -1)
+    members = rng.integers(2, 9, nb)
+    b = np.repeat(np.arange(nb), members)
+    k = len(b)
+    spread = canvas.um(rng.uniform(0.05, 0.35, nb))[b]
+    offset = rng.uniform(-0.5, 0.5, k) * spread
+    nv = axis_valid[b]
+    s = (rng.uniform(0, 0.3, k) * nv).astype(np.int64)
+    e = np.maximum(s + 2, (rng.uniform(0.7, 1.0, k) * nv).astype(np.int64))
+    idx = np.minimum(s[:, None] + np.arange(axes.shape[1])[None, :], axes.shape[1] - 1)
+    verts = axes[b[:, None], idx] + offset[:, None, None] * normal[b[:, None], idx]
+    n_valid = np.minimum(e, nv) - s
+    focus = np.repeat(rng.random(nb) >= canvas.oof, members)
+    corr = canvas.rng.uniform(0.5, 3.0) / canvas.px / canvas.ds
+    r, c = np.nonzero(np.arange(verts.shape[1])[None, :] < n_valid[:, None])
+    amp = canvas.brightness(k)[r] * _brightness_along(rng, r, [(canvas.sd_along, corr)])
+    width = np.full(k, synth.draw(rng, p.filament_width, log=True))
+    canvas.add_flat(verts[r, c], r, amp, canvas.um(width), focus)
+
+
+def _meshwork(canvas: _Canvas, p: Filaments) -> None:
+    """1-2 round patches of dense, short, wiggly filaments (a cortical meshwork)."""
+    rng = canvas.rng
+    for centre in canvas.sampler.points(int(rng.integers(1, 3))):
+        radius = canvas.um(rng.uniform(4.0, 25.0))
+        n = int(np.clip(rng.uniform(0.3, 1.5) * (radius * canvas.px) ** 2, 10, 1500))
+        r = radius * np.sqrt(rng.random(n))
+        phi = rng.uniform(0, 2 * math.pi, n)
+        start = centre + np.stack([r * np.sin(phi), r * np.cos(phi)], 1)
+        length = rng.uniform(0.5, 4.0, n)
+        lp = np.exp(rng.uniform(math.log(0.5), math.log(5.0), n))
+        canvas.add_worms(start, canvas.angles(n, aligned=rng.random() < 0.5), length, lp,
+                         canvas.brightness(n, rng.uniform(0.4, 1.0)), np.full(n, p.filament_width[0]),
+                         canvas.focus(n))
+
+
+def _er_network(canvas: _Canvas, p: Filaments) -> None:
+    """ER: a warped, jittered honeycomb of bent tubules in a few patches of the cells, with a few sheets."""
+    rng = canvas.rng
+    h, w = canvas.shape
+    side = canvas.um(synth.draw(rng, p.er_mesh_size)) / 2  # hexagon side; polygon diameter ~ 2 sides
+    # the network fills a few patches of the cells and thins out towards the patch edges
+    centres = canvas.sampler.points(int(rng.integers(1, 4)))
+    radii = canvas.um(rng.uniform(8.0, 30.0, len(centres)))
+    y0 = max(0.0, float((centres[:, 0] - radii).min())) - 2 * side
+    y1 = min(h - 1.0, float((centres[:, 0] + radii).max())) + 2 * side
+    x0 = max(0.0, float((centres[:, 1] - radii).min())) - 2 * side
+    x1 = min(w - 1.0, float((centres[:, 1] + radii).max())) + 2 * side
+    # honeycomb as a brick wall: vertex (i, j) joins (i, j +- 1) and, when i + j is odd, (i + 1, j)
+    ri = np.arange(math.floor(y0 / (1.5 * side)), math.ceil(y1 / (1.5 * side)) + 1)
+    cj = np.arange(math.floor(x0 / (0.866 * side)), math.ceil(x1 / (0.866 * side)) + 1)
+    ii, jj = np.meshgrid(ri, cj, indexing="ij")
+    odd = (ii + jj) % 2 == 1
+    pos = np.stack([ii * 1.5 * side + np.where(odd, side / 4, -side / 4), jj * 0.866 * side], -1)
+    pos = pos + _warp(canvas, pos) + rng.normal(0, rng.uniform(0.15, 0.35) * side, pos.shape)
+    nr, nc = ii.shape
+    idx = np.arange(nr * nc).reshape(nr, nc)
+    e0 = np.concatenate([idx[:, :-1].ravel(), idx[:-1][odd[:-1]]])
+    e1 = np.concatenate([idx[:, 1:].ravel(), idx[1:][odd[:-1]]])
+    flat = pos.reshape(-1, 2)
+    p0, p1 = flat[e0], flat[e1]
+    mid = (p0 + p1) / 2
+    region = np.zeros(len(mid))
+    for centre, rad in zip(centres, radii):
+        region = np.maximum(region, 1 - np.hypot(*(mid - centre).T) / rad)
+    keep = canvas.sampler.inside(p0, beyond_frame=True) & canvas.sampler.inside(p1, beyond_frame=True)
+    keep &= rng.random(len(mid)) < np.clip(region * 3, 0, 1) * (1 - rng.uniform(0.02, 0.15))
+    p0, p1 = p0[keep], p1[keep]
+    n = len(p0)
+    if n:
+        # each tubule slightly bent: five vertices with a sine bow across the edge
+        t = np.linspace(0, 1, 5)
+        d = p1 - p0
+        normal = np.stack([-d[:, 1], d[:, 0]], 1)
+        bow = rng.normal(0, 0.08, n)[:, None] * np.sin(np.pi * t)[None, :]
+        verts = p0[:, None] + t[None, :, None] * d[:, None] + bow[..., None] * normal[:, None]
+        row = np.repeat(np.arange(n), 5)
+        amp = canvas.brightness(n)[row] * _brightness_along(rng, row, [(canvas.sd_along / 2, 0)])
+        width = canvas.um(_around(rng, synth.draw(rng, (0.05, 0.12), log=True), n, 0.3, (0.03, 0.2)))
+        canvas.add_flat(verts.reshape(-1, 2), row, amp, width, rng.random(n) >= canvas.oof / 2)
+        # a few sheets: irregular flat patches on the network, in focus or as haze
+        for k in rng.choice(n, size=min(n, int(rng.integers(0, 6))), replace=False):
+            _sheet(canvas, p0[k], canvas.um(rng.uniform(0.4, 2.0)), rng.uniform(0.4, 1.0), rng.random() >= canvas.oof)
+
+
+def _warp(canvas: _Canvas, pos):
+    """Smooth displacement (a few long sine waves) so polygon sizes vary across the network."""
+    rng = canvas.rng
+    out = np.zeros_like(pos)
+    for _ in range(3):
+        wavelength = canvas.um(rng.uniform(5.0, 25.0))
+        k = rng.normal(size=2)
+        k *= 2 * math.pi / wavelength / np.linalg.norm(k)
+        amp = rng.uniform(0, 0.25) / np.linalg.norm(k)  # slope < 1: the mesh never folds
+        out += amp * np.sin(pos @ k + rng.uniform(0, 2 * math.pi))[..., None] * rng.normal(size=2)
+    return out
+
+
+def _sheet(canvas: _Canvas, centre, radius_px, amp, in_focus) -> None:
+    """Filled irregular polygon (ER sheet): in the mask when in focus."""
+    rng = canvas.rng
+    m = int(rng.integers(7, 13))
+    phi = np.sort(rng.uniform(0, 2 * math.pi, m))
+    r = radius_px * rng.uniform(0.6, 1.2, m)
+    pts = centre + np.stack([r * np.sin(phi), r * np.cos(phi)], 1)
+    poly = np.rint(pts[:, ::-1] * 4).astype(np.int32)  # (x, y) with 2 fractional bits
+    layer = canvas.solid_in if in_focus else canvas.solid_out_canvas()
+    cv2.fillPoly(layer, [poly], float(amp), lineType=cv2.LINE_8, shift=2)
+
+
+def _mitochondria(canvas: _Canvas, p: Filaments) -> None:
+    """10-200 mitochondria: short wide tubes, some with a branch leaving at a steep angle."""
+    rng = canvas.rng
+    n = int(rng.integers(10, 200))
+    length = np.exp(rng.uniform(math.log(0.5), math.log(8.0), n))
+    width = _around(rng, synth.draw(rng, p.mito_width, log=True), n, 0.15, p.mito_width)
+    lp = rng.uniform(1.0, 6.0, n)
+    start = canvas.sampler.points(n)
+    theta = canvas.angles(n)
+    amp, focus = canvas.brightness(n), canvas.focus(n)
+    canvas.add_worms(start, theta, length, lp, amp, width, focus, beads=0.1)
+    # branches: a shorter tube leaving a point of its parent at a steep angle (same brightness)
+    br = np.flatnonzero(rng.random(n) < 0.3)
+    if br.size:
+        along = rng.uniform(0.2, 0.8, br.size) * length[br]
+        bstart = start[br] + canvas.um(along)[:, None] * np.stack([np.sin(theta[br]), np.cos(theta[br])], 1)
+        btheta = theta[br] + rng.choice([-1, 1], br.size) * rng.uniform(0.7, 1.6, br.size)
+        canvas.add_worms(bstart, btheta, length[br] * rng.uniform(0.3, 0.7, br.size), lp[br], amp[br],
+                         width[br], focus[br], beads=0.1)
+
+
+def render(rng: np.random.Generator, shape: tuple[int, int], params: Filaments,
+           context: synth.Context) -> synth.Rendered:
+    """Draw one image's structures; returns synth.Rendered with rows None.
+
+    in_focus and out_of_focus are float32 (H, W) densities of relative brightness before any blur (a thin
+    filament of brightness 1 peaks near 1 after a Gaussian PSF of context.psf_sigma px); out-of-focus
+    structures are meant to be blurred heavily and are not in the mask. The mask is uint8 0/1: every
+    pixel within the drawn --mask-half-width of an in-focus centreline (or of an in-focus tube, sheet or
+    centrosome body). context.cells (bool H x W) is where structures live; filaments mostly stop at its edge.
     """
     h, w = shape
-    confine = rng.random() < args.confine_prob
-    img = _Image(rng, (h, w), pixel_size_um, psf_sigma_px, args, cells if confine else None)
-    scene = rng.choice(len(SCENES), p=[1 - args.er_prob - args.mito_prob, args.er_prob, args.mito_prob])
+    p, cells = params, context.cells
+    confine = rng.random() < p.confine_prob
+    canvas = _Canvas(rng, (h, w), context.pixel_size, context.psf_sigma, p, cells if confine else None)
+    scene = rng.choice(len(SCENES), p=[1 - p.er_prob - p.mito_prob, p.er_prob, p.mito_prob])
     if SCENES[scene] == "cytoskeleton":
-        img.free_filaments()
-        if rng.random() < args.aster_prob:
-            img.asters()
-        if rng.random() < args.bundle_prob:
-            img.bundles()
-        if rng.random() < args.meshwork_prob:
-            img.meshwork()
-        if rng.random() < args.filopodia_prob and confine and cells is not None:
-            img.filopodia()
+        _free_filaments(canvas, p)
+        if rng.random() < p.aster_prob:
+            _asters(canvas, p)
+        if rng.random() < p.bundle_prob:
+            _bundles(canvas, p)
+        if rng.random() < p.meshwork_prob:
+            _meshwork(canvas, p)
+        if rng.random() < p.filopodia_prob and confine and cells is not None:
+            _filopodia(canvas)
     elif SCENES[scene] == "er":
-        img.er_network()
+        _er_network(canvas, p)
     else:
-        img.mitochondria()
-    if rng.random() < args.cortex_prob and confine and cells is not None:
-        img.cortex()
+        _mitochondria(canvas, p)
+    if rng.random() < p.cortex_prob and confine and cells is not None:
+        _cortex(canvas)
 
     # points at most 1 px apart keep the rounded centreline 8-connected; a PSF of sigma >= 0.8 px
     # smooths away the ripple of 1 px spacing, a sharper one gets half-pixel spacing
-    step = 1.0 if psf_sigma_px >= 0.8 else 0.5
-    y, x, weight, focus = img.strokes.samples(step, img.min_width)
-    in_focus = _splat(y[focus], x[focus], weight[focus], (h, w)) + img.solid_in
-    if img.diffuse is not None:
-        in_focus += img.diffuse
+    step = 1.0 if context.psf_sigma >= 0.8 else 0.5
+    y, x, weight, focus = canvas.strokes.samples(step, canvas.min_width)
+    in_focus = _splat(y[focus], x[focus], weight[focus], (h, w)) + canvas.solid_in
+    if canvas.diffuse is not None:
+        in_focus += canvas.diffuse
     out_focus = _splat(y[~focus], x[~focus], weight[~focus], (h, w))
-    if img.solid_out is not None:
-        out_focus += img.solid_out
-    half = _uniform(rng, args.mask_half_width)
-    half_px = half / pixel_size_um if args.mask_unit == "um" else half
+    if canvas.solid_out is not None:
+        out_focus += canvas.solid_out
+    half = synth.draw(rng, p.mask_half_width)
+    half_px = half / context.pixel_size if p.mask_unit == "um" else half
     # the centreline is rasterised with a margin, so a line just outside the frame still marks the
     # edge pixels within reach of it
     pad = int(math.floor(half_px)) + 1
-    core = np.pad((img.solid_in > 0).astype(np.uint8), pad)
+    core = np.pad((canvas.solid_in > 0).astype(np.uint8), pad)
     _mark(core, y[focus], x[focus], pad)
     mask = np.ascontiguousarray(_dilate_disc(core, half_px)[pad:-pad, pad:-pad])
-    return in_focus, out_focus, mask
+    return synth.Rendered(in_focus, out_focus, mask, None)

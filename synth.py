@@ -1,39 +1,51 @@
 """Shared rendering and dataset writing for the synthetic-data generators.
 
-Both generators (`Vesicle_generator.py`, `Cytoskeleton_generator.py`) draw their structures as a sharp
-density map in relative brightness units (1.0 = a typical structure), then hand it to `finish_image`,
-which applies the optics (Gaussian PSF), the cell context (cytoplasm, nuclei, haze, debris, uneven
-illumination) and a camera (photon shot noise, offset, gain, read noise, saturation, bit depth).
-`generate_dataset` writes the training layout with workers, resume and a preview sheet:
+Both generators (`Vesicle_generator.py`, `Cytoskeleton_generator.py`) chain the same steps in `render_one`:
+draw this image's PSF and brightness levels, draw cells (`cell_layer`), let the structure module
+(`vesicles.py`, `filaments.py`) draw its targets as a sharp density map in relative brightness units
+(1.0 = a typical structure) with their exact mask, then `finish_image`: optics (Gaussian PSF), cell
+context (cytoplasm, nuclei, haze, debris, uneven illumination) and a camera (photon shot noise, offset,
+gain, read noise, saturation, bit depth). `generate_dataset` writes the training layout with workers,
+resume and a preview sheet:
 
     DATA/train/img/00000.tif    single-channel TIFF, pixel size in the ImageJ tags
     DATA/train/mask/00000.npy   uint8 0/1, same height and width
-    DATA/train/mask/00000.csv   per-object table (when the generator has one)
+    DATA/train/mask/00000.csv   per-object table (when the structure has one), header always
     DATA/val/...                the same for the validation images
     DATA/generator.json         every parameter, the seed, kind, "pixel_size_um"
     DATA/preview.png            with --preview: images with their mask outlines
 
+Pixel convention, for every renderer and every table: the centre of pixel (i, j) is the point
+(y, x) = (i, j), so pixel (i, j) covers [i - 0.5, i + 0.5) x [j - 0.5, j + 0.5); the centroid of a mask
+component (metrics.component_centroids) is in the same frame.
+
 Every nuisance is a range flag (MIN MAX) drawn per image from `image_rng(seed, index)`, so image k depends
 only on (seed, k): the same seed gives byte-identical files whatever the number of workers.
+Parameters are frozen dataclasses whose fields are the flags (`option`, `span`): `Run` (output),
+`Scene` (image size, bit depth, and the `Optics`, `Camera`, `Background` and structure parameters). Each
+is built from parsed arguments with `from_args`, which validates it; rendering never sees the Namespace.
 
-A generator script uses it like this:
+A structure's parameter class has NEEDS_LEVELS (whether it sets its brightness from the noise levels,
+which are then drawn before the cells), COLUMNS (its CSV columns, or None for no table) and
+render(rng, shape, context) -> Rendered. A generator script uses it like this:
 
-    parser = synth.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     synth.add_common_args(parser)                    # output, optics, camera, background groups
-    args = parser.parse_args()                       # synth.check_args runs here
-    synth.generate_dataset(args, render_one, kind="vesicle", bit_depth=16)
+    vesicles.add_args(parser)                        # the structure's group
+    sys.exit(synth.generate(parser.parse_args(), vesicles.Vesicles, kind="vesicle", bit_depth=16))
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import dataclasses
 import json
 import math
 import multiprocessing
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -45,153 +57,268 @@ FORMAT_VERSION = 1
 RUN_CONTROL = ("output_dir", "workers", "resume", "overwrite", "preview", "num_images")
 
 
-# --------------------------------------------------------------------------- arguments
+# --------------------------------------------------------------------------- parameters and flags
+
+def _allowed(low=None, high=None, above=None, below=None) -> str:
+    """The allowed interval as text, e.g. "[0, 1)" or "(0, inf)"."""
+    left = f"({above}" if above is not None else (f"[{low}" if low is not None else "(-inf")
+    right = f"{below})" if below is not None else (f"{high}]" if high is not None else "inf)")
+    return f"{left}, {right}"
+
+
+def check_value(flag: str, value, low=None, high=None, above=None, below=None) -> None:
+    """ValueError naming `flag` and the allowed interval if value is outside it (low/high inclusive)."""
+    bad = ((low is not None and value < low) or (high is not None and value > high)
+           or (above is not None and value <= above) or (below is not None and value >= below))
+    if bad:
+        raise ValueError(f"{flag}: {value} is outside the allowed range {_allowed(low, high, above, below)}")
+
+
+def check_range(flag: str, values, low=None, high=None, above=None) -> None:
+    """ValueError naming `flag` unless values is MIN MAX with MIN <= MAX, both in the allowed interval."""
+    if values is None or len(values) != 2:
+        raise ValueError(f"{flag}: needs two values MIN MAX, got {values}")
+    lo, hi = values
+    if lo > hi:
+        raise ValueError(f"{flag}: MIN {lo} is above MAX {hi}")
+    for v in (lo, hi):
+        check_value(flag, v, low=low, high=high, above=above)
+
 
 class RangeAction(argparse.Action):
-    """argparse action for a `MIN MAX` flag; rejects MIN > MAX and values outside [low, high] at parse time."""
+    """argparse action for a `MIN MAX` flag; rejects MIN > MAX and values outside the bounds at parse time."""
 
-    def __init__(self, option_strings, dest, nargs=2, low=None, high=None, integer=False, **kwargs):
+    def __init__(self, option_strings, dest, nargs=2, low=None, high=None, above=None, integer=False, **kwargs):
         if nargs != 2:
             raise ValueError("RangeAction takes exactly two values")
         kwargs.setdefault("metavar", ("MIN", "MAX"))
         kwargs.setdefault("type", int if integer else float)
         super().__init__(option_strings, dest, nargs=2, **kwargs)
-        self.low, self.high, self.integer = low, high, integer
+        self.low, self.high, self.above, self.integer = low, high, above, integer
 
     def __call__(self, parser, namespace, values, option_string=None):
-        check_range(parser, option_string or self.option_strings[0], values, self.low, self.high)
+        try:
+            check_range(option_string or self.option_strings[0], values, self.low, self.high, self.above)
+        except ValueError as err:
+            parser.error(str(err))
         setattr(namespace, self.dest, [values[0], values[1]])
 
 
-def check_range(parser, flag: str, values, low=None, high=None) -> None:
-    """parser.error naming `flag` if MIN > MAX or a value lies outside [low, high]."""
-    lo, hi = values
-    if lo > hi:
-        parser.error(f"{flag}: MIN {lo} is above MAX {hi}")
-    if low is not None and lo < low:
-        parser.error(f"{flag}: {lo} is below the smallest allowed value {low}")
-    if high is not None and hi > high:
-        parser.error(f"{flag}: {hi} is above the largest allowed value {high}")
-
-
-def add_range(group, *flags, default, help, low=None, high=None, integer=False):
+def add_range(group, *flags, default, help, low=None, high=None, above=None, integer=False, dest=None):
     """Add a `MIN MAX` range flag (drawn per image) to an argparse group; returns the action."""
+    extra = {"dest": dest} if dest else {}
     return group.add_argument(*flags, action=RangeAction, default=list(default), help=help,
-                              low=low, high=high, integer=integer)
+                              low=low, high=high, above=above, integer=integer, **extra)
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """ArgumentParser with defaults shown in --help that runs `check_args` after every parse."""
-
-    def __init__(self, *a, **kw):
-        kw.setdefault("formatter_class", _Formatter)
-        super().__init__(*a, **kw)
-
-    def parse_known_args(self, args=None, namespace=None):
-        ns, rest = super().parse_known_args(args, namespace)
-        if hasattr(ns, "output_dir"):  # only once add_common_args has run
-            check_args(self, ns)
-        return ns, rest
+def option(*flags, default=dataclasses.MISSING, help, low=None, high=None, above=None, below=None, **argparse_kw):
+    """A dataclass field that is also a flag: spellings (the first one is named in errors), help, allowed
+    interval (low/high inclusive, above/below exclusive; None values are not checked) and any other
+    add_argument keywords (type, action, choices, required)."""
+    meta = {"flags": flags, "help": help, "bounds": (low, high, above, below), "argparse": argparse_kw}
+    return field(default=default, metadata=meta)
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in --help and the module docstring kept as written."""
+def span(*flags, default, help, low=None, high=None, above=None, integer=False):
+    """A dataclass field that is a `MIN MAX` range flag, drawn per image: default range and allowed values."""
+    meta = {"flags": flags, "help": help, "bounds": (low, high, above, None), "range": True, "integer": integer}
+    return field(default=tuple(default), metadata=meta)
 
 
-def add_common_args(parser, *, default_image_size: int = 512, default_pixel_size: float = 0.1) -> dict:
-    """Add the flags every generator shares; returns {"output", "optics", "camera", "background"} groups.
+def _flag_fields(cls):
+    return [f for f in dataclasses.fields(cls) if "flags" in f.metadata]
 
-    Output: --output-dir (required), --num-images, --image-size, --val-fraction, --seed, --workers,
-    --resume, --overwrite, --preview (underscore spellings of the original scripts also accepted).
-    Optics: --pixel-size (um/px), --psf-sigma (um), --na, --wavelength (um), --psf-scale range.
-    Camera and background: every nuisance is a MIN MAX range drawn per image (see --help).
+
+def flag_values(params) -> dict:
+    """{field name: value} of a parameter dataclass's flag fields."""
+    return {f.name: getattr(params, f.name) for f in _flag_fields(params)}
+
+
+class Flags:
+    """Base of the frozen parameter dataclasses whose fields are flags (`option`, `span`).
+
+    add_to(group) adds the flags, from_args(args) builds the dataclass from parsed arguments, and the
+    constructor checks every flag field against its allowed values (ValueError naming the flag).
     """
-    out = parser.add_argument_group("output")
-    out.add_argument("--output-dir", "--output_dir", dest="output_dir", type=Path, required=True,
-                     help="dataset folder to write (train/, val/, generator.json)")
-    out.add_argument("--num-images", "--num_images", dest="num_images", type=int, default=1000,
-                     help="number of images (train + val)")
-    out.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=default_image_size,
-                     help="height and width of each image in pixels")
-    out.add_argument("--val-fraction", "--val_fraction", dest="val_fraction", type=float, default=0.1,
-                     help="fraction of images written under val/ (spread evenly over the indices)")
-    out.add_argument("--seed", type=int, default=0, help="image k depends only on (seed, k)")
-    out.add_argument("--workers", type=int, default=1, help="worker processes (same files for any number)")
-    out.add_argument("--resume", action="store_true", help="keep existing images, write only the missing ones")
-    out.add_argument("--overwrite", action="store_true", help="delete an existing dataset in --output-dir first")
-    out.add_argument("--preview", action="store_true", help="also write DATA/preview.png (images + mask outlines)")
 
-    opt = parser.add_argument_group("optics")
-    opt.add_argument("--pixel-size", "--pixel_size", dest="pixel_size", type=float, default=default_pixel_size,
-                     help="pixel size in um/px, written into the TIFF tags")
-    opt.add_argument("--psf-sigma", "--psf_sigma", dest="psf_sigma", type=float, default=None,
-                     help="Gaussian PSF sigma in um; when not given, 0.21 * wavelength / NA")
-    opt.add_argument("--na", type=float, default=1.4, help="numerical aperture (for the default PSF)")
-    opt.add_argument("--wavelength", type=float, default=0.52, help="emission wavelength in um (for the default PSF)")
-    add_range(opt, "--psf-scale", default=(1.0, 2.5), low=0.1,
-              help="per-image factor on the PSF sigma (defocus, aberrations, other microscopes)")
-    add_range(opt, "--defocus-blur", default=(3.0, 8.0), low=1.0,
-              help="blur of out-of-focus objects, in units of the in-focus PSF sigma")
+    @classmethod
+    def add_to(cls, group) -> None:
+        """Add this class's flags to an argparse parser or group, in field order."""
+        for f in _flag_fields(cls):
+            m = f.metadata
+            if m.get("range"):
+                low, high, above, _ = m["bounds"]
+                add_range(group, *m["flags"], default=f.default, help=m["help"], low=low, high=high,
+                          above=above, integer=m["integer"], dest=f.name)
+            else:
+                default = None if f.default is dataclasses.MISSING else f.default
+                group.add_argument(*m["flags"], dest=f.name, default=default, help=m["help"], **m["argparse"])
 
-    cam = parser.add_argument_group("camera and noise (MIN MAX, drawn per image)")
-    add_range(cam, "--signal-photons", default=(15.0, 3000.0), low=0.0,
-              help="photons at the peak of a brightness-1 structure (log-uniform)")
-    add_range(cam, "--background-photons", default=(0.5, 150.0), low=0.0,
-              help="uniform background photons per pixel, e.g. autofluorescence (log-uniform)")
-    add_range(cam, "--offset", default=(0.0, 600.0), low=0.0, help="camera offset in ADU (16-bit scale)")
-    add_range(cam, "--gain", default=(0.5, 5.0), low=0.0, help="ADU per photon (log-uniform)")
-    add_range(cam, "--read-noise", default=(0.5, 8.0), low=0.0, help="Gaussian read noise in photo-electrons rms")
-    add_range(cam, "--noise-correlation", default=(0.0, 0.9), low=0.0,
-              help="spatial correlation of the noise: Gaussian sigma in px applied to the noise only, its "
-                   "variance kept (real cameras, binning, interpolation and processing leave grainy noise "
-                   "whose specks look like faint spots)")
-    add_range(cam, "--column-noise", default=(0.0, 1.0), low=0.0,
-              help="s.d. of a fixed offset per camera column (sCMOS stripes), in units of the read noise")
-    add_range(cam, "--hot-pixels", default=(0, 20), low=0, integer=True,
-              help="single bright pixels (camera defects, cosmic rays) per image; never targets")
-    add_range(cam, "--saturation-prob", default=(0.05, 0.05), low=0.0, high=1.0,
-              help="probability that an image saturates (top 0.1-1%% of pixels clipped)")
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **values):
+        """The dataclass from parsed arguments (lists become tuples); keyword values replace those of args."""
+        for f in _flag_fields(cls):
+            if f.name not in values:
+                value = getattr(args, f.name)
+                values[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
 
-    bg = parser.add_argument_group("background and cells (MIN MAX, drawn per image)")
-    add_range(bg, "--cells", default=(1, 4), low=0, integer=True, help="cells per image (may leave the frame)")
-    add_range(bg, "--cell-radius", default=(8.0, 20.0), low=0.1, help="cell radius in um")
-    add_range(bg, "--cytoplasm", default=(0.0, 0.35), low=0.0,
-              help="diffuse cytoplasm brightness relative to a brightness-1 structure")
-    add_range(bg, "--nucleus-darkness", default=(0.2, 0.9), low=0.0, high=1.0,
-              help="fraction of the cytoplasm signal missing over nuclei")
-    add_range(bg, "--illumination", default=(0.0, 0.5), low=0.0, high=0.95,
-              help="uneven illumination: brightness falls by up to this fraction across the field")
-    add_range(bg, "--haze", default=(0.0, 0.3), low=0.0,
-              help="smooth out-of-focus haze relative to a brightness-1 structure")
-    add_range(bg, "--debris", default=(0, 6), low=0, integer=True,
-              help="non-target bright or dark blobs (dust, vacuoles, out-of-focus aggregates) per image")
-    return {"output": out, "optics": opt, "camera": cam, "background": bg}
+    def __post_init__(self):
+        for f in _flag_fields(self):
+            m, value, flag = f.metadata, getattr(self, f.name), f.metadata["flags"][0]
+            if m.get("range"):
+                check_range(flag, value, *m["bounds"][:3])
+            elif value is not None:
+                check_value(flag, value, *m["bounds"])
+                choices = m["argparse"].get("choices")
+                if choices is not None and value not in choices:
+                    raise ValueError(f"{flag}: {value!r} is not one of {', '.join(map(str, choices))}")
 
 
-def check_args(parser, args) -> None:
-    """Reject impossible parameters with parser.error naming the flag (call right after parsing)."""
-    if args.num_images < 1:
-        parser.error(f"--num-images: must be at least 1, got {args.num_images}")
-    if args.image_size < 8:
-        parser.error(f"--image-size: must be at least 8 pixels, got {args.image_size}")
-    if not 0.0 <= args.val_fraction < 1.0:
-        parser.error(f"--val-fraction: must be in [0, 1), got {args.val_fraction}")
-    if args.workers < 1:
-        parser.error(f"--workers: must be at least 1, got {args.workers}")
-    if args.resume and args.overwrite:
-        parser.error("--resume and --overwrite exclude each other")
-    for flag in ("pixel_size", "na", "wavelength"):
-        if getattr(args, flag) <= 0:
-            parser.error(f"--{flag.replace('_', '-')}: must be positive, got {getattr(args, flag)}")
-    if args.psf_sigma is not None and args.psf_sigma <= 0:
-        parser.error(f"--psf-sigma: must be positive, got {args.psf_sigma}")
-    for action in parser._actions:  # defaults and values set in code bypass RangeAction.__call__
-        if isinstance(action, RangeAction):
-            values = getattr(args, action.dest, None)
-            if values is not None:
-                if len(values) != 2:
-                    parser.error(f"{action.option_strings[0]}: needs two values MIN MAX, got {values}")
-                check_range(parser, action.option_strings[0], values, action.low, action.high)
+@dataclass(frozen=True)
+class Run(Flags):
+    """Where and how a dataset is written (output flags); none of it changes an image but --seed."""
+
+    output_dir: Path = option("--output-dir", "--output_dir", type=Path, required=True,
+                              help="dataset folder to write (train/, val/, generator.json)")
+    num_images: int = option("--num-images", "--num_images", default=1000, type=int, low=1,
+                             help="number of images (train + val)")
+    val_fraction: float = option("--val-fraction", "--val_fraction", default=0.1, type=float, low=0.0, below=1.0,
+                                 help="fraction of images written under val/ (spread evenly over the indices)")
+    seed: int = option("--seed", default=0, type=int, help="image k depends only on (seed, k)")
+    workers: int = option("--workers", default=1, type=int, low=1,
+                          help="worker processes (same files for any number)")
+    resume: bool = option("--resume", default=False, action="store_true",
+                          help="keep existing images, write only the missing ones")
+    overwrite: bool = option("--overwrite", default=False, action="store_true",
+                             help="delete an existing dataset in --output-dir first")
+    preview: bool = option("--preview", default=False, action="store_true",
+                           help="also write DATA/preview.png (images + mask outlines)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+
+
+@dataclass(frozen=True)
+class Optics(Flags):
+    """Pixel size and PSF: sigma from --psf-sigma or from NA and wavelength, times a per-image --psf-scale."""
+
+    pixel_size: float = option("--pixel-size", "--pixel_size", default=0.1, type=float, above=0.0,
+                               help="pixel size in um/px, written into the TIFF tags")
+    psf_sigma: float | None = option("--psf-sigma", "--psf_sigma", default=None, type=float, above=0.0,
+                                     help="Gaussian PSF sigma in um; when not given, 0.21 * wavelength / NA")
+    na: float = option("--na", default=1.4, type=float, above=0.0,
+                       help="numerical aperture (for the default PSF)")
+    wavelength: float = option("--wavelength", default=0.52, type=float, above=0.0,
+                               help="emission wavelength in um (for the default PSF)")
+    psf_scale: tuple = span("--psf-scale", default=(1.0, 2.5), low=0.1,
+                            help="per-image factor on the PSF sigma (defocus, aberrations, other microscopes)")
+    defocus_blur: tuple = span("--defocus-blur", default=(3.0, 8.0), low=1.0,
+                               help="blur of out-of-focus objects, in units of the in-focus PSF sigma")
+
+    @property
+    def psf_sigma_px(self) -> float:
+        """Gaussian PSF sigma in pixels before --psf-scale: --psf-sigma (um) or 0.21 * wavelength / NA."""
+        sigma_um = self.psf_sigma if self.psf_sigma is not None else 0.21 * self.wavelength / self.na
+        return float(sigma_um / self.pixel_size)
+
+
+@dataclass(frozen=True)
+class Camera(Flags):
+    """Photons, camera offset and gain, and the noise added on the way to pixel values."""
+
+    signal_photons: tuple = span("--signal-photons", default=(15.0, 3000.0), low=0.0,
+                                 help="photons at the peak of a brightness-1 structure (log-uniform)")
+    background_photons: tuple = span("--background-photons", default=(0.5, 150.0), low=0.0,
+                                     help="uniform background photons per pixel, e.g. autofluorescence "
+                                          "(log-uniform)")
+    offset: tuple = span("--offset", default=(0.0, 600.0), low=0.0, help="camera offset in ADU (16-bit scale)")
+    gain: tuple = span("--gain", default=(0.5, 5.0), low=0.0, help="ADU per photon (log-uniform)")
+    read_noise: tuple = span("--read-noise", default=(0.5, 8.0), low=0.0,
+                             help="Gaussian read noise in photo-electrons rms")
+    noise_correlation: tuple = span(
+        "--noise-correlation", default=(0.0, 0.9), low=0.0,
+        help="spatial correlation of the noise: Gaussian sigma in px applied to the noise only, its variance "
+             "kept (real cameras, binning, interpolation and processing leave grainy noise whose specks look "
+             "like faint spots)")
+    column_noise: tuple = span("--column-noise", default=(0.0, 1.0), low=0.0,
+                               help="s.d. of a fixed offset per camera column (sCMOS stripes), in units of the "
+                                    "read noise")
+    hot_pixels: tuple = span("--hot-pixels", default=(0, 20), low=0, integer=True,
+                             help="single bright pixels (camera defects, cosmic rays) per image; never targets")
+    saturation_prob: tuple = span("--saturation-prob", default=(0.05, 0.05), low=0.0, high=1.0,
+                                  help="probability that an image saturates (top 0.1-1%% of pixels clipped)")
+
+
+@dataclass(frozen=True)
+class Background(Flags):
+    """What surrounds the targets: cells, cytoplasm, nuclei, uneven illumination, haze and debris."""
+
+    cells: tuple = span("--cells", default=(1, 4), low=0, integer=True,
+                        help="cells per image (may leave the frame)")
+    cell_radius: tuple = span("--cell-radius", default=(8.0, 20.0), low=0.1, help="cell radius in um")
+    cytoplasm: tuple = span("--cytoplasm", default=(0.0, 0.35), low=0.0,
+                            help="diffuse cytoplasm brightness relative to a brightness-1 structure")
+    nucleus_darkness: tuple = span("--nucleus-darkness", default=(0.2, 0.9), low=0.0, high=1.0,
+                                   help="fraction of the cytoplasm signal missing over nuclei")
+    illumination: tuple = span("--illumination", default=(0.0, 0.5), low=0.0, high=0.95,
+                               help="uneven illumination: brightness falls by up to this fraction across the field")
+    haze: tuple = span("--haze", default=(0.0, 0.3), low=0.0,
+                       help="smooth out-of-focus haze relative to a brightness-1 structure")
+    debris: tuple = span("--debris", default=(0, 6), low=0, integer=True,
+                         help="non-target bright or dark blobs (dust, vacuoles, out-of-focus aggregates) per image")
+
+
+@dataclass(frozen=True)
+class Scene(Flags):
+    """Everything one image is drawn from: the structure's parameters, size, bit depth, optics, camera, background.
+
+    structure: a parameter dataclass with NEEDS_LEVELS, COLUMNS and render(rng, shape, context) (module
+    docstring), e.g. vesicles.Vesicles or filaments.Filaments.
+    """
+
+    structure: Any
+    image_size: int = option("--image-size", "--image_size", default=512, type=int, low=8,
+                             help="height and width of each image in pixels")
+    bit_depth: int = 16
+    optics: Optics = field(default_factory=Optics)
+    camera: Camera = field(default_factory=Camera)
+    background: Background = field(default_factory=Background)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.bit_depth not in (8, 16):
+            raise ValueError(f"bit_depth must be 8 or 16, got {self.bit_depth}")
+
+
+def add_common_args(parser) -> dict:
+    """Add the flags every generator shares; returns the {"output", "optics", "camera", "background"} groups.
+
+    Output (Run and --image-size), optics (Optics), camera (Camera), background and cells (Background);
+    the underscore spellings of the original scripts are accepted too.
+    """
+    groups = {"output": parser.add_argument_group("output"),
+              "optics": parser.add_argument_group("optics"),
+              "camera": parser.add_argument_group("camera and noise (MIN MAX, drawn per image)"),
+              "background": parser.add_argument_group("background and cells (MIN MAX, drawn per image)")}
+    Run.add_to(groups["output"])
+    Scene.add_to(groups["output"])
+    Optics.add_to(groups["optics"])
+    Camera.add_to(groups["camera"])
+    Background.add_to(groups["background"])
+    return groups
+
+
+def scene_from_args(args: argparse.Namespace, structure, bit_depth: int) -> Scene:
+    """The Scene of parsed arguments; `structure` is the structure's parameter class (e.g. vesicles.Vesicles).
+
+    Raises ValueError naming the flag when a value is outside what it allows.
+    """
+    return Scene.from_args(args, structure=structure.from_args(args), bit_depth=bit_depth,
+                           optics=Optics.from_args(args), camera=Camera.from_args(args),
+                           background=Background.from_args(args))
 
 
 # --------------------------------------------------------------------------- randomness
@@ -216,40 +343,41 @@ def draw_int(rng: np.random.Generator, bounds) -> int:
     return int(rng.integers(int(bounds[0]), int(bounds[1]) + 1))
 
 
-def psf_sigma_px(args) -> float:
-    """Gaussian PSF sigma in pixels: --psf-sigma (um) or 0.21 * wavelength / NA, over --pixel-size."""
-    sigma_um = args.psf_sigma if args.psf_sigma is not None else 0.21 * args.wavelength / args.na
-    return float(sigma_um / args.pixel_size)
+@dataclass(frozen=True)
+class Levels:
+    """One image's optical and brightness levels, drawn from the range flags by draw_levels."""
+
+    psf_sigma: float  # px
+    defocus: float  # out-of-focus blur, in units of psf_sigma
+    signal: float  # photons per unit density
+    background: float  # uniform background photons
+    cytoplasm: float  # density units
+    haze: float  # density units
+    illumination: float  # fall-off fraction across the field
+    read_noise: float  # electrons rms
+    structure: float = 1.0  # typical target density; debris brightness scales with it
+
+    def noise_sd(self, density) -> np.ndarray | float:
+        """Expected noise s.d. in photons where the mean density is `density` (shot noise plus read noise)."""
+        return np.sqrt(np.asarray(density) * self.signal + self.background + self.read_noise ** 2)
 
 
-def draw_psf_sigma(rng: np.random.Generator, args) -> float:
-    """This image's PSF sigma in pixels: psf_sigma_px(args) times a --psf-scale draw."""
-    return psf_sigma_px(args) * draw(rng, getattr(args, "psf_scale", (1.0, 1.0)))
+def draw_levels(rng: np.random.Generator, scene: Scene, psf_sigma: float) -> Levels:
+    """Draw this image's levels (psf_sigma, in px, already drawn: `draw_psf_sigma`)."""
+    cam, bg = scene.camera, scene.background
+    return Levels(psf_sigma=float(psf_sigma),
+                  defocus=draw(rng, scene.optics.defocus_blur),
+                  signal=draw(rng, cam.signal_photons, log=True),
+                  background=draw(rng, cam.background_photons, log=True),
+                  cytoplasm=draw(rng, bg.cytoplasm),
+                  haze=draw(rng, bg.haze),
+                  illumination=draw(rng, bg.illumination),
+                  read_noise=draw(rng, cam.read_noise))
 
 
-def draw_levels(rng: np.random.Generator, args, psf_sigma: float | None = None) -> dict:
-    """Draw this image's optical and brightness levels from the range flags.
-
-    Returns {"psf_sigma" (px), "defocus" (x psf_sigma), "signal" (photons per unit density),
-    "background" (photons), "cytoplasm", "haze" (density units), "illumination" (fall-off fraction),
-    "read_noise" (electrons), "structure" (typical target density, 1.0; debris brightness scales with it)}.
-    A generator that needs them before rendering (e.g. to set object
-    brightness from a target SNR) draws them here and passes them to finish_image(levels=...).
-    """
-    return {"psf_sigma": draw_psf_sigma(rng, args) if psf_sigma is None else float(psf_sigma),
-            "defocus": draw(rng, args.defocus_blur),
-            "signal": draw(rng, args.signal_photons, log=True),
-            "background": draw(rng, args.background_photons, log=True),
-            "cytoplasm": draw(rng, args.cytoplasm),
-            "haze": draw(rng, args.haze),
-            "illumination": draw(rng, args.illumination),
-            "read_noise": draw(rng, args.read_noise),
-            "structure": 1.0}
-
-
-def noise_sd(levels: dict, density) -> np.ndarray | float:
-    """Expected noise s.d. in photons where the mean density is `density` (shot noise plus read noise)."""
-    return np.sqrt(np.asarray(density) * levels["signal"] + levels["background"] + levels["read_noise"] ** 2)
+def draw_psf_sigma(rng: np.random.Generator, optics: Optics) -> float:
+    """This image's PSF sigma in pixels: optics.psf_sigma_px times a --psf-scale draw."""
+    return optics.psf_sigma_px * draw(rng, optics.psf_scale)
 
 
 # --------------------------------------------------------------------------- drawing helpers
@@ -307,7 +435,9 @@ def blob_polygon(rng: np.random.Generator, cy: float, cx: float, radius: float, 
 
 # --------------------------------------------------------------------------- cell context
 
-def cell_layer(rng: np.random.Generator, shape, args) -> dict:
+# --------------------------------------------------------------------------- cell context
+
+def cell_layer(rng: np.random.Generator, shape, background: Background, pixel_size: float) -> dict:
     """Draw cells for one image.
 
     Returns {"cells": bool HxW (irregular outlines, --cells of them, may leave the frame),
@@ -317,17 +447,17 @@ def cell_layer(rng: np.random.Generator, shape, args) -> dict:
     The smooth cytoplasm is computed at reduced resolution (it has no detail finer than ~0.3 um).
     """
     h, w = shape
-    f = max(1, min(4, int(0.3 / args.pixel_size), h // 32, w // 32))  # work at 1/f resolution
+    f = max(1, min(4, int(0.3 / pixel_size), h // 32, w // 32))  # work at 1/f resolution
     sh, sw = -(-h // f), -(-w // f)
-    n_cells = draw_int(rng, args.cells)
+    n_cells = draw_int(rng, background.cells)
     cells = np.zeros((h, w), np.uint8)
     nuclei = np.zeros((h, w), np.uint8)
     cells_small = np.zeros((sh, sw), np.uint8)
     dark_small = np.zeros((sh, sw), np.float32)
-    px = args.pixel_size
+    px = pixel_size
     radius_mean = 0.0
     for _ in range(n_cells):
-        radius = draw(rng, args.cell_radius) / px
+        radius = draw(rng, background.cell_radius) / px
         radius_mean += radius / n_cells
         cy, cx = rng.uniform(-0.15, 1.15) * h, rng.uniform(-0.15, 1.15) * w
         poly = blob_polygon(rng, cy, cx, radius, 0.25, rng.uniform(1.0, 1.6))
@@ -338,7 +468,7 @@ def cell_layer(rng: np.random.Generator, shape, args) -> dict:
             ny, nx = cy + rng.normal(0, 0.15 * radius), cx + rng.normal(0, 0.15 * radius)
             poly = blob_polygon(rng, ny, nx, nr, 0.08, rng.uniform(1.0, 1.4))
             cv2.fillPoly(nuclei, [poly], 1, shift=2)
-            cv2.fillPoly(dark_small, [poly // f], float(draw(rng, args.nucleus_darkness)), shift=2)
+            cv2.fillPoly(dark_small, [poly // f], float(draw(rng, background.nucleus_darkness)), shift=2)
     nuclei &= cells
     if n_cells == 0:
         zero = np.zeros((h, w), np.float32)
@@ -371,20 +501,21 @@ def illumination_field(rng: np.random.Generator, shape, strength: float) -> np.n
     return r2
 
 
-def debris_layer(rng: np.random.Generator, shape, args, psf_px: float, structure: float = 1.0):
+def debris_layer(rng: np.random.Generator, shape, background: Background, pixel_size: float, psf_px: float,
+                 structure: float = 1.0):
     """Non-target blobs: (additive bright density, multiplicative dark factor), float32 HxW, or (None, None).
 
     Bright debris is larger than the targets or out of focus, 0.05-1.5 times as bright as `structure`
     (a typical target's density); dark blobs (vacuoles, dirt shadows) dim whatever lies beneath them.
     """
     h, w = shape
-    count = draw_int(rng, args.debris)
+    count = draw_int(rng, background.debris)
     if count == 0:
         return None, None
     bright = np.zeros(shape, np.float32)
     dark = np.ones(shape, np.float32)
     for _ in range(count):
-        radius = draw(rng, (0.8, 4.0), log=True) / args.pixel_size
+        radius = draw(rng, (0.8, 4.0), log=True) / pixel_size
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         poly = blob_polygon(rng, cy, cx, radius, 0.3, rng.uniform(1.0, 2.5))
         pad = int(3 * radius) + 4
@@ -467,33 +598,33 @@ def correlate_noise(electrons: np.ndarray, photons: np.ndarray, sigma: float) ->
     return expected + noise
 
 
-def camera(rng: np.random.Generator, photons: np.ndarray, args, bit_depth: int,
+def camera(rng: np.random.Generator, photons: np.ndarray, cam: Camera, bit_depth: int,
            read_noise: float | None = None) -> np.ndarray:
     """Expected photons per pixel -> camera image of `bit_depth` (8 or 16) bits.
 
     16-bit: ADU = offset + gain * (Poisson photons + read noise + column offsets + hot pixels),
     optionally saturated, rounded, clipped.
     8-bit: the same camera, then a display-style export that maps a high percentile to near 255.
-    read_noise (electrons) is drawn from --read-noise when None.
+    read_noise (electrons) is drawn from cam.read_noise when None.
     """
     if read_noise is None:
-        read_noise = draw(rng, args.read_noise)
+        read_noise = draw(rng, cam.read_noise)
     electrons = shot_and_read_noise(rng, photons, read_noise)
-    grain = draw(rng, getattr(args, "noise_correlation", (0.0, 0.0)))
+    grain = draw(rng, cam.noise_correlation)
     if grain > 0.05:
         electrons = correlate_noise(electrons, photons, grain)
     h, w = electrons.shape
-    columns = draw(rng, getattr(args, "column_noise", (0.0, 0.0))) * read_noise
+    columns = draw(rng, cam.column_noise) * read_noise
     if columns > 0:
         electrons += (columns * rng.standard_normal(w)).astype(np.float32)[None, :]
-    n_hot = draw_int(rng, getattr(args, "hot_pixels", (0, 0)))
+    n_hot = draw_int(rng, cam.hot_pixels)
     if n_hot:
         level = float(np.median(photons[::8, ::8])) + read_noise ** 2 + 1.0
         hot = rng.integers(0, h * w, n_hot)
         electrons.ravel()[hot] += (np.sqrt(level) * np.exp(rng.uniform(np.log(5), np.log(200), n_hot))
                                    ).astype(np.float32)
-    adu = draw(rng, args.offset) + draw(rng, args.gain, log=True) * electrons
-    saturate = rng.random() < draw(rng, args.saturation_prob)
+    adu = draw(rng, cam.offset) + draw(rng, cam.gain, log=True) * electrons
+    saturate = rng.random() < draw(rng, cam.saturation_prob)
     clip_q = rng.uniform(99.0, 99.9)
     if bit_depth == 8:
         black = float(np.percentile(adu[::4, ::4], rng.uniform(0.0, 5.0)))
@@ -508,39 +639,79 @@ def camera(rng: np.random.Generator, photons: np.ndarray, args, bit_depth: int,
     return np.clip(np.rint(adu), 0, 65535).astype(np.uint16)
 
 
-def finish_image(rng: np.random.Generator, in_focus: np.ndarray, out_of_focus: np.ndarray, cells: dict,
-                 args, bit_depth: int, *, psf_sigma: float | None = None, levels: dict | None = None) -> np.ndarray:
-    """Optics, cell context and camera for one image; returns uint8 or uint16 HxW.
+def finish_image(rng: np.random.Generator, in_focus: np.ndarray, out_of_focus: np.ndarray | None, cells: dict,
+                 levels: Levels, scene: Scene) -> np.ndarray:
+    """Optics, cell context and camera for one image; returns uint8 or uint16 HxW (scene.bit_depth).
 
-    in_focus: float32 HxW sharp structure density (1.0 = typical brightness), blurred by the PSF.
-    out_of_focus: float32 HxW density (or None) blurred --defocus-blur times more; never in the mask.
-    cells: dict from cell_layer. levels: dict from draw_levels (drawn here when None);
-    psf_sigma: this image's PSF in px, overrides levels["psf_sigma"].
-    Adds cytoplasm, haze, debris, uneven illumination and uniform background, then `camera`.
+    in_focus: float32 HxW sharp structure density (1.0 = typical brightness), blurred by levels.psf_sigma.
+    out_of_focus: float32 HxW density (or None) blurred levels.defocus times more; never in the mask.
+    cells: dict from cell_layer. Adds cytoplasm, haze, debris, uneven illumination and uniform
+    background, then `camera`.
     """
     shape = in_focus.shape
-    if levels is None:
-        levels = draw_levels(rng, args, psf_sigma)
-    psf = levels["psf_sigma"] if psf_sigma is None else float(psf_sigma)
+    psf = levels.psf_sigma
     density = blur(in_focus, psf)
     if out_of_focus is not None and np.any(out_of_focus):
-        density += blur(out_of_focus, psf * levels["defocus"])
-    if levels["cytoplasm"] > 0:
-        density += levels["cytoplasm"] * cells["cytoplasm"]
-    if levels["haze"] > 0:
+        density += blur(out_of_focus, psf * levels.defocus)
+    if levels.cytoplasm > 0:
+        density += levels.cytoplasm * cells["cytoplasm"]
+    pixel_size = scene.optics.pixel_size
+    if levels.haze > 0:
         # out-of-focus light comes mostly from the cells (their cytoplasm far out of focus), partly from
         # cells above or below the field: a broad blur of the cytoplasm plus a broad random field
-        from_cells = blur(cells["cytoplasm"], max(8.0, 3.0 / args.pixel_size))
-        broad = smooth_noise(rng, shape, max(16.0, 12.0 / args.pixel_size))
+        from_cells = blur(cells["cytoplasm"], max(8.0, 3.0 / pixel_size))
+        broad = smooth_noise(rng, shape, max(16.0, 12.0 / pixel_size))
         mix = rng.uniform(0.3, 0.9)
-        density += levels["haze"] * (mix * 2.0 * from_cells + (1.0 - mix) * broad)
-    bright, dark = debris_layer(rng, shape, args, psf, levels.get("structure", 1.0))
+        density += levels.haze * (mix * 2.0 * from_cells + (1.0 - mix) * broad)
+    bright, dark = debris_layer(rng, shape, scene.background, pixel_size, psf, levels.structure)
     if bright is not None:
         density = (density + bright) * dark
-    photons = density * levels["signal"] + levels["background"]
-    if levels["illumination"] > 0:
-        photons *= illumination_field(rng, shape, levels["illumination"])
-    return camera(rng, photons, args, bit_depth, read_noise=levels["read_noise"])
+    photons = density * levels.signal + levels.background
+    if levels.illumination > 0:
+        photons *= illumination_field(rng, shape, levels.illumination)
+    return camera(rng, photons, scene.camera, scene.bit_depth, read_noise=levels.read_noise)
+
+
+# --------------------------------------------------------------------------- one image
+
+@dataclass(frozen=True)
+class Context:
+    """What a structure renderer may use of its image, in pixels (see the pixel convention above)."""
+
+    pixel_size: float  # um/px
+    psf_sigma: float  # this image's in-focus PSF sigma, px
+    cells: np.ndarray | None = None  # bool HxW: inside a cell (cell_layer); None: no cells
+    cytoplasm: np.ndarray | None = None  # float32 HxW cytoplasm density 0..1; None: none
+    levels: Levels | None = None  # drawn before the structure when it NEEDS_LEVELS, else None
+
+
+class Rendered(NamedTuple):
+    """A structure renderer's result for one image."""
+
+    in_focus: np.ndarray  # float32 HxW sharp density, blurred by the PSF later
+    out_of_focus: np.ndarray | None  # float32 HxW density blurred much more; never in the mask
+    mask: np.ndarray  # uint8 0/1 HxW
+    rows: list[dict] | None  # one row per object in the mask (structure's COLUMNS), None: no table
+    brightness: float = 1.0  # typical in-focus target density; debris brightness follows it
+
+
+def render_one(rng: np.random.Generator, scene: Scene) -> tuple[np.ndarray, np.ndarray, list[dict] | None]:
+    """One image: (uint8/uint16 HxW image, uint8 0/1 HxW mask, per-object rows or None).
+
+    The draws, in order: PSF sigma; the brightness levels when the structure NEEDS_LEVELS (it sets its
+    brightness from the noise); cells; the structure; otherwise the levels now; then finish_image.
+    """
+    shape = (scene.image_size, scene.image_size)
+    psf = draw_psf_sigma(rng, scene.optics)
+    levels = draw_levels(rng, scene, psf) if scene.structure.NEEDS_LEVELS else None
+    cells = cell_layer(rng, shape, scene.background, scene.optics.pixel_size)
+    context = Context(scene.optics.pixel_size, psf, cells["cells"], cells["cytoplasm"], levels)
+    out = scene.structure.render(rng, shape, context)
+    if levels is None:
+        levels = draw_levels(rng, scene, psf)
+    levels = dataclasses.replace(levels, structure=out.brightness)
+    image = finish_image(rng, out.in_focus, out.out_of_focus, cells, levels, scene)
+    return image, out.mask, out.rows
 
 
 # --------------------------------------------------------------------------- dataset writing
@@ -564,28 +735,21 @@ def image_paths(out_dir: Path, index: int, num_images: int, val_fraction: float)
             "csv": base / "mask" / f"{stem}.csv"}
 
 
-def _parameters(args) -> dict:
-    """args as JSON-friendly values."""
+
+def parameters(run: Run, scene: Scene) -> dict:
+    """Every flag value of a run, flat and JSON-friendly, sorted by name (generator.json "parameters")."""
+    flat = {}
+    for params in (run, scene, scene.optics, scene.camera, scene.background, scene.structure):
+        if dataclasses.is_dataclass(params):
+            flat.update(flag_values(params))
     out = {}
-    for key, value in sorted(vars(args).items()):
+    for key, value in sorted(flat.items()):
         if isinstance(value, Path):
             value = str(value)
         elif isinstance(value, tuple):
             value = list(value)
         out[key] = value
     return out
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    """Write per-object rows as CSV atomically (header from the first row; empty table keeps no header)."""
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    with tiffio.atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
 
 
 _JOB: dict = {}
@@ -600,50 +764,58 @@ def _init_worker(job: dict) -> None:
 
 def _write_one(index: int) -> int:
     """Render image `index` and write its files (mask and table first, the image last)."""
-    args, render_one, bit_depth = _JOB["args"], _JOB["render_one"], _JOB["bit_depth"]
-    image, mask, rows = render_one(image_rng(args.seed, index), args)
-    expected = np.uint8 if bit_depth == 8 else np.uint16
+    run, scene = _JOB["run"], _JOB["scene"]
+    image, mask, rows = render_one(image_rng(run.seed, index), scene)
+    expected = np.uint8 if scene.bit_depth == 8 else np.uint16
     if image.dtype != expected or image.shape != mask.shape:
         raise ValueError(f"render_one returned image {image.dtype} {image.shape}, mask {mask.shape}; "
                          f"expected {np.dtype(expected)} of the mask's shape")
-    paths = image_paths(args.output_dir, index, args.num_images, args.val_fraction)
+    paths = image_paths(run.output_dir, index, run.num_images, run.val_fraction)
     with tiffio.atomic_path(paths["mask"]) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, (np.asarray(mask) > 0).astype(np.uint8))
-    if rows is not None:
-        _write_rows(paths["csv"], rows)
-    tiffio.write_tiff(paths["img"], image, pixel_size_um=args.pixel_size, axes="YX")
+    columns = scene.structure.COLUMNS
+    if columns is not None:
+        tiffio.write_csv(paths["csv"], rows or [], fields=columns, float_format="{:.4f}")
+    tiffio.write_tiff(paths["img"], image, pixel_size_um=scene.optics.pixel_size, axes="YX")
     return index
 
 
-def _is_done(args, index: int) -> bool:
+def _is_done(run: Run, index: int) -> bool:
     """An image is complete when its image file exists (it is written last) and its mask too."""
-    paths = image_paths(args.output_dir, index, args.num_images, args.val_fraction)
+    paths = image_paths(run.output_dir, index, run.num_images, run.val_fraction)
     return paths["img"].is_file() and paths["mask"].is_file()
 
 
-def _prepare_output(args, meta: dict) -> str | None:
+def _settings(meta: dict) -> dict:
+    """The parameters that decide the images (unset flags, None, left out)."""
+    return {k: v for k, v in meta.get("parameters", {}).items() if k not in RUN_CONTROL and v is not None}
+
+
+def _prepare_output(run: Run, meta: dict) -> str | None:
     """Check or clear the output folder; returns an error message or None."""
-    out = Path(args.output_dir)
+    out = Path(run.output_dir)
     if out.exists() and not out.is_dir():
         return f"{out}: exists and is not a folder"
     meta_path = out / "generator.json"
     if out.is_dir() and any(out.iterdir()):
-        if args.overwrite:
+        if run.overwrite:
             for name in ("train", "val"):
                 if (out / name).is_dir():
                     shutil.rmtree(out / name)
             for name in ("generator.json", "preview.png"):
                 (out / name).unlink(missing_ok=True)
-        elif args.resume:
+        elif run.resume:
             if not meta_path.is_file():
                 return f"{meta_path}: missing, so {out} is not a dataset this tool can resume"
             try:
                 old = json.loads(meta_path.read_text())
             except (OSError, ValueError) as err:
                 return f"{meta_path}: unreadable ({err})"
-            a = {k: v for k, v in old.get("parameters", {}).items() if k not in RUN_CONTROL}
-            b = {k: v for k, v in meta["parameters"].items() if k not in RUN_CONTROL}
+            # only what this version renders from counts: an older spelling folded into another
+            # parameter (--num_curves into --filaments) is compared there
+            b = _settings(meta)
+            a = {k: v for k, v in _settings(old).items() if k in meta["parameters"]}
             if old.get("kind") != meta["kind"] or a != b:
                 diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
                 return (f"{meta_path}: written with other settings ({', '.join(diff) or 'kind'}); "
@@ -653,41 +825,40 @@ def _prepare_output(args, meta: dict) -> str | None:
     return None
 
 
-def generate_dataset(args, render_one, *, kind: str, bit_depth: int) -> int:
-    """Write args.num_images rendered images into args.output_dir; returns an exit code (0 = success).
+def generate_dataset(run: Run, scene: Scene, *, kind: str) -> int:
+    """Write run.num_images images of `scene` into run.output_dir; returns an exit code (0 = success).
 
-    render_one(rng, args) -> (image uint8/uint16 HxW, mask 0/1 HxW, rows list[dict] | None) must be a
-    module-level function (workers pickle it by name). Layout, resume and determinism: see module docstring.
+    Image k is render_one(image_rng(run.seed, k), scene). The scene (with its structure's parameters)
+    goes to the worker processes by pickling, so the structure class must be importable by name.
+    Layout, resume and determinism: see the module docstring.
     """
     from tqdm import tqdm
 
-    if bit_depth not in (8, 16):
-        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
-    n = args.num_images
-    n_val = sum(is_val(i, args.val_fraction) for i in range(n))
-    meta = {"kind": kind, "format_version": FORMAT_VERSION, "seed": args.seed,
-            "pixel_size_um": float(args.pixel_size), "psf_sigma_px": psf_sigma_px(args),
-            "bit_depth": bit_depth, "image_size": args.image_size, "num_images": n,
+    n = run.num_images
+    n_val = sum(is_val(i, run.val_fraction) for i in range(n))
+    meta = {"kind": kind, "format_version": FORMAT_VERSION, "seed": run.seed,
+            "pixel_size_um": float(scene.optics.pixel_size), "psf_sigma_px": scene.optics.psf_sigma_px,
+            "bit_depth": scene.bit_depth, "image_size": scene.image_size, "num_images": n,
             "num_train": n - n_val, "num_val": n_val,
             "layout": "{split}/img/NNNNN.tif + {split}/mask/NNNNN.npy (uint8 0/1)",
-            "parameters": _parameters(args)}
-    error = _prepare_output(args, meta)
+            "parameters": parameters(run, scene)}
+    error = _prepare_output(run, meta)
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out = Path(args.output_dir)
+    out = Path(run.output_dir)
     for split in ("train", "val"):
         for sub in ("img", "mask"):
             (out / split / sub).mkdir(parents=True, exist_ok=True)
     with tiffio.atomic_path(out / "generator.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
 
-    todo = [i for i in range(n) if not (args.resume and _is_done(args, i))]
-    if args.resume:
+    todo = [i for i in range(n) if not (run.resume and _is_done(run, i))]
+    if run.resume:
         print(f"resume: {n - len(todo)} of {n} images already written, {len(todo)} to go")
-    job = {"args": args, "render_one": render_one, "bit_depth": bit_depth}
+    job = {"run": run, "scene": scene}
     bar = tqdm(total=len(todo), desc=f"{kind} images", unit="img")
-    if args.workers == 1 or len(todo) <= 1:
+    if run.workers == 1 or len(todo) <= 1:
         _init_worker(job)
         for i in todo:
             _write_one(i)
@@ -700,27 +871,33 @@ def generate_dataset(args, render_one, *, kind: str, bit_depth: int) -> int:
             ctx.set_forkserver_preload(["numpy", "cv2", "tifffile", "synth"])
         else:  # Windows
             ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(args.workers, _init_worker, (job,)) as pool:
+        with ctx.Pool(run.workers, _init_worker, (job,)) as pool:
             for _ in pool.imap_unordered(_write_one, todo, chunksize=2):
                 bar.update()
     bar.close()
-    if args.preview:
-        write_preview(out, n, args.val_fraction)
+    if run.preview:
+        write_preview(out, n, run.val_fraction)
         print(f"preview: {out / 'preview.png'}")
     print(f"wrote {n - n_val} train + {n_val} val {kind} images to {out}")
     return 0
 
 
+def generate(args: argparse.Namespace, structure, *, kind: str, bit_depth: int) -> int:
+    """A generator script's main: build Run and Scene from parsed arguments, write the dataset; exit code.
+
+    structure: the structure's parameter class (e.g. vesicles.Vesicles). A value outside what its flag
+    allows is reported on stderr, naming the flag, with exit code 2 before anything is written.
+    """
+    try:
+        run = Run.from_args(args)
+        scene = scene_from_args(args, structure, bit_depth)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return generate_dataset(run, scene, kind=kind)
+
+
 # --------------------------------------------------------------------------- preview
-
-def stretch(image: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.ndarray:
-    """Percentile contrast stretch of any image to uint8 for display."""
-    x = np.asarray(image, np.float32)
-    lo, hi = np.percentile(x, [low, high])
-    if hi <= lo:
-        hi = lo + 1.0
-    return (np.clip((x - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
-
 
 def write_preview(out_dir: Path, num_images: int, val_fraction: float, count: int = 12, tile: int = 256,
                   columns: int = 4) -> Path:
@@ -730,7 +907,8 @@ def write_preview(out_dir: Path, num_images: int, val_fraction: float, count: in
         paths = image_paths(out_dir, index, num_images, val_fraction)
         image, _ = tiffio.read_image(paths["img"])
         mask = np.load(paths["mask"])
-        gray = cv2.resize(stretch(image), (tile, tile), interpolation=cv2.INTER_AREA)
+        gray = (tiffio.stretch(image, 0.5, 99.8) * 255).astype(np.uint8)
+        gray = cv2.resize(gray, (tile, tile), interpolation=cv2.INTER_AREA)
         small = cv2.resize(mask.astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)
         edge = small - cv2.erode(small, np.ones((3, 3), np.uint8))
         rgb = np.repeat(gray[..., None], 3, axis=2)

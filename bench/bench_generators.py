@@ -4,9 +4,9 @@ Example (from the repository root):
     python bench/bench_generators.py --repeats 20 --images 40
 
 Prints one table. Rows: the vesicle generator at 512x512, the cytoskeleton generator at 512x512 and
-1024x1024 (skipped with a message if Cytoskeleton_generator.py has no render_one yet), and, for scale, a
-naive vesicle renderer in the style of the original SynSeg generator (a whole-image array and a
-whole-image Gaussian blur per spot, 300-500 spots; written here from its description, not its code).
+1024x1024 (synth.render_one with each generator's default flags), and, for scale, a naive vesicle
+renderer in the style of the original SynSeg generator (a whole-image array and a whole-image Gaussian
+blur per spot, 300-500 spots; written here from its description, not its code).
 Then a small dataset is written with --workers 1 and --workers 2 (wall time including process start).
 The machine's load average is printed: numbers from a busy machine are upper bounds.
 """
@@ -27,18 +27,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def time_render(render_one, args, repeats: int) -> tuple[list[float], list[float]]:
-    """(wall, CPU) seconds per call of render_one(rng, args) for images 0..repeats-1, after a warm-up call.
+def default_scene(script, bit_depth: int, structure, *argv: str):
+    """The Scene a generator script renders with its default flags (plus argv)."""
+    import synth
+
+    args = script.get_args_parser().parse_args(["--output-dir", "unused", *argv])
+    return synth.scene_from_args(args, structure, bit_depth)
+
+
+def time_render(scene, repeats: int) -> tuple[list[float], list[float]]:
+    """(wall, CPU) seconds per synth.render_one(rng, scene) for images 0..repeats-1, after a warm-up call.
 
     CPU time (all threads of this process) is the steadier figure on a shared machine.
     """
     import synth
 
-    render_one(synth.image_rng(args.seed, 10_000), args)
+    synth.render_one(synth.image_rng(0, 10_000), scene)
     wall, cpu = [], []
     for index in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
-        render_one(synth.image_rng(args.seed, index), args)
+        synth.render_one(synth.image_rng(0, index), scene)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return wall, cpu
@@ -109,24 +117,20 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Run the timings and print the table; returns the exit code."""
+    import Cytoskeleton_generator
+    import filaments
     import Vesicle_generator
+    import vesicles
 
     print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"{os.cpu_count()} CPUs")
     print(f"{'per-image render (1 process)':<34} {'median ms':>9} {'mean ms':>9} {'CPU ms':>9} {'n':>5}")
-    ves_args = Vesicle_generator.get_args_parser().parse_args(["--output-dir", "unused"])
-    print(row("vesicle 512x512", time_render(Vesicle_generator.render_one, ves_args, args.repeats)))
-    try:
-        import Cytoskeleton_generator
-        render = Cytoskeleton_generator.render_one
-    except (ImportError, AttributeError) as err:
-        print(f"cytoskeleton: skipped (Cytoskeleton_generator.render_one not available: {err})")
-        render = None
-    if render is not None:
-        for size in (512, 1024):
-            cyto_args = Cytoskeleton_generator.get_args_parser().parse_args(
-                ["--output-dir", "unused", "--image-size", str(size)])
-            print(row(f"cytoskeleton {size}x{size}", time_render(render, cyto_args, args.repeats)))
+    ves = default_scene(Vesicle_generator, Vesicle_generator.BIT_DEPTH, vesicles.Vesicles)
+    print(row("vesicle 512x512", time_render(ves, args.repeats)))
+    for size in (512, 1024):
+        cyto = default_scene(Cytoskeleton_generator, Cytoskeleton_generator.BIT_DEPTH, filaments.Filaments,
+                             "--image-size", str(size))
+        print(row(f"cytoskeleton {size}x{size}", time_render(cyto, args.repeats)))
     if args.naive_repeats > 0:
         print(row("naive vesicle 512 (original style)", time_naive(args.naive_repeats)))
     if args.no_datasets:
@@ -134,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_generators_"))
     print(f"\ndataset of {args.images} images, wall time incl. process start ({work})")
     print(f"{'generator':<22} {'workers':>7} {'seconds':>8} {'img/s':>7} {'speed-up':>8}")
-    scripts = [("Vesicle_generator.py", 512)] + ([("Cytoskeleton_generator.py", 512)] if render else [])
+    scripts = [("Vesicle_generator.py", 512), ("Cytoskeleton_generator.py", 512)]
     try:
         for script, size in scripts:
             base = None

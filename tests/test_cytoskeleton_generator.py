@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_main(*argv):
-    return cg.main(cg.get_args_parser().parse_args([str(a) for a in argv]))
+    """Exit code of the script's parse + main for argv (2 for a flag rejected while parsing)."""
+    try:
+        return cg.main(cg.get_args_parser().parse_args([str(a) for a in argv]))
+    except SystemExit as err:
+        return err.code
 
 
 def files(out):
@@ -33,6 +37,13 @@ def test_render_one_gives_uint8_image_and_binary_mask():
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
+def test_generator_defaults_reach_the_scene():
+    args = cg.get_args_parser().parse_args(["--output-dir", "unused"])
+    scene = synth.scene_from_args(args, cg.filaments.Filaments, cg.BIT_DEPTH)
+    assert scene.background.cytoplasm == (0.0, 2.5) and scene.background.haze == (0.0, 0.5)
+    assert scene.bit_depth == 8 and scene.image_size == 512
+
+
 def test_cli_writes_matching_pairs_with_original_flag_spellings(tmp_path):
     out = tmp_path / "data"
     proc = subprocess.run([sys.executable, str(ROOT / "Cytoskeleton_generator.py"), "--output_dir", str(out),
@@ -42,6 +53,7 @@ def test_cli_writes_matching_pairs_with_original_flag_spellings(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (out / "generator.json").is_file()
     assert len(list(out.glob("val/img/*.tif"))) == 1 and len(list(out.glob("train/img/*.tif"))) == 2
+    assert not list(out.rglob("*.csv"))  # no per-object table for filaments
     for index in range(3):
         paths = synth.image_paths(out, index, 3, 0.34)
         image, meta = tiffio.read_image(paths["img"])
@@ -49,6 +61,12 @@ def test_cli_writes_matching_pairs_with_original_flag_spellings(tmp_path):
         assert image.dtype == np.uint8 and image.shape == (40, 40)
         assert mask.dtype == np.uint8 and mask.shape == image.shape and set(np.unique(mask)) <= {0, 1}
         assert meta["pixel_size_um"] == pytest.approx(0.1, rel=1e-4)
+
+
+def test_help_works():
+    proc = subprocess.run([sys.executable, str(ROOT / "Cytoskeleton_generator.py"), "--help"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0 and "--filaments" in proc.stdout and "--output_size" in proc.stdout
 
 
 def test_output_size_alias_and_one_or_two_workers_give_identical_files(tmp_path):
@@ -67,10 +85,9 @@ def test_output_size_alias_and_one_or_two_workers_give_identical_files(tmp_path)
     (["--mito-prob", "-0.1"], "--mito-prob"),
     (["--num-images", "0"], "--num-images"),
     (["--persistence-length", "0", "0"], "--persistence-length"),
+    (["--er-prob", "0.6", "--mito-prob", "0.6"], "--er-prob"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(argv, flag, tmp_path, capsys):
-    with pytest.raises(SystemExit) as err:
-        cg.get_args_parser().parse_args(["--output-dir", str(tmp_path / "d"), *argv])
-    assert err.value.code == 2
+    assert run_main("--output-dir", tmp_path / "d", *argv) == 2
     assert flag in capsys.readouterr().err
     assert not (tmp_path / "d").exists()

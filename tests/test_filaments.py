@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage
 
 import filaments
+import synth
 
 ONLY_FILAMENTS = ["--aster-prob", "0", "--bundle-prob", "0", "--meshwork-prob", "0", "--er-prob", "0",
                   "--mito-prob", "0", "--filopodia-prob", "0"]
@@ -14,19 +15,21 @@ ONLY_FILAMENTS = ["--aster-prob", "0", "--bundle-prob", "0", "--meshwork-prob", 
 
 def parse(*argv):
     parser = argparse.ArgumentParser()
-    filaments.add_filament_args(parser)
-    args = parser.parse_args(list(argv))
-    filaments.check_filament_args(parser, args)
-    return args
+    filaments.add_args(parser)
+    return filaments.Filaments.from_args(parser.parse_args(list(argv)))
 
 
-def render(args, seed=0, shape=(96, 96), pixel_size=0.1, psf=1.0, cells=None):
-    return filaments.render_structures(np.random.default_rng(seed), shape, pixel_size, psf, args, cells=cells)
+def render(params, seed=0, shape=(96, 96), pixel_size=0.1, psf=1.0, cells=None):
+    context = synth.Context(pixel_size=pixel_size, psf_sigma=psf, cells=cells)
+    out = filaments.render(np.random.default_rng(seed), shape, params, context)
+    assert out.rows is None
+    return out.in_focus, out.out_of_focus, out.mask
 
 
-def test_outputs_dtypes_and_shapes():
+@pytest.mark.parametrize("params", [filaments.Filaments(), filaments.Filaments(er_prob=0.5, mito_prob=0.5)])
+def test_outputs_dtypes_and_shapes(params):
     for seed in range(4):
-        in_focus, out_focus, mask = render(parse(), seed, shape=(70, 90))
+        in_focus, out_focus, mask = render(params, seed, shape=(70, 90))
         assert in_focus.dtype == out_focus.dtype == np.float32
         assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
         assert in_focus.shape == out_focus.shape == mask.shape == (70, 90)
@@ -151,14 +154,30 @@ def test_er_scene_is_a_connected_network_and_mito_tubes_are_wide():
     (["--num_curves", "-2"], "--num_curves"),
 ])
 def test_bad_flags_fail_naming_the_flag(argv, flag, capsys):
-    with pytest.raises(SystemExit) as err:
+    # ranges fail while parsing (exit 2), other values when the parameters are built (ValueError)
+    try:
         parse(*argv)
-    assert err.value.code == 2
-    assert flag in capsys.readouterr().err
+    except SystemExit as err:
+        assert err.code == 2
+        message = capsys.readouterr().err
+    except ValueError as err:
+        message = str(err)
+    else:
+        pytest.fail(f"{argv} accepted")
+    assert flag in message and ("allowed" in message or "above MAX" in message)
+
+
+def test_parameters_check_without_a_parser():
+    with pytest.raises(ValueError, match=r"--mito-prob: 2 is outside the allowed range \[0.0, 1.0\]"):
+        filaments.Filaments(mito_prob=2)
+    with pytest.raises(ValueError, match="--mask-unit"):
+        filaments.Filaments(mask_unit="nm")
+    with pytest.raises(ValueError, match="--filament-width"):
+        filaments.Filaments(filament_width=(0.0, 0.1))
 
 
 def test_num_curves_sets_the_filament_count():
-    assert parse("--num_curves", "7").filaments == [7, 7]
+    assert parse("--num_curves", "7").filaments == (7, 7)
 
 
 def test_filopodia_stick_out_of_the_cell_edge():

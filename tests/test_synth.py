@@ -1,6 +1,10 @@
-"""synth.py: argument checks, cell layer, camera statistics, dataset layout, determinism, resume, preview."""
+"""synth.py: parameter dataclasses and flags, cell layer, camera statistics, dataset layout, determinism,
+resume, preview."""
+import argparse
 import json
 import shutil
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -9,31 +13,40 @@ import synth
 import tiffio
 
 
-def tiny_render(rng, args):
-    """A small known scene: bright 3x3 squares on cells, through the full finish_image pipeline."""
-    shape = (args.image_size, args.image_size)
-    cells = synth.cell_layer(rng, shape, args)
-    density = np.zeros(shape, np.float32)
-    mask = np.zeros(shape, np.uint8)
-    rows = []
-    for _ in range(4):
-        y, x = (int(v) for v in rng.integers(3, args.image_size - 3, 2))
-        density[y - 1:y + 2, x - 1:x + 2] = 1.0
-        mask[y - 2:y + 3, x - 2:x + 3] = 1
-        rows.append({"y": float(y), "x": float(x)})
-    image = synth.finish_image(rng, density, None, cells, args, 16)
-    return image, mask, rows
+@dataclass(frozen=True)
+class Squares(synth.Flags):
+    """A small known structure: `count` bright 3x3 squares, each with a 5x5 mask and a table row."""
+
+    NEEDS_LEVELS: ClassVar[bool] = False
+    COLUMNS: ClassVar[tuple] = ("y", "x")
+    count: int = 4
+
+    def render(self, rng, shape, context):
+        density = np.zeros(shape, np.float32)
+        mask = np.zeros(shape, np.uint8)
+        rows = []
+        for _ in range(self.count):
+            y, x = (int(v) for v in rng.integers(3, shape[0] - 3, 2))
+            density[y - 1:y + 2, x - 1:x + 2] = 1.0
+            mask[y - 2:y + 3, x - 2:x + 3] = 1
+            rows.append({"y": float(y), "x": float(x)})
+        return synth.Rendered(density, None, mask, rows)
 
 
 def parse(argv):
-    parser = synth.ArgumentParser(description="test")
+    parser = argparse.ArgumentParser(description="test")
     synth.add_common_args(parser)
     return parser.parse_args(argv)
 
 
-def dataset_args(out, *extra):
-    return parse(["--output-dir", str(out), "--num-images", "6", "--image-size", "32",
-                  "--val-fraction", "0.34", "--cell-radius", "1", "2", *extra])
+def dataset(out, structure=Squares(), **run):
+    """(Run, Scene) of a 6-image 32x32 dataset of `structure` in `out`."""
+    return (synth.Run(output_dir=out, num_images=6, val_fraction=0.34, **run),
+            synth.Scene(structure, image_size=32, background=synth.Background(cell_radius=(1, 2))))
+
+
+def write(out, structure=Squares(), **run):
+    return synth.generate_dataset(*dataset(out, structure, **run), kind="tiny")
 
 
 def files_of(root):
@@ -41,35 +54,73 @@ def files_of(root):
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-# --------------------------------------------------------------------------- arguments
+# --------------------------------------------------------------------------- parameters and flags
 
 @pytest.mark.parametrize("argv, flag", [
     (["--cells", "3", "1"], "--cells"),
     (["--signal-photons", "100", "10"], "--signal-photons"),
-    (["--num-images", "0"], "--num-images"),
-    (["--image-size", "0"], "--image-size"),
-    (["--val-fraction", "1.0"], "--val-fraction"),
-    (["--pixel-size", "-0.1"], "--pixel-size"),
     (["--saturation-prob", "0", "2"], "--saturation-prob"),
-    (["--workers", "0"], "--workers"),
 ])
-def test_bad_flags_fail_naming_the_flag(argv, flag, capsys):
+def test_bad_range_fails_at_parse_time_naming_the_flag(argv, flag, capsys):
     with pytest.raises(SystemExit) as err:
         parse(["--output-dir", "x", *argv])
     assert err.value.code == 2
     assert flag in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, flag, allowed", [
+    (["--num-images", "0"], "--num-images", "[1, inf)"),
+    (["--image-size", "0"], "--image-size", "[8, inf)"),
+    (["--val-fraction", "1.0"], "--val-fraction", "[0.0, 1.0)"),
+    (["--pixel-size", "-0.1"], "--pixel-size", "(0.0, inf)"),
+    (["--workers", "0"], "--workers", "[1, inf)"),
+])
+def test_bad_value_fails_in_from_args_naming_flag_and_range(argv, flag, allowed, tmp_path, capsys):
+    args = parse(["--output-dir", str(tmp_path / "d"), *argv])
+    with pytest.raises(ValueError, match=flag) as err:
+        synth.Run.from_args(args), synth.scene_from_args(args, Squares, 16)
+    assert allowed in str(err.value)
+    # a generator's main reports it, exit code 2, and writes nothing
+    assert synth.generate(args, Squares, kind="tiny", bit_depth=16) == 2
+    assert flag in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_defaults_set_in_code_are_checked_too():
+    parser = argparse.ArgumentParser()
+    synth.add_common_args(parser)
+    parser.set_defaults(psf_scale=[3.0, 1.0])  # never passes through RangeAction
+    with pytest.raises(ValueError, match="--psf-scale: MIN 3.0 is above MAX 1.0"):
+        synth.Optics.from_args(parser.parse_args(["--output-dir", "x"]))
+
+
+def test_dataclasses_check_without_a_parser():
+    with pytest.raises(ValueError, match=r"--saturation-prob: 2 is outside the allowed range \[0.0, 1.0\]"):
+        synth.Camera(saturation_prob=(0, 2))
+    with pytest.raises(ValueError, match="--psf-sigma"):
+        synth.Optics(psf_sigma=0.0)
+    with pytest.raises(ValueError, match="--resume and --overwrite"):
+        synth.Run(output_dir="x", resume=True, overwrite=True)
+    with pytest.raises(ValueError, match="bit_depth"):
+        synth.Scene(Squares(), bit_depth=12)
+    assert synth.Optics(psf_sigma=None).psf_sigma is None  # None: not given, not checked
+
+
 def test_underscore_spellings_still_work():
     args = parse(["--output_dir", "d", "--num_images", "7", "--image_size", "40", "--val_fraction", "0.2"])
-    assert (str(args.output_dir), args.num_images, args.image_size, args.val_fraction) == ("d", 7, 40, 0.2)
+    run = synth.Run.from_args(args)
+    assert (str(run.output_dir), run.num_images, args.image_size, run.val_fraction) == ("d", 7, 40, 0.2)
+
+
+def test_from_args_gives_frozen_tuples():
+    camera = synth.Camera.from_args(parse(["--output-dir", "x", "--hot-pixels", "2", "5"]))
+    assert camera.hot_pixels == (2, 5) and camera.gain == (0.5, 5.0)
+    with pytest.raises(AttributeError):
+        camera.gain = (1.0, 1.0)
 
 
 def test_psf_sigma_from_optics_or_flag():
-    args = parse(["--output-dir", "x", "--na", "1.4", "--wavelength", "0.52", "--pixel-size", "0.1"])
-    assert synth.psf_sigma_px(args) == pytest.approx(0.21 * 0.52 / 1.4 / 0.1)
-    args = parse(["--output-dir", "x", "--psf-sigma", "0.2", "--pixel-size", "0.05"])
-    assert synth.psf_sigma_px(args) == pytest.approx(4.0)
+    assert synth.Optics(na=1.4, wavelength=0.52, pixel_size=0.1).psf_sigma_px == pytest.approx(0.21 * 0.52 / 1.4 / 0.1)
+    assert synth.Optics(psf_sigma=0.2, pixel_size=0.05).psf_sigma_px == pytest.approx(4.0)
 
 
 def test_image_rng_depends_only_on_seed_and_index():
@@ -82,16 +133,14 @@ def test_image_rng_depends_only_on_seed_and_index():
 # --------------------------------------------------------------------------- rendering pieces
 
 def test_cell_layer_shapes_and_ranges():
-    args = parse(["--output-dir", "x", "--cells", "2", "2", "--cell-radius", "2", "3"])
-    layer = synth.cell_layer(synth.image_rng(0, 0), (64, 80), args)
+    layer = synth.cell_layer(synth.image_rng(0, 0), (64, 80), synth.Background(cells=(2, 2), cell_radius=(2, 3)), 0.1)
     assert layer["cells"].dtype == bool and layer["cells"].shape == (64, 80)
     assert layer["cytoplasm"].dtype == np.float32 and layer["cytoplasm"].shape == (64, 80)
     assert layer["cells"].any()
     assert 0.0 <= layer["cytoplasm"].min() and layer["cytoplasm"].max() <= 1.0
     assert not layer["cytoplasm"][~layer["cells"]].any()  # no cytoplasm outside cells
     assert not (layer["nuclei"] & ~layer["cells"]).any()
-    empty = synth.cell_layer(synth.image_rng(0, 0), (32, 32),
-                             parse(["--output-dir", "x", "--cells", "0", "0"]))
+    empty = synth.cell_layer(synth.image_rng(0, 0), (32, 32), synth.Background(cells=(0, 0)), 0.1)
     assert not empty["cells"].any() and not empty["cytoplasm"].any()
 
 
@@ -105,21 +154,33 @@ def test_shot_noise_has_poisson_mean_and_variance(lam):
 
 @pytest.mark.parametrize("bit_depth, dtype", [(8, np.uint8), (16, np.uint16)])
 def test_finish_image_dtype_and_structure_visible(bit_depth, dtype):
-    args = parse(["--output-dir", "x", "--signal-photons", "5000", "5000", "--background-photons", "10", "10",
-                  "--debris", "0", "0", "--haze", "0", "0", "--cytoplasm", "0", "0", "--saturation-prob", "0", "0"])
+    scene = synth.Scene(Squares(), image_size=48, bit_depth=bit_depth,
+                        camera=synth.Camera(signal_photons=(5000, 5000), background_photons=(10, 10),
+                                            saturation_prob=(0, 0)),
+                        background=synth.Background(debris=(0, 0), haze=(0, 0), cytoplasm=(0, 0)))
     density = np.zeros((48, 48), np.float32)
     density[20:28, 20:28] = 1.0
-    cells = synth.cell_layer(synth.image_rng(0, 1), density.shape, args)
-    image = synth.finish_image(synth.image_rng(0, 1), density, None, cells, args, bit_depth)
+    rng = synth.image_rng(0, 1)
+    cells = synth.cell_layer(rng, density.shape, scene.background, scene.optics.pixel_size)
+    levels = synth.draw_levels(rng, scene, psf_sigma=1.0)
+    image = synth.finish_image(rng, density, None, cells, levels, scene)
     assert image.dtype == dtype and image.shape == density.shape
     assert image[21:27, 21:27].mean() > 3 * image[:10, :10].mean()
+
+
+def test_render_one_chains_the_structure_through_the_camera():
+    scene = synth.Scene(Squares(), image_size=40)
+    image, mask, rows = synth.render_one(synth.image_rng(0, 2), scene)
+    assert image.dtype == np.uint16 and image.shape == mask.shape == (40, 40) and len(rows) == 4
+    again = synth.render_one(synth.image_rng(0, 2), scene)
+    assert np.array_equal(image, again[0]) and np.array_equal(mask, again[1]) and rows == again[2]
 
 
 # --------------------------------------------------------------------------- dataset writing
 
 def test_layout_names_json_and_pixel_size(tmp_path):
     out = tmp_path / "d"
-    assert synth.generate_dataset(dataset_args(out), tiny_render, kind="tiny", bit_depth=16) == 0
+    assert write(out) == 0
     for split, expected in (("train", ["00000", "00001", "00003", "00004"]), ("val", ["00002", "00005"])):
         imgs = sorted(p.stem for p in (out / split / "img").glob("*.tif"))
         masks = sorted(p.stem for p in (out / split / "mask").glob("*.npy"))
@@ -132,13 +193,20 @@ def test_layout_names_json_and_pixel_size(tmp_path):
     info = json.loads((out / "generator.json").read_text())
     assert info["kind"] == "tiny" and info["seed"] == 0 and info["pixel_size_um"] == pytest.approx(0.1)
     assert info["num_train"] == 4 and info["num_val"] == 2 and info["parameters"]["cells"] == [1, 4]
-    assert "y,x" in (out / "train" / "mask" / "00000.csv").read_text().splitlines()[0]
+    assert info["parameters"]["image_size"] == 32 and info["parameters"]["cell_radius"] == [1, 2]
+    assert (out / "train" / "mask" / "00000.csv").read_text().splitlines()[0] == "y,x"
     assert not list(out.rglob(".*part*"))
 
 
+def test_empty_table_keeps_its_header(tmp_path):
+    write(tmp_path / "d", Squares(count=0))
+    for table in (tmp_path / "d").rglob("*.csv"):
+        assert table.read_text() == "y,x\n"
+
+
 def test_same_bytes_for_one_or_two_workers(tmp_path):
-    synth.generate_dataset(dataset_args(tmp_path / "w1"), tiny_render, kind="tiny", bit_depth=16)
-    synth.generate_dataset(dataset_args(tmp_path / "w2", "--workers", "2"), tiny_render, kind="tiny", bit_depth=16)
+    write(tmp_path / "w1")
+    write(tmp_path / "w2", workers=2)
     one, two = files_of(tmp_path / "w1"), files_of(tmp_path / "w2")
     assert len(one) == 6 * 3 + 1
     one.pop("generator.json"), two.pop("generator.json")  # records --workers and the folder
@@ -147,7 +215,7 @@ def test_same_bytes_for_one_or_two_workers(tmp_path):
 
 def test_resume_equals_uninterrupted_run(tmp_path):
     full = tmp_path / "full"
-    synth.generate_dataset(dataset_args(full), tiny_render, kind="tiny", bit_depth=16)
+    write(full)
     part = tmp_path / "part"
     shutil.copytree(full, part)
     (part / "train" / "img" / "00001.tif").unlink()  # interrupted before the image was renamed
@@ -156,8 +224,8 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     (part / "val" / "mask" / "00005.csv").unlink()
     (part / "train" / "img" / ".00003.part123.tif").write_bytes(b"half")  # a leftover temporary
     (part / "train" / "img" / "00004.tif").write_bytes(b"stale, must be kept")  # complete -> not redone
-    assert synth.generate_dataset(dataset_args(part), tiny_render, kind="tiny", bit_depth=16) == 2
-    assert synth.generate_dataset(dataset_args(part, "--resume"), tiny_render, kind="tiny", bit_depth=16) == 0
+    assert write(part) == 2
+    assert write(part, resume=True) == 0
     got, want = files_of(part), files_of(full)
     assert got.pop("train/img/00004.tif") == b"stale, must be kept"
     want.pop("train/img/00004.tif")
@@ -170,20 +238,26 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_other_settings_and_overwrite_replaces(tmp_path, capsys):
     out = tmp_path / "d"
-    synth.generate_dataset(dataset_args(out), tiny_render, kind="tiny", bit_depth=16)
-    code = synth.generate_dataset(dataset_args(out, "--resume", "--seed", "9"), tiny_render, kind="tiny",
-                                  bit_depth=16)
-    assert code == 2 and "seed" in capsys.readouterr().err
+    write(out)
+    assert write(out, resume=True, seed=9) == 2 and "seed" in capsys.readouterr().err
     before = (out / "train" / "img" / "00000.tif").read_bytes()
-    assert synth.generate_dataset(dataset_args(out, "--overwrite", "--seed", "9"), tiny_render, kind="tiny",
-                                  bit_depth=16) == 0
+    assert write(out, overwrite=True, seed=9) == 0
     assert (out / "train" / "img" / "00000.tif").read_bytes() != before
     assert json.loads((out / "generator.json").read_text())["seed"] == 9
 
 
+def test_resume_accepts_a_dataset_with_an_older_folded_spelling(tmp_path):
+    out = tmp_path / "d"
+    write(out)
+    meta = json.loads((out / "generator.json").read_text())
+    meta["parameters"]["num_curves"] = 5  # e.g. --num_curves, now recorded as --filaments 5 5
+    (out / "generator.json").write_text(json.dumps(meta))
+    assert write(out, resume=True) == 0
+
+
 def test_preview_written(tmp_path):
     out = tmp_path / "d"
-    synth.generate_dataset(dataset_args(out, "--preview"), tiny_render, kind="tiny", bit_depth=16)
+    write(out, preview=True)
     data = (out / "preview.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
 

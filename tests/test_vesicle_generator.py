@@ -1,4 +1,4 @@
-"""Vesicle_generator.py: masks cover the vesicles, touching vesicles stay apart, CLI end to end."""
+"""Vesicle_generator.py from parsed arguments: masks cover the vesicles, old flags, CLI end to end."""
 import csv
 import subprocess
 import sys
@@ -10,6 +10,7 @@ import pytest
 
 import synth
 import Vesicle_generator as vg
+import vesicles
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["--debris", "0", "0", "--haze", "0", "0", "--cytoplasm", "0", "0", "--out-of-focus", "0", "0",
@@ -65,37 +66,6 @@ def test_faint_vesicles_are_drawn_but_not_labelled():
     np.testing.assert_array_equal(image, noiseless_faint[0])  # labelling never changes the image
 
 
-def test_sub_resolution_vesicle_gets_the_psf_core():
-    sigma = 2.0
-    ves = {"y": np.array([20.3]), "x": np.array([20.6]), "a": np.array([0.05]), "b": np.array([0.05]),
-           "angle": np.array([0.0]), "density": np.array([1.0]), "in_focus": np.array([True])}
-    sharp, blurred, labels, rank = vg.render_vesicles((40, 40), ves, sigma)
-    radius = vg.HALF_MAX * sigma
-    assert abs((labels > 0).sum() - np.pi * radius ** 2) < 0.35 * np.pi * radius ** 2
-    assert sharp.sum() == pytest.approx(np.pi * 0.05 ** 2, rel=1e-3)  # mass kept for a sub-pixel disc
-    assert not blurred.any() and rank.tolist() == [1]
-
-
-def test_touching_vesicles_get_a_gap():
-    labels = np.zeros((12, 20), np.int32)
-    labels[2:9, 2:10] = 2
-    labels[3:8, 10:16] = 1  # shares a border with label 2
-    labels[0, 18] = 3
-    mask = vg.separate_touching(labels)
-    assert components(mask) == 3
-    assert mask[3:8, 10:16].all()  # the smaller label keeps all its pixels
-    assert not mask[2:9, 9].any()  # the larger one lost the column next to it
-
-
-def test_split_footprint_keeps_one_piece():
-    labels = np.zeros((10, 21), np.int32)
-    labels[3:7, 2:19] = 2
-    labels[1:9, 9:12] = 1  # label 1 cuts label 2 in two
-    labels[3:7, 2:5] = 2
-    mask = vg.separate_touching(labels)
-    assert components(mask) == 2
-
-
 def run_cli(*argv):
     return subprocess.run([sys.executable, str(ROOT / "Vesicle_generator.py"), *argv], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
@@ -132,8 +102,30 @@ def test_original_flag_spellings():
     args = vg.get_args_parser().parse_args(["--output_dir", "d", "--num_images", "3", "--pixel-size", "0.2",
                                             "--num_spots_min", "5", "--num_spots_max", "9",
                                             "--min_radius", "1", "--max_radius", "2"])
-    assert args.num_images == 3 and args.num_spots == [5, 9]
-    assert args.radius == pytest.approx([0.2, 0.4])  # original radii were in pixels
+    params = synth.scene_from_args(args, vesicles.Vesicles, vg.BIT_DEPTH).structure
+    assert synth.Run.from_args(args).num_images == 3 and params.num_spots == (5, 9)
+    assert params.radius == pytest.approx((0.2, 0.4))  # original radii were in pixels
+
+
+def test_cli_checks_values_after_parsing(tmp_path):
+    bad = run_cli("--output-dir", str(tmp_path / "x"), "--label-relative", "1.5")
+    assert bad.returncode == 2 and "--label-relative: 1.5 is outside the allowed range [0.0, 1.0)" in bad.stderr
+    swapped = run_cli("--output-dir", str(tmp_path / "y"), "--num_spots_min", "9", "--num_spots_max", "5")
+    assert swapped.returncode == 2 and "--num-spots: MIN 9 is above MAX 5" in swapped.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_cli_image_without_vesicles_gets_a_table_header(tmp_path):
+    done = run_cli("--output-dir", str(tmp_path / "d"), "--num-images", "2", "--image-size", "32",
+                   "--num-spots", "0", "0", "--val-fraction", "0")
+    assert done.returncode == 0, done.stderr
+    for name in ("00000.csv", "00001.csv"):
+        assert (tmp_path / "d" / "train" / "mask" / name).read_text() == "y,x,radius,brightness\n"
+
+
+def test_help_works():
+    done = run_cli("--help")
+    assert done.returncode == 0 and "--num-spots" in done.stdout and "--output-dir" in done.stdout
 
 
 @pytest.mark.parametrize("extra", [["--num-spots", "0", "0"], ["--cells", "0", "0"], ["--image-size", "9"],
@@ -147,23 +139,3 @@ def test_edge_cases_render(extra):
             assert not mask.any() and rows == []
 
 
-def test_sub_range_stays_inside_bounds():
-    rng = np.random.default_rng(0)
-    for bounds, spread in [((0.02, 0.03), (1.5, 25.0)), ((1.0, 1.0), (2.0, 2.0)), ((0.1, 10.0), (2.0, 3.0))]:
-        for _ in range(200):
-            lo, hi = vg.sub_range(rng, bounds, spread)
-            assert bounds[0] <= lo <= hi <= bounds[1]
-
-
-def test_labels_leave_out_faint_and_relatively_dim_spots():
-    snr = np.array([1.0, 5.0, 12.0, 20.0, 40.0, 100.0, 300.0])
-    in_focus = np.array([True, True, True, True, True, True, False])
-    # absolute cut only: SNR >= 10 and in focus
-    absolute = vg.labelled_spots(snr, in_focus, parse("--label-snr", "10", "--label-relative", "0"))
-    assert absolute.tolist() == [False, False, True, True, True, True, False]
-    # relative cut: 90th percentile of the in-focus SNRs is 70, a quarter of it 17.5
-    relative = vg.labelled_spots(snr, in_focus, parse("--label-snr", "10", "--label-relative", "0.25"))
-    assert relative.tolist() == [False, False, False, True, True, True, False]
-    # a uniformly dim image keeps its spots: the cut follows the image's own bright spots
-    dim = np.array([11.0, 12.0, 13.0])
-    assert vg.labelled_spots(dim, np.ones(3, bool), parse("--label-relative", "0.25")).all()
