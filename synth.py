@@ -269,6 +269,18 @@ class Background(Flags):
                        help="smooth out-of-focus haze relative to a brightness-1 structure")
     debris: tuple = span("--debris", default=(0, 6), low=0, integer=True,
                          help="non-target bright or dark blobs (dust, vacuoles, out-of-focus aggregates) per image")
+    autofluorescence_prob: float = option("--autofluorescence-prob", default=0.0, type=float, low=0.0, high=1.0,
+                                          help="probability that an image has tissue autofluorescence: mottled "
+                                               "patches (cell bodies, 2-12 um) with irregular granules, never "
+                                               "in the mask")
+    autofluorescence: tuple = span("--autofluorescence", default=(0.1, 1.5), low=0.0,
+                                   help="brightness of the autofluorescent patches relative to a typical target")
+    subtracted_prob: float = option("--background-subtracted-prob", default=0.0, type=float, low=0.0, high=1.0,
+                                    help="probability that an image is background-subtracted, as processing "
+                                         "pipelines export it: a smooth background removed and the result "
+                                         "clipped at 0, so that a large share of the pixels is exactly 0")
+    subtracted_zero: tuple = span("--background-subtracted-zero", default=(0.3, 0.7), low=0.0, high=0.99,
+                                  help="share of the pixels that background subtraction leaves at exactly 0")
 
 
 @dataclass(frozen=True)
@@ -534,6 +546,59 @@ def debris_layer(rng: np.random.Generator, shape, background: Background, pixel_
     return bright, dark
 
 
+def autofluorescence_layer(rng: np.random.Generator, shape, background: Background, pixel_size: float,
+                           psf_px: float, structure: float = 1.0) -> np.ndarray:
+    """Tissue autofluorescence (float32 HxW density, never a target): cell-body patches and granules.
+
+    3-30 irregular patches 2-12 um across, mottled at 0.3-1.5 um, `--autofluorescence` times a typical
+    target's brightness; inside them 0-40 irregular granules 0.4-1.2 um across (lipofuscin-like), dimmer
+    than the patch peaks are bright. Drawn only when the image is chosen (--autofluorescence-prob).
+    """
+    h, w = shape
+    layer = np.zeros(shape, np.float32)
+    level = structure * draw(rng, background.autofluorescence, log=True)
+    for _ in range(int(rng.integers(3, 31))):
+        radius = draw(rng, (1.0, 6.0), log=True) / pixel_size
+        cy, cx = rng.uniform(-0.1, 1.1) * h, rng.uniform(-0.1, 1.1) * w
+        pad = int(2 * radius) + 4
+        y0, y1 = max(0, int(cy) - pad), min(h, int(cy) + pad)
+        x0, x1 = max(0, int(cx) - pad), min(w, int(cx) + pad)
+        if y1 - y0 < 4 or x1 - x0 < 4:
+            continue
+        poly = blob_polygon(rng, cy - y0, cx - x0, radius, 0.35, rng.uniform(1.0, 2.0))
+        win = np.zeros((y1 - y0, x1 - x0), np.float32)
+        cv2.fillPoly(win, [poly], 1.0, shift=2)
+        texture = smooth_noise(rng, win.shape, max(2.0, draw(rng, (0.3, 1.5), log=True) / pixel_size))
+        win *= (0.2 + 1.6 * texture) * rng.uniform(0.3, 1.0)
+        inside = np.flatnonzero(win > 0)
+        for _ in range(int(rng.integers(0, 41)) if inside.size else 0):
+            k = inside[rng.integers(0, inside.size)]
+            gy, gx = k // win.shape[1], k % win.shape[1]
+            gpoly = blob_polygon(rng, gy, gx, draw(rng, (0.2, 0.6), log=True) / pixel_size, 0.35,
+                                 rng.uniform(1.0, 1.8))
+            cv2.fillPoly(win, [gpoly], float(rng.uniform(0.5, 1.5)), shift=2)
+        layer[y0:y1, x0:x1] += blur(win, psf_px * rng.uniform(1.0, 3.0))
+    return layer * np.float32(level)
+
+
+def subtract_background(rng: np.random.Generator, image: np.ndarray, background: Background,
+                        pixel_size: float) -> np.ndarray:
+    """A pipeline's background subtraction: the image minus its smooth floor, clipped at 0, same dtype.
+
+    The floor is a grey opening (minimum then maximum filter, 3-10 um wide) smoothed by a Gaussian,
+    raised by the level that leaves a `--background-subtracted-zero` share of the pixels at 0.
+    """
+    a = image.astype(np.float32)
+    size = max(3, int(round(draw(rng, (3.0, 10.0)) / pixel_size)) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    floor = blur(cv2.dilate(cv2.erode(a, kernel), kernel), size / 3.0)
+    rest = a - floor
+    zero = draw(rng, background.subtracted_zero)
+    rest -= float(np.percentile(rest[::2, ::2], 100.0 * zero))
+    top = 255 if image.dtype == np.uint8 else 65535
+    return np.clip(np.rint(rest), 0, top).astype(image.dtype)
+
+
 # --------------------------------------------------------------------------- camera
 
 def gaussian(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -664,6 +729,9 @@ def finish_image(rng: np.random.Generator, in_focus: np.ndarray, out_of_focus: n
         mix = rng.uniform(0.3, 0.9)
         density += levels.haze * (mix * 2.0 * from_cells + (1.0 - mix) * broad)
     bright, dark = debris_layer(rng, shape, scene.background, pixel_size, psf, levels.structure)
+    # New options draw from rng only when they are on, so images made without them stay as they were.
+    if scene.background.autofluorescence_prob > 0 and rng.random() < scene.background.autofluorescence_prob:
+        density += autofluorescence_layer(rng, shape, scene.background, pixel_size, psf, levels.structure)
     if bright is not None:
         density = (density + bright) * dark
     photons = density * levels.signal + levels.background
@@ -711,6 +779,8 @@ def render_one(rng: np.random.Generator, scene: Scene) -> tuple[np.ndarray, np.n
         levels = draw_levels(rng, scene, psf)
     levels = dataclasses.replace(levels, structure=out.brightness)
     image = finish_image(rng, out.in_focus, out.out_of_focus, cells, levels, scene)
+    if scene.background.subtracted_prob > 0 and rng.random() < scene.background.subtracted_prob:
+        image = subtract_background(rng, image, scene.background, scene.optics.pixel_size)
     return image, out.mask, out.rows
 
 
