@@ -10,10 +10,21 @@ _image, _points, _points_yx): masks/00000_mask.tif pairs with DATA/val/mask/0000
 partner are listed, never dropped silently. Masks: TIFF/PNG (0/255 or 0/1; an integer label image
 keeps its objects) or .npy.
 
+Stacks (TYX time-lapses, ZYX) are scored plane by plane against a truth stack of the same shape: each
+plane gets every metric a 2D image gets, exactly as if it were scored alone; a stack's points table needs
+a `frame` column (the generator's video tables have one). With --tracks, the tracks of
+SynSeg_Vesicle.py --track are scored against the tables' `track_id` (tracking.link_scores).
+
 Writes to the report folder:
-    metrics.csv   one row per image, then a mean row and a standard deviation row
-    metrics.json  the same, plus settings, unpaired files and failures
-    grid.png      (--grid) image | ground truth | prediction | disagreement, for a few images
+    metrics.csv   one row per image (per frame of a stack, with its `frame`), then a mean and a std row
+    metrics.json  the same, plus settings, per-stack and track scores, unpaired files and failures
+    stacks.csv    (stacks) one row per stack: each metric's mean and std over its frames
+    frames.png    (stacks) Dice and spot F1 against frame
+    tracks_metrics.csv  (--tracks) link recall and precision per stack
+    grid.png      (--grid) image | ground truth | prediction | disagreement, for a few images (a stack's
+                  middle frame)
+
+    python evaluate.py --pred masks/ --gt VIDEO/val/mask --gt-points VIDEO/val/mask --tracks masks/tracks.csv -o rep/
 """
 import argparse
 import csv
@@ -84,7 +95,10 @@ def index_folder(folder: Path, suffixes, skip_roles=(), prefer_roles=()) -> dict
 
 
 def read_mask(path: Path):
-    """(2D array, pixel size in um or None) from a .npy, TIFF or PNG mask; stacks are refused."""
+    """(array, pixel size in um or None) from a .npy, TIFF or PNG mask: 2D, or a stack of planes (TYX, ZYX).
+
+    Axes of length 1 are dropped; anything with more than three axes left is refused.
+    """
     if path.suffix.lower() == ".npy":
         try:
             data, pixel = np.load(path, allow_pickle=False), None
@@ -94,9 +108,8 @@ def read_mask(path: Path):
         data, meta = tiffio.read_image(path)
         pixel = meta["pixel_size_um"]
     data = np.squeeze(np.asarray(data))
-    if data.ndim != 2:
-        raise ValueError(f"{path}: expected a 2D mask, got shape {data.shape}; "
-                         "evaluate stacks plane by plane")
+    if data.ndim not in (2, 3):
+        raise ValueError(f"{path}: expected a 2D mask or a stack of 2D planes (TYX, ZYX), got shape {data.shape}")
     return data, pixel
 
 
@@ -120,6 +133,41 @@ def read_points(path: Path):
     except (ValueError, IndexError):
         raise ValueError(f"{path}: expected numeric y,x columns (header optional)") from None
     return pts.reshape(-1, 2)
+
+
+def read_frame_points(path: Path, n_frames: int) -> list:
+    """Points of a stack, one (n, 2) y, x array per frame, from a CSV with y, x and frame columns.
+
+    The generator's video tables (mask/NNNNN.csv with --frames N) carry a `frame` column (0-based);
+    a table without one cannot say which plane a point belongs to and is refused for a stack.
+    """
+    rows = tiffio.read_csv(path)
+    if rows and "frame" not in rows[0]:
+        raise ValueError(f"{path}: a stack needs a 'frame' column beside y, x (0-based plane index)")
+    per_frame = [[] for _ in range(n_frames)]
+    for i, r in enumerate(rows):
+        try:
+            f, y, x = int(float(r["frame"])), float(r["y"]), float(r["x"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: row {i + 1}: frame, y, x must be numbers: {r}") from None
+        if not 0 <= f < n_frames:
+            raise ValueError(f"{path}: row {i + 1}: frame {f} outside the stack's 0..{n_frames - 1}")
+        per_frame[f].append((y, x))
+    return [np.array(p, dtype=float).reshape(-1, 2) for p in per_frame]
+
+
+def evaluate_stack(pred, gt=None, points=None, prob=None, pixel_size_um=None, tol=2.0, tol_px=3.0,
+                   iou_threshold=0.5) -> list:
+    """evaluate_pair on each plane of a stack (T or Z first): one row per plane, with its `frame` index.
+
+    points: None or one (n, 2) array per plane (read_frame_points); gt and prob: stacks of pred's shape.
+    """
+    rows = []
+    for t in range(len(pred)):
+        row = evaluate_pair(pred[t], None if gt is None else gt[t], None if points is None else points[t],
+                            None if prob is None else prob[t], pixel_size_um, tol, tol_px, iou_threshold)
+        rows.append({"frame": t, **row})
+    return rows
 
 
 def evaluate_pair(pred, gt=None, points=None, prob=None, pixel_size_um=None, tol=2.0, tol_px=3.0,
@@ -162,6 +210,69 @@ def summarize(rows: list, columns: list) -> dict:
                     "std": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
                     "n": int(finite.size), "n_excluded": int(values.size - finite.size)}
     return out
+
+
+def stack_summaries(rows: list, columns: list) -> list:
+    """One row per stack (rows with a `frame`): n_frames and each metric's mean and std over its frames."""
+    by_stack = {}
+    for r in rows:
+        if r.get("frame", "") != "":
+            by_stack.setdefault(r["image"], []).append(r)
+    out = []
+    for key, frames in by_stack.items():
+        stats = summarize(frames, columns)
+        row = {"image": key, "n_frames": len(frames)}
+        for c in columns:
+            row[f"{c}_mean"], row[f"{c}_std"] = stats[c]["mean"], stats[c]["std"]
+        out.append(row)
+    return out
+
+
+def score_tracks(tracks_csv: Path, points: dict, tol_px: float) -> list:
+    """tracking.link_scores per stack: predicted tracks (tracks.csv, grouped by its `file` column, paired by
+    name) against the generator's tables (frame, track_id, y, x); one row per paired stack."""
+    import tracking
+
+    rows = tiffio.read_csv(tracks_csv)
+    if rows and "file" not in rows[0]:
+        raise ValueError(f"{tracks_csv}: needs a 'file' column naming the segmented stack of each row")
+    by_key = {}
+    for r in rows:
+        by_key.setdefault(pair_key(r["file"]), []).append(r)
+    out = []
+    for key in sorted(by_key):
+        if key not in points:
+            print(f"evaluate.py: tracks of {key}: no points table to score them against", file=sys.stderr)
+            continue
+        truth = tiffio.read_csv(points[key])
+        if truth and "track_id" not in truth[0]:
+            raise ValueError(f"{points[key]}: no track_id column; generate the video with --frames N")
+        out.append({"image": key, **tracking.link_scores(by_key[key], truth, tol_px=tol_px)})
+    return out
+
+
+def write_frame_plot(path: Path, rows: list, max_stacks: int = 12) -> None:
+    """frames.png: Dice and spot F1 against frame, one line per stack (at most `max_stacks`)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = [c for c in ("dice", "spot_f1") if any(c in r for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    stacks = list(dict.fromkeys(r["image"] for r in rows if r.get("frame", "") != ""))[:max_stacks]
+    for ax, col in zip(axes[0], panels):
+        for key in stacks:
+            mine = [r for r in rows if r["image"] == key and r.get("frame", "") != ""]
+            ax.plot([r["frame"] for r in mine], [r.get(col, float("nan")) for r in mine], ".-", ms=3, lw=1, label=key)
+        ax.set_xlabel("frame")
+        ax.set_ylabel({"dice": "Dice", "spot_f1": "spot F1"}[col])
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    if len(stacks) > 1:
+        axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    with tiffio.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
 
 
 def _cell(value) -> str:
@@ -267,6 +378,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="object matching: minimum IoU of a predicted and a true object")
     sc.add_argument("--pixel-size", "--pixel_size", type=float, default=None,
                     help="um per px for HD95 in um; unset: the prediction's TIFF tags, then the gt's")
+    sc.add_argument("--tracks", type=Path, default=None,
+                    help="tracks.csv of SynSeg_Vesicle.py --track (file, track_id, frame, y, x): link recall and "
+                         "precision against the track_id of the --gt-points tables")
     pic = parser.add_argument_group("pictures")
     pic.add_argument("--grid", action="store_true", help="write grid.png for a person to look at")
     pic.add_argument("--grid-n", "--grid_n", type=int, default=4, help="how many images in grid.png")
@@ -286,6 +400,10 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"--iou-threshold must be in (0, 1], got {args.iou_threshold}"
     if args.pixel_size is not None and args.pixel_size <= 0:
         return f"--pixel-size must be > 0, got {args.pixel_size}"
+    if args.tracks is not None and args.gt_points is None:
+        return "--tracks needs --gt-points (the generator's tables with frame and track_id columns)"
+    if args.tracks is not None and not args.tracks.is_file():
+        return f"--tracks {args.tracks}: no such file"
     if args.grid_n < 1:
         return f"--grid-n must be >= 1, got {args.grid_n}"
     return None
@@ -349,23 +467,31 @@ def main(args: argparse.Namespace) -> int:
                 if gt.shape != pred.shape:
                     raise ValueError(f"{preds[key]}: shape {pred.shape} differs from ground truth "
                                      f"{gts[key].name} {gt.shape}")
-            points = read_points(pts[key]) if pts is not None and key in pts else None
+            stack = pred.ndim == 3
+            points = None
+            if pts is not None and key in pts:
+                points = read_frame_points(pts[key], len(pred)) if stack else read_points(pts[key])
             prob = None
             if probs is not None and key in probs and gt is not None:
                 prob = read_mask(probs[key])[0]
                 if prob.shape != pred.shape:
                     raise ValueError(f"{probs[key]}: shape {prob.shape} differs from the mask {pred.shape}")
             pixel_size = args.pixel_size or pixel or gt_pixel
-            scores = evaluate_pair(pred, gt, points, prob, pixel_size, args.tol, args.tol_px, args.iou_threshold)
+            settings = (pixel_size, args.tol, args.tol_px, args.iou_threshold)
+            if stack:
+                scored = evaluate_stack(pred, gt, points, prob, *settings)
+            else:
+                scored = [evaluate_pair(pred, gt, points, prob, *settings)]
         except (ValueError, OSError) as err:
             print(f"evaluate.py: {err}", file=sys.stderr)
             failed.append(str(err))
             continue
-        if probs is not None and gt is not None and "auc" not in scores:
-            scores["auc"] = float("nan")
-        rows.append({"image": key, "pred_file": preds[key].name,
-                     "gt_file": gts[key].name if gts is not None else pts[key].name,
-                     "pixel_size_um": pixel_size if pixel_size else float("nan"), **scores})
+        for scores in scored:
+            if probs is not None and gt is not None and "auc" not in scores:
+                scores["auc"] = float("nan")
+            rows.append({"image": key, "pred_file": preds[key].name,
+                         "gt_file": gts[key].name if gts is not None else pts[key].name,
+                         "pixel_size_um": pixel_size if pixel_size else float("nan"), **scores})
         if args.grid and len(grid_items) < args.grid_n:
             image = None
             if images is not None and key in images:
@@ -373,32 +499,62 @@ def main(args: argparse.Namespace) -> int:
                     image = tiffio.read_image(images[key])[0]
                 except (ValueError, OSError) as err:
                     print(f"evaluate.py: grid picture without image: {err}", file=sys.stderr)
+            if stack:  # the stack's middle plane stands for it
+                mid = len(pred) // 2
+                image = image[mid] if image is not None and np.ndim(image) == 3 else image
+                gt, pred = (None if gt is None else gt[mid]), pred[mid]
+                points = None if points is None else points[mid]
+                key = f"{key} (frame {mid})"
             grid_items.append((key, image, gt, points, pred))
 
     if not rows:
         print("evaluate.py: every pair failed; no report written", file=sys.stderr)
         return 1
     info_cols = ["image", "pred_file", "gt_file", "pixel_size_um"]
+    if any("frame" in r for r in rows):  # stacks: one row per frame
+        info_cols.insert(1, "frame")
     metric_cols = [c for c in rows[0] if c not in info_cols]
     for r in rows[1:]:
         metric_cols += [c for c in r if c not in info_cols and c not in metric_cols]
     summary = summarize(rows, metric_cols)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_metrics_csv(args.output_dir / "metrics.csv", rows, info_cols, metric_cols, summary)
+    stacks = stack_summaries(rows, metric_cols)
+    written = ["metrics.csv", "metrics.json"]
+    if stacks:
+        tiffio.write_csv(args.output_dir / "stacks.csv", [{k: _cell(v) for k, v in r.items()} for r in stacks],
+                         list(stacks[0]))
+        write_frame_plot(args.output_dir / "frames.png", rows)
+        written += ["stacks.csv", "frames.png"]
+    track_rows = []
+    if args.tracks is not None:
+        try:
+            track_rows = score_tracks(args.tracks, pts, args.tol_px)
+        except ValueError as err:
+            print(f"evaluate.py: {err}", file=sys.stderr)
+            failed.append(str(err))
+        if track_rows:
+            tiffio.write_csv(args.output_dir / "tracks_metrics.csv",
+                             [{k: _cell(v) for k, v in r.items()} for r in track_rows], list(track_rows[0]))
+            written.append("tracks_metrics.csv")
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     write_json(args.output_dir / "metrics.json",
                {"settings": settings, "n_images": len(rows), "summary": summary, "images": rows,
-                "unpaired": unpaired, "failed": failed})
+                "stacks": stacks, "tracks": track_rows, "unpaired": unpaired, "failed": failed})
     if grid_items:
         write_grid(args.output_dir / "grid.png", grid_items)
+        written.append("grid.png")
 
     width = max(len(c) for c in metric_cols)
-    print(f"{len(rows)} image(s) scored; mean (std) over images:")
+    what = f"{len(rows)} frame(s) of {len(stacks)} stack(s)" if stacks else f"{len(rows)} image(s)"
+    print(f"{what} scored; mean (std) over {'frames' if stacks else 'images'}:")
     for c in metric_cols:
         s = summary[c]
         note = f"  [{s['n_excluded']} left out: inf/undefined]" if s["n_excluded"] else ""
         print(f"  {c:<{width}}  {_cell(s['mean']) or 'n/a':>8}  ({_cell(s['std']) or '-'}){note}")
-    written = ["metrics.csv", "metrics.json"] + (["grid.png"] if grid_items else [])
+    for r in track_rows:
+        print(f"  tracks {r['image']}: link recall {r['link_recall']:.3f}, link precision {r['link_precision']:.3f} "
+              f"({r['n_true_links']} true, {r['n_pred_links']} predicted links)")
     print(f"{args.pred} vs {args.gt or args.gt_points} -> {args.output_dir}/{{{','.join(written)}}}")
     if failed:
         print(f"evaluate.py: {len(failed)} pair(s) failed (listed above and in metrics.json)", file=sys.stderr)
