@@ -55,7 +55,8 @@ def _resolution_um(page) -> float | None:
 def read_image(path) -> tuple[np.ndarray, dict]:
     """Read a TIFF (or PNG/JPEG) and return (array, meta).
 
-    meta: pixel_size_um (float or None), axes (str, e.g. "YX", "TYX", "ZCYX"), dtype, source.
+    meta: pixel_size_um (float or None), axes (str, e.g. "YX", "TYX", "ZCYX"), frame_interval_s (ImageJ
+    'finterval' in seconds, or None), dtype, source.
     Raises ValueError naming the file when it cannot be read as an image.
     """
     path = Path(path)
@@ -72,6 +73,7 @@ def read_image(path) -> tuple[np.ndarray, dict]:
                 axes = series.axes
                 pixel = None
                 ij = tif.imagej_metadata or {}
+                interval = _frame_interval(ij)
                 if tif.is_ome and tif.ome_metadata:
                     pixel = _ome_pixel_size(tif.ome_metadata)
                 if pixel is None:
@@ -94,11 +96,22 @@ def read_image(path) -> tuple[np.ndarray, dict]:
             raise ValueError(f"{path}: not a readable image")
         if data.ndim == 3:
             data = data[..., ::-1].copy() if data.shape[-1] in (3, 4) else data  # BGR -> RGB
-        axes, pixel = ("YXS" if data.ndim == 3 else "YX"), None
+        axes, pixel, interval = ("YXS" if data.ndim == 3 else "YX"), None, None
     if data.size == 0:
         raise ValueError(f"{path}: image is empty (shape {data.shape})")
     axes = str(axes).replace("Q", "Z") if len(axes) == data.ndim else _guess_axes(data)
-    return data, {"pixel_size_um": pixel, "axes": axes, "dtype": str(data.dtype), "source": str(path)}
+    return data, {"pixel_size_um": pixel, "axes": axes, "frame_interval_s": interval, "dtype": str(data.dtype),
+                  "source": str(path)}
+
+
+def _frame_interval(ij: dict) -> float | None:
+    """Seconds between frames from ImageJ metadata ('finterval', in 'tunit' when that is ms or min), or None."""
+    try:
+        value = float(ij.get("finterval", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    scale = {"ms": 1e-3, "msec": 1e-3, "min": 60.0, "h": 3600.0}.get(str(ij.get("tunit", "s")).lower(), 1.0)
+    return value * scale if value > 0 else None
 
 
 def _guess_axes(data: np.ndarray) -> str:
@@ -121,8 +134,9 @@ def _ome_pixel_size(xml: str) -> float | None:
 
 
 def write_tiff(path, data: np.ndarray, pixel_size_um: float | None = None, axes: str | None = None,
-               compression: str | None = None) -> None:
-    """Write an ImageJ-compatible TIFF atomically, carrying pixel size (um) and axes.
+               compression: str | None = None, frame_interval_s: float | None = None) -> None:
+    """Write an ImageJ-compatible TIFF atomically, carrying pixel size (um), axes and, for a time-lapse
+    (axes with T), the frame interval in seconds (ImageJ 'finterval').
 
     ImageJ hyperstacks only know the axes TZCYXS; other letters are mapped (Q->Z) or, failing
     that, the file is written as plain TIFF with the resolution tags still set.
@@ -138,6 +152,8 @@ def write_tiff(path, data: np.ndarray, pixel_size_um: float | None = None, axes:
             meta = {"axes": axes}
             if pixel_size_um:
                 meta["unit"] = "um"
+            if frame_interval_s:
+                meta.update(finterval=float(frame_interval_s), tunit="s")
             tifffile.imwrite(tmp, data, imagej=True, metadata=meta, compression=compression, **kwargs)
         else:
             tifffile.imwrite(tmp, data, metadata={"axes": axes}, compression=compression, **kwargs)

@@ -89,3 +89,13 @@ def test_track_scores_against_generator_track_ids(tmp_path):
     row = read_rows(out / "tracks_metrics.csv")[0]
     assert row["image"] == "v"
     assert float(row["link_recall"]) == 0.5 and float(row["link_precision"]) == 0.5
+
+
+def test_frame_interval_round_trips_through_the_tiff_tags(tmp_path):
+    stack = np.zeros((4, 16, 16), np.uint16)
+    tiffio.write_tiff(tmp_path / "v.tif", stack, pixel_size_um=0.1, axes="TYX", frame_interval_s=0.25)
+    data, meta = tiffio.read_image(tmp_path / "v.tif")
+    assert data.shape == (4, 16, 16) and meta["axes"] == "TYX"
+    assert meta["frame_interval_s"] == 0.25 and abs(meta["pixel_size_um"] - 0.1) < 1e-6
+    tiffio.write_tiff(tmp_path / "still.tif", stack[0], pixel_size_um=0.1)
+    assert tiffio.read_image(tmp_path / "still.tif")[1]["frame_interval_s"] is None
