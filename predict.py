@@ -566,6 +566,7 @@ class TaskPreset:
     split: bool  # split touching objects with the seeded watershed (--no-split, --min-distance)
     threshold: str = "0.5"
     contrast_cut: bool = False  # spots.filter_spots: drop the image's dim group of objects (--no-contrast-cut)
+    track: bool = False  # --track: link the objects of a time-lapse's frames into tracks (tracking.py)
 
     @property
     def summary_fields(self) -> tuple[str, ...]:
@@ -580,7 +581,7 @@ class TaskPreset:
 
 PRESETS = {
     "vesicle": TaskPreset("vesicle", "SynSeg_Vesicle.py", "train_vesicle_seg.py", "models/vesicle.pth",
-                          ObjectMeasure, overlay_style="outline", split=True, contrast_cut=True),
+                          ObjectMeasure, overlay_style="outline", split=True, contrast_cut=True, track=True),
     "cytoskeleton": TaskPreset("cytoskeleton", "SynSeg_Cytoskeleton.py", "train_cytoskeleton_seg.py",
                                "models/cytoskeleton.pth", SkeletonMeasure, overlay_style="fill", split=False),
 }
@@ -722,7 +723,7 @@ class Segmenter:
         row = {"file": str(src), "mask": str(dst), "shape": "x".join(map(str, full_shape)), "axes": axes,
                "pixel_size_um": f"{px:.6g}" if px else "", "scale": f"{factor:.4g}",
                "threshold": f"{np.mean(used):.4g}" if used else "", "foreground_fraction": f"{fg:.6f}",
-               **measure.summary(px)}
+               **measure.summary(px), "frame_interval_s": meta.get("frame_interval_s")}
         return row, measure.objects
 
     @staticmethod
@@ -730,6 +731,36 @@ class Segmenter:
         """Shape of the mask: the input's shape with the channel axis removed, Y and X last."""
         sizes = dict(zip(in_axes.upper(), data_shape))
         return tuple(sizes[a] for a in out_axes)
+
+
+TRACK_FIELDS = ("file", "track_id", "frame", "y", "x", "area", "intensity")
+
+
+def track_objects(row: dict, objects: list[dict], args) -> tuple[list[dict], list[dict]]:
+    """(tracks.csv rows, track_summary.csv rows) of one segmented file: its objects linked frame to frame.
+
+    A detection is an object's sub-pixel centre (spots.measure_spots; the plain centroid where that is
+    missing), area (px) and background-subtracted integrated intensity. Only a time-lapse (axes T, Y, X)
+    is linked; anything else is logged and gives no tracks.
+    """
+    import tracking
+
+    if row["axes"] != "TYX":
+        log(f"{row['file']}: --track needs a TYX time-lapse, this is {row['axes']}; no tracks")
+        return [], []
+    px = float(row["pixel_size_um"]) if row["pixel_size_um"] else None
+    interval = args.frame_interval or row.get("frame_interval_s")
+    search = args.search_range or tracking.default_search_range(px, interval)
+    detections = [{"frame": o["plane"], "y": o["y"] if o.get("y") != "" else o["centroid_y"],
+                   "x": o["x"] if o.get("x") != "" else o["centroid_x"], "area": o["area_px"],
+                   "intensity": o.get("integrated_intensity", "")} for o in objects]
+    linked = tracking.link(detections, search, memory=args.track_memory)
+    table = tracking.track_summary(linked, px, interval)
+    for r in linked + table:
+        r["file"] = row["file"]
+    log(f"{row['file']}: {len(table)} track(s) from {len(linked)} detection(s), search range {search:.3g} px"
+        f"{'' if interval else ' (frame interval unknown: speeds in px/frame only)'}")
+    return linked, table
 
 
 # --------------------------------------------------------------------------- command line
@@ -801,8 +832,22 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                           help="keep every object; by default, when an image's spot contrasts (peak minus the "
                                "local background) form two clearly separated groups, the dim group is dropped "
                                "(spots.py; the decision is logged per image)")
+    if preset.track:
+        tr = p.add_argument_group("time-lapse tracking")
+        tr.add_argument("--track", action="store_true",
+                        help="link the vesicles of consecutive frames of a TYX stack into tracks (laptrack): "
+                             "tracks.csv (file, track_id, frame, y, x, area, intensity) and track_summary.csv "
+                             "(duration, mean speed; in s and um/s when pixel size and frame interval are known)")
+        tr.add_argument("--search-range", type=float, default=None,
+                        help="largest step in px between frames; default: 2 um/s times the frame interval, "
+                             "or 5 px when pixel size or frame interval is unknown")
+        tr.add_argument("--track-memory", type=int, default=1,
+                        help="frames in a row a vesicle may go undetected and keep its track")
+        tr.add_argument("--frame-interval", type=float, default=None,
+                        help="seconds between frames, overriding the file's ImageJ tags")
     p.set_defaults(task=preset.task, object_csv=False, no_split=not preset.split, min_distance=None,
-                   no_contrast_cut=not preset.contrast_cut)
+                   no_contrast_cut=not preset.contrast_cut, track=False, search_range=None, track_memory=1,
+                   frame_interval=None)
     return p
 
 
@@ -820,6 +865,12 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"--resize_size {args.resize_size} must be at least 16"
     if args.channel is not None and args.channel < 0:
         return f"--channel {args.channel} must be 0 or more"
+    if args.search_range is not None and not args.search_range > 0:
+        return f"--search-range {args.search_range} must be positive (px)"
+    if args.track_memory < 0:
+        return f"--track-memory {args.track_memory} must be 0 or more"
+    if args.frame_interval is not None and not args.frame_interval > 0:
+        return f"--frame-interval {args.frame_interval} must be positive (s)"
     return None
 
 
@@ -899,6 +950,8 @@ def run(args: argparse.Namespace, task: str) -> int:
     # the files segmented now replace theirs.
     rows = {r["file"]: r for r in tiffio.read_csv(summary_dir / "summary.csv")}
     objects = tiffio.read_csv(summary_dir / "objects.csv") if args.object_csv else []
+    tracks = tiffio.read_csv(summary_dir / "tracks.csv") if args.track else []
+    track_table = tiffio.read_csv(summary_dir / "track_summary.csv") if args.track else []
     failed, done, skipped = [], [], []
     t0, megapixels = time.perf_counter(), 0.0
     inputs = {p.resolve() for p, _ in pairs}
@@ -919,12 +972,22 @@ def run(args: argparse.Namespace, task: str) -> int:
             continue
         rows[row["file"]] = row
         objects = [o for o in objects if o.get("file") != row["file"]] + objs
+        if args.track:
+            linked, table = track_objects(row, objs, args)
+            tracks = [t for t in tracks if t.get("file") != row["file"]] + linked
+            track_table = [t for t in track_table if t.get("file") != row["file"]] + table
         done.append((src, dst))
         megapixels += math.prod(int(v) for v in row["shape"].split("x")) / 1e6
     if done:
         tiffio.write_csv(summary_dir / "summary.csv", list(rows.values()), preset.summary_fields)
         if args.object_csv:
             tiffio.write_csv(summary_dir / "objects.csv", objects, OBJECT_FIELDS)
+        if args.track:
+            tiffio.write_csv(summary_dir / "tracks.csv", tracks, TRACK_FIELDS, float_format="{:.4f}")
+            import tracking
+
+            tiffio.write_csv(summary_dir / "track_summary.csv", track_table, ("file", *tracking.SUMMARY_COLUMNS),
+                             float_format="{:.4f}")
 
     for src, dst in done:
         print(f"{src} -> {dst}")

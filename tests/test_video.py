@@ -99,3 +99,42 @@ def test_frame_interval_round_trips_through_the_tiff_tags(tmp_path):
     assert meta["frame_interval_s"] == 0.25 and abs(meta["pixel_size_um"] - 0.1) < 1e-6
     tiffio.write_tiff(tmp_path / "still.tif", stack[0], pixel_size_um=0.1)
     assert tiffio.read_image(tmp_path / "still.tif")[1]["frame_interval_s"] is None
+
+
+def two_particle_video(n_frames=6, shape=(64, 64)):
+    """uint16 TYX: two Gaussian spots moving in straight lines (one right, one up-left), and their truth rows."""
+    yy, xx = np.indices(shape)
+    paths = {1: [(20.0, 12.0 + 2.0 * t) for t in range(n_frames)],
+             2: [(46.0 - 1.5 * t, 44.0 - 1.5 * t) for t in range(n_frames)]}
+    video = np.full((n_frames,) + shape, 200.0)
+    for points in paths.values():
+        for t, (y, x) in enumerate(points):
+            video[t] += 3000.0 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.8 ** 2))
+    noise = np.random.default_rng(0).normal(0, 20, video.shape)
+    return np.clip(video + noise, 0, 65535).astype(np.uint16), paths
+
+
+def test_vesicle_cli_tracks_a_known_two_particle_video(tmp_path):
+    import SynSeg_Vesicle
+
+    video, paths = two_particle_video()
+    tiffio.write_tiff(tmp_path / "in" / "v.tif", video, pixel_size_um=0.1, axes="TYX", frame_interval_s=0.5)
+    out = tmp_path / "out"
+    args = ["-i", tmp_path / "in", "-o", out, "--track", "--no-contrast-cut", "--device", "cpu"]
+    assert SynSeg_Vesicle.main(SynSeg_Vesicle.get_args_parser().parse_args([str(a) for a in args])) == 0
+    tracks = read_rows(out / "tracks.csv")
+    assert list(tracks[0]) == ["file", "track_id", "frame", "y", "x", "area", "intensity"]
+    by_track = {}
+    for r in tracks:
+        by_track.setdefault(r["track_id"], []).append((int(r["frame"]), float(r["y"]), float(r["x"])))
+    assert len(by_track) == 2
+    for points in by_track.values():
+        assert [f for f, _, _ in points] == list(range(6))
+        start = min(paths, key=lambda k: np.hypot(*np.subtract(paths[k][0], points[0][1:])))
+        for (f, y, x), (ty, tx) in zip(points, paths[start]):
+            assert abs(y - ty) < 1.0 and abs(x - tx) < 1.0, (f, y, x, ty, tx)
+    summary = {r["track_id"]: r for r in read_rows(out / "track_summary.csv")}
+    speeds = sorted(float(r["mean_speed_um_s"]) for r in summary.values())
+    # 2 px/frame and 1.5 * sqrt(2) px/frame at 0.1 um/px and 0.5 s/frame
+    np.testing.assert_allclose(speeds, sorted([0.4, 1.5 * np.sqrt(2) * 0.2]), atol=0.05)
+    assert all(r["duration_s"] == "2.5000" for r in summary.values())
