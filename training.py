@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tifffile
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -73,12 +74,30 @@ def as_2d(image: np.ndarray, path) -> np.ndarray:
     return image
 
 
-def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(image at full bit depth, uint8 0/1 mask), with shapes checked against each other."""
-    image = as_2d(tiffio.read_image(image_path)[0], image_path)
+def read_frame(image_path: Path, frame: int) -> np.ndarray:
+    """Plane `frame` of a TYX (or ZYX) stack; a TIFF's page alone is read, so a long video costs one frame."""
+    if Path(image_path).suffix.lower() in tiffio.TIFF_SUFFIXES:
+        try:
+            with tifffile.TiffFile(image_path) as tif:
+                return tif.pages[frame].asarray()
+        except (tifffile.TiffFileError, IndexError, ValueError, OSError) as err:
+            raise DatasetError(f"{image_path}: frame {frame} not readable ({err})") from None
+    return tiffio.read_image(image_path)[0][frame]
+
+
+def read_pair(image_path: Path, mask_path: Path, frame: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image at full bit depth, uint8 0/1 mask), with shapes checked against each other.
+
+    frame: for a time-lapse (TYX image, TYX .npy mask), the plane to read; None for a 2D pair.
+    """
+    if frame is None:
+        image = as_2d(tiffio.read_image(image_path)[0], image_path)
+    else:
+        image = as_2d(read_frame(image_path, frame), f"{image_path} frame {frame}")
     try:
-        mask = np.load(mask_path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+        mask = np.load(mask_path, allow_pickle=False, mmap_mode=None if frame is None else "r")
+        mask = np.array(mask if frame is None else mask[frame])
+    except (OSError, ValueError, IndexError) as err:
         raise DatasetError(f"{mask_path}: not a readable .npy mask ({err})") from None
     mask = np.squeeze(mask)
     if mask.shape != image.shape:
@@ -87,11 +106,13 @@ def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray
     return image, (mask > 0).astype(np.uint8)
 
 
-def find_pairs(img_dir: Path, mask_dir: Path, check: bool = True, show: bool = True) -> list[tuple[Path, Path]]:
+def find_pairs(img_dir: Path, mask_dir: Path, check: bool = True, show: bool = True) -> list[tuple]:
     """(image, mask) paths matched by stem; every image must have NAME.npy of the same shape.
 
-    With `check`, every pair is read once so that the first missing, unreadable or mismatched
-    file is named before training starts instead of crashing a worker mid-epoch.
+    A time-lapse (a TYX mask, as the generators write with --frames N) gives one sample per frame,
+    (image, mask, frame); 2D pairs stay (image, mask). With `check`, every sample is read once so that
+    the first missing, unreadable or mismatched file is named before training starts instead of crashing
+    a worker mid-epoch.
     """
     images = list_images(img_dir)
     if not Path(mask_dir).is_dir():
@@ -101,17 +122,24 @@ def find_pairs(img_dir: Path, mask_dir: Path, check: bool = True, show: bool = T
         mask = Path(mask_dir) / f"{image.stem}.npy"
         if not mask.is_file():
             raise DatasetError(f"{image}: no mask {mask}")
-        pairs.append((image, mask))
+        try:
+            shape = np.squeeze(np.load(mask, mmap_mode="r")).shape
+        except (OSError, ValueError) as err:
+            raise DatasetError(f"{mask}: not a readable .npy mask ({err})") from None
+        if len(shape) == 3:  # a video: every frame is a sample
+            pairs += [(image, mask, t) for t in range(shape[0])]
+        else:
+            pairs.append((image, mask))
     if check:
         bar = tqdm(pairs, desc=f"checking {img_dir}", disable=not show or len(pairs) < 50, leave=False)
-        for image, mask in bar:
-            read_pair(image, mask)
+        for pair in bar:
+            read_pair(*pair)
     return pairs
 
 
 def image_shapes(pairs) -> set[tuple[int, int]]:
     """The distinct (H, W) of the masks of `pairs` (cheap: memory-mapped .npy headers)."""
-    return {tuple(np.squeeze(np.load(m, mmap_mode="r")).shape) for _, m in pairs}
+    return {tuple(np.squeeze(np.load(p[1], mmap_mode="r")).shape[-2:]) for p in pairs}
 
 
 def read_generator_info(*folders: Path) -> dict:

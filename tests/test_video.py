@@ -138,3 +138,31 @@ def test_vesicle_cli_tracks_a_known_two_particle_video(tmp_path):
     # 2 px/frame and 1.5 * sqrt(2) px/frame at 0.1 um/px and 0.5 s/frame
     np.testing.assert_allclose(speeds, sorted([0.4, 1.5 * np.sqrt(2) * 0.2]), atol=0.05)
     assert all(r["duration_s"] == "2.5000" for r in summary.values())
+
+
+def test_training_takes_each_frame_of_a_video_as_a_sample(tmp_path):
+    import json
+
+    import training
+    import train_vesicle_seg
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 2), ("val", 1)):
+        for i in range(n):
+            mask = disc_stack([[tuple(rng.integers(6, 26, 2))] for _ in range(3)], shape=(32, 32))
+            video = (mask.astype(np.int64) * 2000 + 100 + rng.integers(0, 50, mask.shape)).astype(np.uint16)
+            tiffio.write_tiff(tmp_path / "d" / split / "img" / f"{i:05d}.tif", video, 0.1, "TYX", frame_interval_s=1.0)
+            (tmp_path / "d" / split / "mask").mkdir(parents=True, exist_ok=True)
+            np.save(tmp_path / "d" / split / "mask" / f"{i:05d}.npy", mask)
+    (tmp_path / "d" / "generator.json").write_text(json.dumps({"pixel_size_um": 0.1}))
+    pairs = training.find_pairs(tmp_path / "d" / "train" / "img", tmp_path / "d" / "train" / "mask")
+    assert [p[2] for p in pairs] == [0, 1, 2, 0, 1, 2]
+    image, mask = training.read_pair(*pairs[4])
+    video = tiffio.read_image(pairs[4][0])[0]
+    np.testing.assert_array_equal(image, video[1])
+    np.testing.assert_array_equal(mask, np.load(pairs[4][1])[1])
+    args = train_vesicle_seg.get_args_parser().parse_args(
+        ["--data-dir", str(tmp_path / "d"), "--output-dir", str(tmp_path / "out"), "--device", "cpu",
+         "--num-workers", "0", "--base-channels", "4", "--depth", "2", "--crop-size", "32", "--epochs", "1"])
+    assert train_vesicle_seg.main(args) == 0
+    assert (tmp_path / "out" / "best_vesicle_model.pth").is_file()
