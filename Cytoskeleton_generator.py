@@ -8,6 +8,9 @@ DATA/{train,val}/mask/NNNNN.npy (uint8 0/1: every pixel within --mask-half-width
 filament centreline, tube or sheet) and DATA/generator.json (all parameters and the seed); with
 --preview also DATA/preview.png. Structures: filaments.py; optics, cells, background and camera:
 synth.py; every range flag is drawn per image, and image k depends only on (--seed, k).
+With --frames N (N > 1) each sample is a time-lapse: NNNNN.tif a TYX stack (frame interval and pixel size
+in the ImageJ tags) and NNNNN.npy its TYX mask;
+motion, bleaching and per-frame noise: video.py.
 """
 import argparse
 import sys
@@ -15,6 +18,7 @@ import sys
 import cli
 import filaments
 import synth
+import video
 
 BIT_DEPTH = 8
 
@@ -30,6 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     # bright cell edge that is not a filament) and thick haze (C. elegans epithelia)
     parser.set_defaults(cytoplasm=[0.0, 2.5], haze=[0.0, 0.5])
     filaments.add_args(parser)
+    video.add_args(parser)
     return parser
 
 

@@ -9,6 +9,9 @@ vesicle: y, x (the centre of pixel (i, j) is (i, j)), radius in px, brightness; 
 none is labelled), DATA/generator.json (every parameter and the seed) and, with --preview,
 DATA/preview.png. Vesicles: vesicles.py; optics, cells, background and camera: synth.py; every range
 flag is drawn per image, and image k depends only on (--seed, k).
+With --frames N (N > 1) each sample is a time-lapse: NNNNN.tif a TYX stack (frame interval and pixel size
+in the ImageJ tags) and NNNNN.npy its TYX mask, the table one row per vesicle and frame with frame and track_id;
+motion, bleaching and per-frame noise: video.py.
 """
 import argparse
 import sys
@@ -16,6 +19,7 @@ import sys
 import cli
 import synth
 import vesicles
+import video
 
 BIT_DEPTH = 16
 
@@ -28,6 +32,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     # ~0.5 px at 0.16 um/px; 0.1 um/px with the diffraction-limited 0.78 px times 0.7-2.2 spans that.
     parser.set_defaults(psf_scale=[0.7, 2.2])
     vesicles.add_args(parser)
+    video.add_args(parser)
     return parser
 
 

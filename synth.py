@@ -664,17 +664,19 @@ def correlate_noise(electrons: np.ndarray, photons: np.ndarray, sigma: float) ->
 
 
 def camera(rng: np.random.Generator, photons: np.ndarray, cam: Camera, bit_depth: int,
-           read_noise: float | None = None) -> np.ndarray:
+           read_noise: float | None = None, noise_rng: np.random.Generator | None = None) -> np.ndarray:
     """Expected photons per pixel -> camera image of `bit_depth` (8 or 16) bits.
 
     16-bit: ADU = offset + gain * (Poisson photons + read noise + column offsets + hot pixels),
     optionally saturated, rounded, clipped.
     8-bit: the same camera, then a display-style export that maps a high percentile to near 255.
-    read_noise (electrons) is drawn from cam.read_noise when None.
+    read_noise (electrons) is drawn from cam.read_noise when None. noise_rng, when given, draws the shot
+    and read noise alone, and rng the camera's settings: a video passes a fresh noise_rng per frame and
+    the same settings generator (video.py) so that offset, gain and fixed patterns stay put.
     """
     if read_noise is None:
         read_noise = draw(rng, cam.read_noise)
-    electrons = shot_and_read_noise(rng, photons, read_noise)
+    electrons = shot_and_read_noise(rng if noise_rng is None else noise_rng, photons, read_noise)
     grain = draw(rng, cam.noise_correlation)
     if grain > 0.05:
         electrons = correlate_noise(electrons, photons, grain)
@@ -705,13 +707,13 @@ def camera(rng: np.random.Generator, photons: np.ndarray, cam: Camera, bit_depth
 
 
 def finish_image(rng: np.random.Generator, in_focus: np.ndarray, out_of_focus: np.ndarray | None, cells: dict,
-                 levels: Levels, scene: Scene) -> np.ndarray:
+                 levels: Levels, scene: Scene, noise_rng: np.random.Generator | None = None) -> np.ndarray:
     """Optics, cell context and camera for one image; returns uint8 or uint16 HxW (scene.bit_depth).
 
     in_focus: float32 HxW sharp structure density (1.0 = typical brightness), blurred by levels.psf_sigma.
     out_of_focus: float32 HxW density (or None) blurred levels.defocus times more; never in the mask.
     cells: dict from cell_layer. Adds cytoplasm, haze, debris, uneven illumination and uniform
-    background, then `camera`.
+    background, then `camera` (noise_rng: see there).
     """
     shape = in_focus.shape
     psf = levels.psf_sigma
@@ -737,7 +739,7 @@ def finish_image(rng: np.random.Generator, in_focus: np.ndarray, out_of_focus: n
     photons = density * levels.signal + levels.background
     if levels.illumination > 0:
         photons *= illumination_field(rng, shape, levels.illumination)
-    return camera(rng, photons, scene.camera, scene.bit_depth, read_noise=levels.read_noise)
+    return camera(rng, photons, scene.camera, scene.bit_depth, read_noise=levels.read_noise, noise_rng=noise_rng)
 
 
 # --------------------------------------------------------------------------- one image
@@ -806,6 +808,12 @@ def image_paths(out_dir: Path, index: int, num_images: int, val_fraction: float)
 
 
 
+def parameters_of(params) -> dict:
+    """Flag values of one parameter dataclass, JSON-friendly (paths as text, ranges as lists)."""
+    return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+            for k, v in flag_values(params).items()}
+
+
 def parameters(run: Run, scene: Scene) -> dict:
     """Every flag value of a run, flat and JSON-friendly, sorted by name (generator.json "parameters")."""
     flat = {}
@@ -834,7 +842,9 @@ def _init_worker(job: dict) -> None:
 
 def _write_one(index: int) -> int:
     """Render image `index` and write its files (mask and table first, the image last)."""
-    run, scene = _JOB["run"], _JOB["scene"]
+    run, scene, video = _JOB["run"], _JOB["scene"], _JOB.get("video")
+    if video is not None and video.frames > 1:
+        return _write_video(index, run, scene, video)
     image, mask, rows = render_one(image_rng(run.seed, index), scene)
     expected = np.uint8 if scene.bit_depth == 8 else np.uint16
     if image.dtype != expected or image.shape != mask.shape:
@@ -848,6 +858,23 @@ def _write_one(index: int) -> int:
     if columns is not None:
         tiffio.write_csv(paths["csv"], rows or [], fields=columns, float_format="{:.4f}")
     tiffio.write_tiff(paths["img"], image, pixel_size_um=scene.optics.pixel_size, axes="YX")
+    return index
+
+
+def _write_video(index: int, run: Run, scene: Scene, video) -> int:
+    """Render video `index` (video.render_video) and write its TYX stack, TYX mask and frame/track table."""
+    from video import render_video
+
+    image, mask, rows = render_video(image_rng(run.seed, index), scene, video)
+    paths = image_paths(run.output_dir, index, run.num_images, run.val_fraction)
+    with tiffio.atomic_path(paths["mask"]) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, (mask > 0).astype(np.uint8))
+    if scene.structure.COLUMNS is not None:
+        tiffio.write_csv(paths["csv"], rows or [], fields=("frame", "track_id", *scene.structure.COLUMNS),
+                         float_format="{:.4f}")
+    tiffio.write_tiff(paths["img"], image, pixel_size_um=scene.optics.pixel_size, axes="TYX",
+                      frame_interval_s=video.frame_interval)
     return index
 
 
@@ -895,12 +922,13 @@ def _prepare_output(run: Run, meta: dict) -> str | None:
     return None
 
 
-def generate_dataset(run: Run, scene: Scene, *, kind: str) -> int:
+def generate_dataset(run: Run, scene: Scene, *, kind: str, video=None) -> int:
     """Write run.num_images images of `scene` into run.output_dir; returns an exit code (0 = success).
 
     Image k is render_one(image_rng(run.seed, k), scene). The scene (with its structure's parameters)
     goes to the worker processes by pickling, so the structure class must be importable by name.
-    Layout, resume and determinism: see the module docstring.
+    Layout, resume and determinism: see the module docstring. video: a video.Video; with frames > 1
+    every sample is a time-lapse (video.render_video), written as TYX stacks.
     """
     from tqdm import tqdm
 
@@ -912,6 +940,11 @@ def generate_dataset(run: Run, scene: Scene, *, kind: str) -> int:
             "num_train": n - n_val, "num_val": n_val,
             "layout": "{split}/img/NNNNN.tif + {split}/mask/NNNNN.npy (uint8 0/1)",
             "parameters": parameters(run, scene)}
+    if video is not None and video.frames > 1:  # still images keep today's generator.json
+        meta.update(frames=video.frames, frame_interval_s=video.frame_interval,
+                    layout="{split}/img/NNNNN.tif (TYX) + {split}/mask/NNNNN.npy (TYX uint8 0/1) + NNNNN.csv "
+                           "(frame, track_id, ...)")
+        meta["parameters"] = dict(sorted({**meta["parameters"], **parameters_of(video)}.items()))
     error = _prepare_output(run, meta)
     if error:
         print(f"error: {error}", file=sys.stderr)
@@ -926,7 +959,7 @@ def generate_dataset(run: Run, scene: Scene, *, kind: str) -> int:
     todo = [i for i in range(n) if not (run.resume and _is_done(run, i))]
     if run.resume:
         print(f"resume: {n - len(todo)} of {n} images already written, {len(todo)} to go")
-    job = {"run": run, "scene": scene}
+    job = {"run": run, "scene": scene, "video": video}
     bar = tqdm(total=len(todo), desc=f"{kind} images", unit="img")
     if run.workers == 1 or len(todo) <= 1:
         _init_worker(job)
@@ -961,10 +994,15 @@ def generate(args: argparse.Namespace, structure, *, kind: str, bit_depth: int) 
     try:
         run = Run.from_args(args)
         scene = scene_from_args(args, structure, bit_depth)
+        video = None
+        if getattr(args, "frames", None) is not None:  # the script offers video.add_args
+            from video import Video
+
+            video = Video.from_args(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return generate_dataset(run, scene, kind=kind)
+    return generate_dataset(run, scene, kind=kind, video=video)
 
 
 # --------------------------------------------------------------------------- preview
@@ -977,6 +1015,8 @@ def write_preview(out_dir: Path, num_images: int, val_fraction: float, count: in
         paths = image_paths(out_dir, index, num_images, val_fraction)
         image, _ = tiffio.read_image(paths["img"])
         mask = np.load(paths["mask"])
+        if mask.ndim == 3:  # a video: its first frame
+            image, mask = image[0], mask[0]
         gray = (tiffio.stretch(image, 0.5, 99.8) * 255).astype(np.uint8)
         gray = cv2.resize(gray, (tile, tile), interpolation=cv2.INTER_AREA)
         small = cv2.resize(mask.astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)

@@ -1,5 +1,6 @@
 """Time-lapse support: stacks scored frame by frame, track scoring, video generation, tracking in the CLI."""
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,8 +142,6 @@ def test_vesicle_cli_tracks_a_known_two_particle_video(tmp_path):
 
 
 def test_training_takes_each_frame_of_a_video_as_a_sample(tmp_path):
-    import json
-
     import training
     import train_vesicle_seg
 
@@ -166,3 +165,82 @@ def test_training_takes_each_frame_of_a_video_as_a_sample(tmp_path):
          "--num-workers", "0", "--base-channels", "4", "--depth", "2", "--crop-size", "32", "--epochs", "1"])
     assert train_vesicle_seg.main(args) == 0
     assert (tmp_path / "out" / "best_vesicle_model.pth").is_file()
+
+
+def generate(script, out, *extra):
+    module = __import__(script)
+    args = module.get_args_parser().parse_args(
+        ["--output-dir", str(out), "--num-images", "3", "--image-size", "64", "--val-fraction", "0.34",
+         "--seed", "7", *map(str, extra)])
+    assert module.main(args) == 0
+
+
+def files_of(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_frames_1_writes_the_still_images_byte_for_byte(tmp_path):
+    import synth
+    import vesicles
+    import Vesicle_generator
+
+    generate("Vesicle_generator", tmp_path / "one", "--frames", "1")
+    written = files_of(tmp_path / "one")
+    # the 2D path on its own: render_one of (seed, k), written as the still-image layout
+    args = Vesicle_generator.get_args_parser().parse_args(
+        ["--output-dir", str(tmp_path / "still"), "--num-images", "3", "--image-size", "64", "--val-fraction",
+         "0.34", "--seed", "7"])
+    run = synth.Run.from_args(args)
+    scene = synth.scene_from_args(args, vesicles.Vesicles, Vesicle_generator.BIT_DEPTH)
+    assert synth.generate_dataset(run, scene, kind="vesicle") == 0
+    still = files_of(tmp_path / "still")
+    meta_one, meta_still = (json.loads(d.pop("generator.json")) for d in (written, still))
+    assert written == still  # every image, mask and table
+    for meta in (meta_one, meta_still):
+        meta["parameters"].pop("output_dir")
+    assert meta_one == meta_still
+    for k in range(3):
+        image, mask, rows = synth.render_one(synth.image_rng(7, k), scene)
+        paths = synth.image_paths(tmp_path / "one", k, 3, 0.34)
+        np.testing.assert_array_equal(tiffio.read_image(paths["img"])[0], image)
+        np.testing.assert_array_equal(np.load(paths["mask"]), mask)
+        assert len(tiffio.read_csv(paths["csv"])) == len(rows)
+    assert "frames" not in meta_one and "frames" not in meta_one["parameters"]
+
+
+def test_tiny_vesicle_video_shapes_tags_and_tables(tmp_path):
+    generate("Vesicle_generator", tmp_path / "v", "--frames", "4", "--frame-interval", "0.25",
+             "--num-spots", "20", "40", "--directed-fraction", "0.5", "0.5")
+    img, meta = tiffio.read_image(tmp_path / "v" / "train" / "img" / "00000.tif")
+    mask = np.load(tmp_path / "v" / "train" / "mask" / "00000.npy")
+    assert img.shape == mask.shape == (4, 64, 64) and img.dtype == np.uint16 and mask.dtype == np.uint8
+    assert meta["axes"] == "TYX" and meta["frame_interval_s"] == 0.25 and abs(meta["pixel_size_um"] - 0.1) < 1e-6
+    rows = tiffio.read_csv(tmp_path / "v" / "train" / "mask" / "00000.csv")
+    assert list(rows[0]) == ["frame", "track_id", "y", "x", "radius", "brightness"]
+    assert {int(r["frame"]) for r in rows} <= set(range(4))
+    from scipy import ndimage
+    for t in range(4):  # one mask component per row, as in a still image
+        n = ndimage.label(mask[t], structure=np.ones((3, 3)))[1]
+        assert n == sum(int(r["frame"]) == t for r in rows)
+    per_track = {}
+    for r in rows:
+        per_track.setdefault(r["track_id"], []).append(int(r["frame"]))
+    assert all(f == sorted(set(f)) for f in per_track.values())
+    assert any(len(f) == 4 for f in per_track.values())
+    assert not np.array_equal(img[0], img[1])  # fresh noise, motion
+    meta_json = (tmp_path / "v" / "generator.json").read_text()
+    assert '"frames": 4' in meta_json and '"frame_interval_s": 0.25' in meta_json
+
+
+def test_video_k_depends_only_on_seed_and_k(tmp_path):
+    generate("Cytoskeleton_generator", tmp_path / "a", "--frames", "3")
+    args = ["--output-dir", str(tmp_path / "b"), "--num-images", "1", "--image-size", "64", "--seed", "7",
+            "--frames", "3", "--val-fraction", "0.34", "--workers", "1"]
+    import Cytoskeleton_generator
+    assert Cytoskeleton_generator.main(Cytoskeleton_generator.get_args_parser().parse_args(args)) == 0
+    a, b = files_of(tmp_path / "a"), files_of(tmp_path / "b")
+    assert a["train/img/00000.tif"] == b["train/img/00000.tif"]
+    assert a["train/mask/00000.npy"] == b["train/mask/00000.npy"]
+    img, meta = tiffio.read_image(tmp_path / "a" / "train" / "img" / "00000.tif")
+    assert img.shape == (3, 64, 64) and img.dtype == np.uint8 and meta["axes"] == "TYX"
+    assert np.load(tmp_path / "a" / "train" / "mask" / "00000.npy").shape == (3, 64, 64)
