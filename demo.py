@@ -10,6 +10,9 @@ Steps (each one a real run of the project's own scripts, as a user would type th
   3. SynSeg_Vesicle.py / SynSeg_Cytoskeleton.py segment the images and the stacks with models/*.pth.
   4. evaluate.py scores the masks against the generators' exact masks (and vesicle centres).
   5. The vesicle model is run again on the images times 0.01 and times 100 (brightness check).
+  6. A short synthetic vesicle video (Vesicle_generator.py --frames N: motion, bleaching, fresh noise per
+     frame) is segmented with --track and scored frame by frame and link by link (evaluate.py --tracks);
+     the report shows its per-frame scores and one overlay strip (first, middle and last frame).
 Writes demo_output/REPORT.md (tables + pictures) and, per task, the masks, overlays and metrics.
 The output folder is cleared on each run, but only when the demo made it and it holds nothing else
 (a marker file says so); any other existing folder is refused, so `--output-dir .` cannot wipe a checkout.
@@ -35,7 +38,7 @@ TASKS = {
     "cytoskeleton": ("Cytoskeleton_generator.py", "SynSeg_Cytoskeleton.py", "models/cytoskeleton.pth"),
 }
 MARKER = ".synseg-demo"  # written into the output folder by the demo, so it knows the folder is its own
-OWN_ENTRIES = {MARKER, "REPORT.md", "demo.log", *TASKS}  # everything the demo writes at the top of the folder
+OWN_ENTRIES = {MARKER, "REPORT.md", "demo.log", "video", *TASKS}  # everything the demo writes at the top of the folder
 SHOWN = {  # metric columns per task for the report: (json key, heading)
     "vesicle": [("dice", "Dice"), ("iou", "IoU"), ("precision", "precision"), ("recall", "recall"),
                 ("spot_f1", "spot F1"), ("obj_f1", "object F1"), ("auc", "AUC")],
@@ -52,6 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-images", "--num_images", type=int, default=10, help="test images per task")
     p.add_argument("--image-size", "--image_size", type=int, default=384, help="test image size in px")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--video-frames", type=int, default=12, help="frames of the demo time-lapse")
     return p
 
 
@@ -194,11 +198,53 @@ def demo_task(task: str, args, out: Path, log, bar) -> dict:
     return result
 
 
+def video_strip(path: Path, video: Path, masks: Path) -> None:
+    """PNG strip of a video's first, middle and last frame, each stretched, with the mask outlined in yellow."""
+    import cv2
+
+    import tiffio
+
+    frames, _ = tiffio.read_image(video)
+    mask, _ = tiffio.read_image(masks)
+    tiles = []
+    for t in sorted({0, len(frames) // 2, len(frames) - 1}):
+        grey = (tiffio.stretch(frames[t], 0.5, 99.8) * 255).astype(np.uint8)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+        m = (mask[t] > 0).astype(np.uint8)
+        rgb[(m - cv2.erode(m, np.ones((3, 3), np.uint8))) > 0] = (0, 255, 255)  # BGR yellow
+        cv2.putText(rgb, f"frame {t}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1, cv2.LINE_AA)
+        tiles += [rgb, np.full((rgb.shape[0], 4, 3), 64, np.uint8)]
+    ok, data = cv2.imencode(".png", np.concatenate(tiles[:-1], axis=1))
+    if not ok:
+        raise RuntimeError(f"{path}: PNG encoding failed")
+    path.write_bytes(data.tobytes())
+
+
+def demo_video(args, out: Path, log) -> dict:
+    """A short vesicle video: generate, segment with tracking, score per frame and per link."""
+    import tiffio
+
+    data, masks, report = out / "video" / "data", out / "video" / "masks", out / "video" / "report"
+    run(["Vesicle_generator.py", "--output-dir", data, "--num-images", 1, "--image-size", min(args.image_size, 256),
+         "--seed", DEMO_SEED, "--val-fraction", 0, "--frames", args.video_frames], log)
+    img_dir, gt_dir = data / "train" / "img", data / "train" / "mask"
+    run(["SynSeg_Vesicle.py", "-i", img_dir, "-o", masks, "-m", TASKS["vesicle"][2], "--track",
+         "--device", args.device], log)
+    run(["evaluate.py", "--pred", masks, "--gt", gt_dir, "--gt-points", gt_dir, "--tracks", masks / "tracks.csv",
+         "-o", report], log)
+    rows = [r for r in tiffio.read_csv(report / "metrics.csv") if r["frame"] != ""]
+    video_strip(out / "video" / "strip.png", next(img_dir.glob("*.tif")), next(masks.glob("*_mask.tif")))
+    links = tiffio.read_csv(report / "tracks_metrics.csv")
+    return {"frames": rows, "links": links[0] if links else {}, "strip": out / "video" / "strip.png",
+            "curve": report / "frames.png", "n_tracks": len(tiffio.read_csv(masks / "track_summary.csv"))}
+
+
 def write_report(out: Path, results: dict) -> Path:
     """REPORT.md: one table per task, the brightness check, the stack check and the pictures."""
     lines = ["# SynSeg demo report", "",
              f"Held-out synthetic images (generator seed {DEMO_SEED}, never used in training), segmented with the",
              "shipped models at default settings and scored against the generators' exact masks.", ""]
+    video = results.pop("video", None)
     for task, r in results.items():
         cols = [(k, h) for k, h in SHOWN[task] if k in r["scores"]]
         lines += [f"## {task}", "",
@@ -215,6 +261,18 @@ def write_report(out: Path, results: dict) -> Path:
             lines.append("")
         lines += [f"![{task} grid]({r['grid'].relative_to(out)})", "",
                   f"Generator preview: `{r['preview'].relative_to(out)}`; overlays: `{task}/masks/*_overlay.png`.", ""]
+    if video is not None:
+        lk = video["links"]
+        lines += ["## time-lapse (vesicles)", "",
+                  f"One synthetic video of {len(video['frames'])} frames (vesicles diffuse, run, appear and vanish; "
+                  "the signal bleaches; fresh camera noise per frame), segmented with `SynSeg_Vesicle.py --track`: "
+                  f"{video['n_tracks']} tracks; link recall {float(lk.get('link_recall', 'nan')):.3f}, "
+                  f"link precision {float(lk.get('link_precision', 'nan')):.3f}.", "",
+                  "| frame | Dice | spot F1 | objects (true) |", "|---|---|---|---|"]
+        lines += [f"| {r['frame']} | {r['dice']} | {r['spot_f1']} | {r['n_pred_objects']} ({r['n_gt_objects']}) |"
+                  for r in video["frames"]]
+        lines += ["", f"![video strip]({video['strip'].relative_to(out)})", "",
+                  f"![per-frame scores]({video['curve'].relative_to(out)})", ""]
     path = out / "REPORT.md"
     path.write_text("\n".join(lines))
     return path
@@ -234,10 +292,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"demo: {refused}", file=sys.stderr)
         return 2
     results = {}
-    with open(out / "demo.log", "w") as log, tqdm(total=5 * len(TASKS), desc="demo", unit="step") as bar:
+    with open(out / "demo.log", "w") as log, tqdm(total=5 * len(TASKS) + 1, desc="demo", unit="step") as bar:
         try:
             for task in TASKS:
                 results[task] = demo_task(task, args, out, log, bar)
+            results["video"] = demo_video(args, out, log)
+            bar.update(1)
         except RuntimeError as err:
             bar.close()
             print(f"demo: {err}", file=sys.stderr)

@@ -1,0 +1,147 @@
+"""Time-lapse figures: per-frame scores of 50-frame synthetic videos segmented with the shipped models.
+
+Example (from the repository root):
+    python bench/bench_video.py --output-dir /tmp/video/bench --num-videos 3 --device auto
+
+1. Vesicles: --num-videos videos of --frames frames, bleaching to --bleach-to (0.4) of the first frame's
+   signal (a fixed --bleach rate, -ln(0.4) / 49 per frame for 50 frames; no contrast fade, so that the
+   bleaching alone is measured), every other flag at the generator's default (so the default speeds);
+   SynSeg_Vesicle.py --track; evaluate.py with --tracks. Figures: spot F1 on the first and the last
+   frame (mean over the videos) and their difference; link recall and precision (all links pooled).
+2. Filaments: the same number of videos with every flag at its default; SynSeg_Cytoskeleton.py;
+   evaluate.py. Figure: the standard deviation of per-frame Dice within each video (and their mean).
+
+Targets (issue 15): |spot F1 last - first| <= 0.05; link recall and precision >= 0.95; per-frame Dice
+s.d. <= 0.03. The printed table says which hold. Everything is written under --output-dir (never into
+the repository), each step's command is printed before it runs.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def sh(cmd: list) -> None:
+    """Run one step, printing it; a failing step stops the benchmark with its exit code."""
+    cmd = [str(c) for c in cmd]
+    print("$", " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+        raise SystemExit(f"step failed with exit code {done.returncode}: {' '.join(cmd)}")
+
+
+def frame_rows(report: Path) -> list[dict]:
+    """Per-frame rows of an evaluate.py metrics.csv (the mean and std rows left out)."""
+    import tiffio
+
+    return [r for r in tiffio.read_csv(report / "metrics.csv") if r["image"] not in ("mean", "std")]
+
+
+def vesicle_figures(out: Path, args) -> dict:
+    """Generate, segment with tracking, evaluate; the spot F1 and link figures."""
+    rate = -math.log(args.bleach_to) / (args.frames - 1)
+    data = out / "vesicle_data"
+    sh([sys.executable, "Vesicle_generator.py", "--output-dir", data, "--num-images", args.num_videos,
+        "--val-fraction", 0, "--image-size", args.image_size, "--frames", args.frames, "--seed", args.seed,
+        "--bleach", rate, rate, "--contrast-fade", 0, 0, "--overwrite", "--workers", args.workers])
+    seg = out / "vesicle_seg"
+    sh([sys.executable, "SynSeg_Vesicle.py", "-i", data / "train" / "img", "-o", seg, "--track", "--overwrite",
+        "--device", args.device])
+    report = out / "vesicle_report"
+    sh([sys.executable, "evaluate.py", "--pred", seg, "--gt", data / "train" / "mask", "--gt-points",
+        data / "train" / "mask", "--tracks", seg / "tracks.csv", "-o", report])
+    rows = frame_rows(report)
+    first = [float(r["spot_f1"]) for r in rows if int(r["frame"]) == 0]
+    last = [float(r["spot_f1"]) for r in rows if int(r["frame"]) == args.frames - 1]
+    import tiffio
+
+    links = tiffio.read_csv(report / "tracks_metrics.csv")
+    pooled = {k: sum(int(r[k]) for r in links) for k in ("n_true_links", "n_pred_links", "n_true_links_recovered",
+                                                         "n_pred_links_correct")}
+    return {"spot_f1_first": float(np.mean(first)), "spot_f1_last": float(np.mean(last)),
+            "link_recall": pooled["n_true_links_recovered"] / max(1, pooled["n_true_links"]),
+            "link_precision": pooled["n_pred_links_correct"] / max(1, pooled["n_pred_links"]),
+            "link_recall_detected": float(np.mean([float(r["link_recall_detected"]) for r in links])),
+            "per_video_link": [(r["image"], float(r["link_recall"]), float(r["link_precision"])) for r in links],
+            "per_video_f1": list(zip(first, last)), "report": report}
+
+
+def filament_figures(out: Path, args) -> dict:
+    """Generate, segment, evaluate; the per-frame Dice spread of each video."""
+    data = out / "filament_data"
+    sh([sys.executable, "Cytoskeleton_generator.py", "--output-dir", data, "--num-images", args.num_videos,
+        "--val-fraction", 0, "--image-size", args.image_size, "--frames", args.frames, "--seed", args.seed,
+        "--overwrite", "--workers", args.workers])
+    seg = out / "filament_seg"
+    sh([sys.executable, "SynSeg_Cytoskeleton.py", "-i", data / "train" / "img", "-o", seg, "--overwrite",
+        "--device", args.device])
+    report = out / "filament_report"
+    sh([sys.executable, "evaluate.py", "--pred", seg, "--gt", data / "train" / "mask", "-o", report])
+    by_video = {}
+    for r in frame_rows(report):
+        by_video.setdefault(r["image"], []).append(float(r["dice"]))
+    sds = {k: float(np.std(v, ddof=1)) for k, v in by_video.items()}
+    return {"dice_sd": sds, "dice_mean": {k: float(np.mean(v)) for k, v in by_video.items()}, "report": report}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line arguments."""
+    import cli
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    p.add_argument("--output-dir", type=Path, default=Path("/tmp/video/bench"), help="work folder (data, reports)")
+    p.add_argument("--num-videos", type=int, default=3, help="videos per structure")
+    p.add_argument("--frames", type=int, default=50, help="frames per video")
+    p.add_argument("--image-size", type=int, default=256, help="frame height and width in px")
+    p.add_argument("--bleach-to", type=float, default=0.4, help="vesicle signal on the last frame / first frame")
+    p.add_argument("--seed", type=int, default=0, help="generator seed")
+    p.add_argument("--device", default="auto", help="segmentation device: auto, cpu, cuda")
+    p.add_argument("--workers", type=int, default=1, help="generator worker processes")
+    p.add_argument("--only", choices=["vesicle", "filament"], default=None, help="run one half only")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run both halves and print the figures against their targets."""
+    if args.frames < 2 or not 0 < args.bleach_to <= 1:
+        print("bench_video.py: --frames must be >= 2 and --bleach-to in (0, 1]", file=sys.stderr)
+        return 2
+    out = args.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    if args.only in (None, "vesicle"):
+        v = vesicle_figures(out, args)
+        gap = abs(v["spot_f1_last"] - v["spot_f1_first"])
+        lines += [f"vesicle videos ({args.num_videos} x {args.frames} frames, {args.image_size}^2 px, "
+                  f"bleached to {args.bleach_to:.0%}):",
+                  f"  spot F1 first frame {v['spot_f1_first']:.3f}, last frame {v['spot_f1_last']:.3f}, "
+                  f"|difference| {gap:.3f}  (target <= 0.05: {'met' if gap <= 0.05 else 'NOT met'})",
+                  f"  link recall {v['link_recall']:.3f}, link precision {v['link_precision']:.3f}  (target >= 0.95: "
+                  f"{'met' if min(v['link_recall'], v['link_precision']) >= 0.95 else 'NOT met'}); "
+                  f"link recall over detected points {v['link_recall_detected']:.3f}"]
+        lines += [f"    {name}: link recall {r:.3f} precision {p:.3f}" for name, r, p in v["per_video_link"]]
+        lines += ["    spot F1 first/last per video: " + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in v["per_video_f1"])]
+        lines.append(f"  reports: {v['report']}/{{metrics.csv,stacks.csv,frames.png,tracks_metrics.csv}}")
+    if args.only in (None, "filament"):
+        f = filament_figures(out, args)
+        worst = max(f["dice_sd"].values())
+        lines += [f"filament videos ({args.num_videos} x {args.frames} frames, defaults):",
+                  "  per-frame Dice s.d. per video: " + ", ".join(
+                      f"{k} {sd:.4f} (mean Dice {f['dice_mean'][k]:.3f})" for k, sd in f["dice_sd"].items()),
+                  f"  largest {worst:.4f}  (target <= 0.03: {'met' if worst <= 0.03 else 'NOT met'})",
+                  f"  report: {f['report']}/{{metrics.csv,stacks.csv,frames.png}}"]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
