@@ -31,6 +31,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     # Apparent spot sigma in real images: ~1.1-1.2 px (smFISH, beads), up to ~2 px at fine sampling and
     # ~0.5 px at 0.16 um/px; 0.1 um/px with the diffraction-limited 0.78 px times 0.7-2.2 spans that.
     parser.set_defaults(psf_scale=[0.7, 2.2])
+    # Spot images often come from processing pipelines (background subtracted, zero-clipped) and from
+    # tissue with autofluorescent cell bodies and granules; a share of the training data covers both.
+    parser.set_defaults(autofluorescence_prob=0.3, subtracted_prob=0.2)
     vesicles.add_args(parser)
     video.add_args(parser)
     return parser
