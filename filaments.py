@@ -84,12 +84,21 @@ class Filaments(synth.Flags):
     confine_prob: float = _prob("--confine-prob", 0.7,
                                 "probability that structures stay inside the drawn cells (else they fill the "
                                 "frame, as in tissue)")
-    cortex_prob: float = _prob("--cortex-prob", 0.5,
+    cortex_prob: float = _prob("--cortex-prob", 0.6,
                                "probability of a bright diffuse rim just inside the cell edge (actin cortex, "
                                "lamellipodium): sharp outside, fading inwards, never in the mask")
+    cortex_brightness: tuple = span("--cortex-brightness", default=(0.3, 3.0), low=0.0,
+                                    help="peak brightness of the cortex rim relative to a brightness-1 filament")
     aligned_prob: float = _prob("--aligned-prob", 0.5,
                                 "probability that an image's filaments share a preferred direction")
+    stress_fibre_prob: float = _prob("--stress-fibre-prob", 0.4,
+                                     "probability that a cytoskeleton image has stress fibres: long, straight, "
+                                     "often faint bundles across the cells, continuous in the mask")
     er_prob: float = _prob("--er-prob", 0.2, "probability that an image is an ER network instead of a cytoskeleton")
+    er_cell_prob: float = _prob("--er-cell-prob", 0.7,
+                                "probability that an ER image's network fills its cells, packed and bright towards "
+                                "the cell middle (unresolved there, labelled only where a tubule stands out), "
+                                "sparse and faint at the periphery; else a few uniform patches")
     mito_prob: float = _prob("--mito-prob", 0.1,
                              "probability that an image is a mitochondria network instead of a cytoskeleton")
 
@@ -341,7 +350,8 @@ class _Canvas:
         self.strokes = _Strokes()
         self.solid_in = np.zeros(shape, np.float32)    # filled sheets / centrosomes (in the mask)
         self.solid_out = None                          # out-of-focus sheets, made on demand
-        self.diffuse = None                            # in-focus signal that is not a target (cortex)
+        self.diffuse = None                            # in-focus signal that is not a target (cortex, haze)
+        self.unlabelled = _Strokes()                   # sharp lines that are not targets (unresolved ER)
         self.min_width = math.sqrt(2 * math.pi) * max(psf_sigma_px, 0.5)
         self.ds = min(1.0, 0.1 / pixel_size_um)  # vertex step (px): <= 0.1 um keeps wiggly actin smooth
         self.sd_between = synth.draw(rng, params.brightness_between)
@@ -422,6 +432,12 @@ class _Canvas:
             cv2.polylines(canvas, [poly], False, float(a.mean()), max(1, int(round(width_px[k]))),
                           lineType=cv2.LINE_8, shift=2)
 
+    def diffuse_layer(self):
+        """The in-focus, unlabelled diffuse layer, made on first use."""
+        if self.diffuse is None:
+            self.diffuse = np.zeros(self.shape, np.float32)
+        return self.diffuse
+
     def solid_out_canvas(self):
         """The out-of-focus solid layer, made on first use."""
         if self.solid_out is None:
@@ -487,18 +503,40 @@ def _filopodia(canvas: _Canvas) -> None:
                      free=np.ones(m, bool), beads=0.1)
 
 
-def _cortex(canvas: _Canvas) -> None:
-    """Diffuse bright rim inside the cell edge: a sharp edge the model must not call a filament."""
+def _cortex(canvas: _Canvas, p: Filaments) -> None:
+    """Diffuse bright rim inside the cell edge: a sharp edge the model must not call a filament.
+
+    The fall-off ranges from a thin cortex (0.3 um) to a broad lamella (8 um) that is bright right up
+    to a sharp edge, as in the Airyscan actin example.
+    """
     rng, cells = canvas.rng, canvas.sampler.cells
     if cells is None:
         return
     c8 = cells.astype(np.uint8)
     dist = cv2.distanceTransform(c8, cv2.DIST_L2, 3)
-    rim = cv2.exp(dist * np.float32(-1.0 / canvas.um(rng.uniform(0.3, 3.0))))
-    # patchy along the edge: brighter in some stretches (lamellipodia), faint in others
-    patch = cv2.resize(rng.uniform(0.0, 1.0, (8, 8)).astype(np.float32), canvas.shape[::-1],
+    rim = cv2.exp(dist * np.float32(-1.0 / canvas.um(synth.draw(rng, (0.3, 8.0), log=True))))
+    # patchy along the edge: brighter in some stretches (lamellipodia), fainter in others
+    floor = rng.uniform(0.0, 0.8)
+    patch = cv2.resize(rng.uniform(floor, 1.0, (8, 8)).astype(np.float32), canvas.shape[::-1],
                        interpolation=cv2.INTER_LINEAR)
-    canvas.diffuse = rim * patch * c8 * np.float32(rng.uniform(0.3, 2.0))
+    canvas.diffuse_layer()[:] += rim * patch * c8 * np.float32(synth.draw(rng, p.cortex_brightness))
+
+
+def _stress_fibres(canvas: _Canvas) -> None:
+    """3-30 stress fibres: long, nearly straight bundles across the cells, often faint over the bright
+    cytoplasm, with uneven brightness along them; each is one continuous line in the mask."""
+    rng = canvas.rng
+    n = int(rng.integers(3, 31))
+    start = canvas.sampler.points(n)
+    theta = canvas.angles(n)  # along the image's preferred direction when it has one
+    # both ways from the start point, each half stopping where it leaves its cell
+    start, theta = np.concatenate([start, start]), np.concatenate([theta, theta + math.pi])
+    length = np.tile(rng.uniform(5.0, 40.0, n) / 2, 2)
+    lp = np.full(2 * n, synth.draw(rng, (50.0, 500.0), log=True))
+    amp = np.tile(canvas.brightness(n, rng.uniform(0.3, 1.0)), 2)
+    width = np.tile(rng.uniform(0.1, 0.3, n), 2)
+    focus = np.tile(canvas.focus(n), 2)
+    canvas.add_worms(start, theta, length, lp, amp, width, focus, free=np.zeros(2 * n, bool), beads=0.1)
 
 
 def _asters(canvas: _Canvas, p: Filaments) -> None:
@@ -580,6 +618,25 @@ def _er_network(canvas: _Canvas, p: Filaments) -> None:
     y1 = min(h - 1.0, float((centres[:, 0] + radii).max())) + 2 * side
     x0 = max(0.0, float((centres[:, 1] - radii).min())) - 2 * side
     x1 = min(w - 1.0, float((centres[:, 1] + radii).max())) + 2 * side
+    p0, p1 = _honeycomb(canvas, side, (y0, y1, x0, x1))
+    mid = (p0 + p1) / 2
+    region = np.zeros(len(mid))
+    for centre, rad in zip(centres, radii):
+        region = np.maximum(region, 1 - np.hypot(*(mid - centre).T) / rad)
+    keep = canvas.sampler.inside(p0, beyond_frame=True) & canvas.sampler.inside(p1, beyond_frame=True)
+    keep &= rng.random(len(mid)) < np.clip(region * 3, 0, 1) * (1 - rng.uniform(0.02, 0.15))
+    p0, p1 = p0[keep], p1[keep]
+    n = _tubules(canvas, p0, p1)
+    if n:
+        # a few sheets: irregular flat patches on the network, in focus or as haze
+        for k in rng.choice(n, size=min(n, int(rng.integers(0, 6))), replace=False):
+            _sheet(canvas, p0[k], canvas.um(rng.uniform(0.4, 2.0)), rng.uniform(0.4, 1.0), rng.random() >= canvas.oof)
+
+
+def _honeycomb(canvas: _Canvas, side: float, box) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (p0, p1: (E, 2) px) of a warped, jittered honeycomb of hexagon side `side` px over box (y0, y1, x0, x1)."""
+    rng = canvas.rng
+    y0, y1, x0, x1 = box
     # honeycomb as a brick wall: vertex (i, j) joins (i, j +- 1) and, when i + j is odd, (i + 1, j)
     ri = np.arange(math.floor(y0 / (1.5 * side)), math.ceil(y1 / (1.5 * side)) + 1)
     cj = np.arange(math.floor(x0 / (0.866 * side)), math.ceil(x1 / (0.866 * side)) + 1)
@@ -592,29 +649,98 @@ def _er_network(canvas: _Canvas, p: Filaments) -> None:
     e0 = np.concatenate([idx[:, :-1].ravel(), idx[:-1][odd[:-1]]])
     e1 = np.concatenate([idx[:, 1:].ravel(), idx[1:][odd[:-1]]])
     flat = pos.reshape(-1, 2)
-    p0, p1 = flat[e0], flat[e1]
-    mid = (p0 + p1) / 2
-    region = np.zeros(len(mid))
-    for centre, rad in zip(centres, radii):
-        region = np.maximum(region, 1 - np.hypot(*(mid - centre).T) / rad)
-    keep = canvas.sampler.inside(p0, beyond_frame=True) & canvas.sampler.inside(p1, beyond_frame=True)
-    keep &= rng.random(len(mid)) < np.clip(region * 3, 0, 1) * (1 - rng.uniform(0.02, 0.15))
-    p0, p1 = p0[keep], p1[keep]
+    return flat[e0], flat[e1]
+
+
+def _tubules(canvas: _Canvas, p0, p1, scale=1.0, labelled: bool = True) -> int:
+    """Slightly bent ER tubules from p0 to p1 ((n, 2) px), brightness times `scale` (scalar or (n,));
+    unlabelled ones are drawn in focus but kept out of the mask. Returns n."""
+    rng = canvas.rng
     n = len(p0)
-    if n:
-        # each tubule slightly bent: five vertices with a sine bow across the edge
-        t = np.linspace(0, 1, 5)
-        d = p1 - p0
-        normal = np.stack([-d[:, 1], d[:, 0]], 1)
-        bow = rng.normal(0, 0.08, n)[:, None] * np.sin(np.pi * t)[None, :]
-        verts = p0[:, None] + t[None, :, None] * d[:, None] + bow[..., None] * normal[:, None]
-        row = np.repeat(np.arange(n), 5)
-        amp = canvas.brightness(n)[row] * _brightness_along(rng, row, [(canvas.sd_along / 2, 0)])
-        width = canvas.um(_around(rng, synth.draw(rng, (0.05, 0.12), log=True), n, 0.3, (0.03, 0.2)))
-        canvas.add_flat(verts.reshape(-1, 2), row, amp, width, rng.random(n) >= canvas.oof / 2)
-        # a few sheets: irregular flat patches on the network, in focus or as haze
-        for k in rng.choice(n, size=min(n, int(rng.integers(0, 6))), replace=False):
-            _sheet(canvas, p0[k], canvas.um(rng.uniform(0.4, 2.0)), rng.uniform(0.4, 1.0), rng.random() >= canvas.oof)
+    if n == 0:
+        return 0
+    # each tubule slightly bent: five vertices with a sine bow across the edge
+    t = np.linspace(0, 1, 5)
+    d = p1 - p0
+    normal = np.stack([-d[:, 1], d[:, 0]], 1)
+    bow = rng.normal(0, 0.08, n)[:, None] * np.sin(np.pi * t)[None, :]
+    verts = p0[:, None] + t[None, :, None] * d[:, None] + bow[..., None] * normal[:, None]
+    row = np.repeat(np.arange(n), 5)
+    amp = (canvas.brightness(n) * scale)[row] * _brightness_along(rng, row, [(canvas.sd_along / 2, 0)])
+    width = canvas.um(_around(rng, synth.draw(rng, (0.05, 0.12), log=True), n, 0.3, (0.03, 0.2)))
+    focus = rng.random(n) >= canvas.oof / 2
+    if labelled:
+        canvas.add_flat(verts.reshape(-1, 2), row, amp, width, focus)
+    else:
+        canvas.unlabelled.add_flat(verts.reshape(-1, 2), row, amp, width, np.ones(n, bool))
+    return n
+
+
+def _centrality(canvas: _Canvas) -> np.ndarray:
+    """float32 HxW: 0 at the cell edge rising to 1 deep inside the cells (around a random centre without cells)."""
+    rng = canvas.rng
+    h, w = canvas.shape
+    if canvas.sampler.cells is None:
+        cy, cx = canvas.sampler.points(1)[0]
+        yy, xx = np.ogrid[:h, :w]
+        radius = canvas.um(rng.uniform(15.0, 40.0))
+        return np.clip(1 - np.hypot(yy - cy, xx - cx) / radius, 0, 1).astype(np.float32)
+    dist = cv2.distanceTransform(canvas.sampler.cells.astype(np.uint8), cv2.DIST_L2, 3)
+    return np.clip(dist / max(1.0, float(dist.max()) * rng.uniform(0.6, 0.95)), 0, 1)
+
+
+def _er_cell(canvas: _Canvas, p: Filaments) -> None:
+    """ER filling the cells as in fixed or live cells imaged whole: a coarse, faint, sparse network at the
+    periphery, a finer and brighter one towards the middle, and a packed perinuclear zone where tubules,
+    sheets and haze are too close to resolve (drawn, not labelled) with only the tubules that stand out
+    labelled; often a dark nucleus-sized hole in the middle."""
+    rng = canvas.rng
+    h, w = canvas.shape
+    cent = _centrality(canvas)
+    coarse = canvas.um(synth.draw(rng, p.er_mesh_size)) / 2
+    # polygons shrink towards the middle, but labelled ones stay resolvable (sides >= 0.4 um)
+    fine = max(canvas.um(0.4), coarse * rng.uniform(0.35, 0.7))
+    split = rng.uniform(0.2, 0.55)  # centrality where the fine mesh takes over
+    core = rng.uniform(0.55, 0.85)  # beyond it the network is packed too tightly to resolve
+    hole = rng.uniform(0.85, 0.98) if rng.random() < 0.6 else 2.0  # the nucleus
+    floor, gamma = rng.uniform(0.15, 0.5), rng.uniform(0.5, 2.0)  # peripheral brightness, its rise inwards
+
+    def at(pts):
+        yi = np.clip(np.rint(pts[:, 0]), 0, h - 1).astype(np.int64)
+        xi = np.clip(np.rint(pts[:, 1]), 0, w - 1).astype(np.int64)
+        return cent[yi, xi]
+
+    def inside(a, b):
+        return canvas.sampler.inside(a, beyond_frame=True) & canvas.sampler.inside(b, beyond_frame=True)
+
+    box = (-2 * coarse, h - 1 + 2 * coarse, -2 * coarse, w - 1 + 2 * coarse)
+    sheets = []
+    for side, lo, hi in ((coarse, -1.0, split), (fine, split, hole)):
+        p0, p1 = _honeycomb(canvas, side, box)
+        c = at((p0 + p1) / 2) + rng.normal(0, 0.03, len(p0))  # a ragged border between the two meshes
+        keep = inside(p0, p1) & (c >= lo) & (c < hi) & (c > 0)
+        # the outermost network thins out a little; a few tubules are missing everywhere
+        keep &= rng.random(len(p0)) < np.clip(c / 0.1, 0.75, 1.0) * (1 - rng.uniform(0.02, 0.15))
+        # in the packed zone only a share of the resolvable tubules stand out (brighter) and are labelled
+        packed = c >= core
+        keep &= ~packed | (rng.random(len(p0)) < rng.uniform(0.15, 0.5))
+        p0, p1, c = p0[keep], p1[keep], c[keep]
+        scale = (floor + (1 - floor) * np.clip(c, 0, 1) ** gamma) * np.where(c >= core, rng.uniform(1.0, 1.8), 1.0)
+        _tubules(canvas, p0, p1, scale)
+        sheets.extend(p0[c >= core][:int(rng.integers(0, 6))])
+    # the unresolved part of the packed zone: a sub-resolution mesh and haze, signal but not mask
+    packed_mask = (cent >= core) & (cent < hole)
+    if packed_mask.any():
+        p0, p1 = _honeycomb(canvas, canvas.um(rng.uniform(0.1, 0.18)), box)
+        c = at((p0 + p1) / 2)
+        keep = inside(p0, p1) & (c >= core) & (c < hole) & (rng.random(len(p0)) < rng.uniform(0.4, 0.9))
+        level = rng.uniform(0.2, 0.7)
+        _tubules(canvas, p0[keep], p1[keep], level * (floor + (1 - floor) * c[keep] ** gamma), labelled=False)
+        ramp = np.clip((cent - core) / 0.1, 0, 1) * (cent < hole)
+        haze = synth.blur(ramp.astype(np.float32), canvas.um(0.5)) * np.float32(rng.uniform(0.1, 0.8))
+        canvas.diffuse_layer()[:] += haze
+        for centre in sheets:  # unresolved sheets in the packed zone
+            _sheet(canvas, centre, canvas.um(rng.uniform(0.3, 1.5)), rng.uniform(0.3, 0.8), True, labelled=False)
 
 
 def _warp(canvas: _Canvas, pos):
@@ -630,15 +756,18 @@ def _warp(canvas: _Canvas, pos):
     return out
 
 
-def _sheet(canvas: _Canvas, centre, radius_px, amp, in_focus) -> None:
-    """Filled irregular polygon (ER sheet): in the mask when in focus."""
+def _sheet(canvas: _Canvas, centre, radius_px, amp, in_focus, labelled: bool = True) -> None:
+    """Filled irregular polygon (ER sheet): in the mask when in focus and labelled."""
     rng = canvas.rng
     m = int(rng.integers(7, 13))
     phi = np.sort(rng.uniform(0, 2 * math.pi, m))
     r = radius_px * rng.uniform(0.6, 1.2, m)
     pts = centre + np.stack([r * np.sin(phi), r * np.cos(phi)], 1)
     poly = np.rint(pts[:, ::-1] * 4).astype(np.int32)  # (x, y) with 2 fractional bits
-    layer = canvas.solid_in if in_focus else canvas.solid_out_canvas()
+    if not in_focus:
+        layer = canvas.solid_out_canvas()
+    else:
+        layer = canvas.solid_in if labelled else canvas.diffuse_layer()
     cv2.fillPoly(layer, [poly], float(amp), lineType=cv2.LINE_8, shift=2)
 
 
@@ -688,12 +817,17 @@ def render(rng: np.random.Generator, shape: tuple[int, int], params: Filaments,
             _meshwork(canvas, p)
         if rng.random() < p.filopodia_prob and confine and cells is not None:
             _filopodia(canvas)
+        if rng.random() < p.stress_fibre_prob:
+            _stress_fibres(canvas)
     elif SCENES[scene] == "er":
-        _er_network(canvas, p)
+        if rng.random() < p.er_cell_prob:
+            _er_cell(canvas, p)
+        else:
+            _er_network(canvas, p)
     else:
         _mitochondria(canvas, p)
     if rng.random() < p.cortex_prob and confine and cells is not None:
-        _cortex(canvas)
+        _cortex(canvas, p)
 
     # points at most 1 px apart keep the rounded centreline 8-connected; a PSF of sigma >= 0.8 px
     # smooths away the ripple of 1 px spacing, a sharper one gets half-pixel spacing
@@ -702,6 +836,9 @@ def render(rng: np.random.Generator, shape: tuple[int, int], params: Filaments,
     in_focus = _splat(y[focus], x[focus], weight[focus], (h, w)) + canvas.solid_in
     if canvas.diffuse is not None:
         in_focus += canvas.diffuse
+    if canvas.unlabelled.parts:
+        uy, ux, uw, _ = canvas.unlabelled.samples(step, canvas.min_width)
+        in_focus += _splat(uy, ux, uw, (h, w))
     out_focus = _splat(y[~focus], x[~focus], weight[~focus], (h, w))
     if canvas.solid_out is not None:
         out_focus += canvas.solid_out
