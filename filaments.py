@@ -717,8 +717,9 @@ def _er_cell(canvas: _Canvas, p: Filaments) -> None:
     sheets = []
     for side, lo, hi in ((coarse, -1.0, split), (fine, split, hole)):
         p0, p1 = _honeycomb(canvas, side, box)
-        c = at((p0 + p1) / 2) + rng.normal(0, 0.03, len(p0))  # a ragged border between the two meshes
-        keep = inside(p0, p1) & (c >= lo) & (c < hi) & (c > 0)
+        c0 = at((p0 + p1) / 2)
+        c = c0 + rng.normal(0, 0.03, len(p0))  # a ragged border between the two meshes
+        keep = inside(p0, p1) & (c >= lo) & (c < hi) & (c0 > 0)
         # the outermost network thins out a little; a few tubules are missing everywhere
         keep &= rng.random(len(p0)) < np.clip(c / 0.1, 0.75, 1.0) * (1 - rng.uniform(0.02, 0.15))
         # in the packed zone only a share of the resolvable tubules stand out (brighter) and are labelled

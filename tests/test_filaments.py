@@ -10,7 +10,7 @@ import filaments
 import synth
 
 ONLY_FILAMENTS = ["--aster-prob", "0", "--bundle-prob", "0", "--meshwork-prob", "0", "--er-prob", "0",
-                  "--mito-prob", "0", "--filopodia-prob", "0"]
+                  "--mito-prob", "0", "--filopodia-prob", "0", "--stress-fibre-prob", "0"]
 
 
 def parse(*argv):
@@ -58,8 +58,9 @@ def test_single_filament_mask_is_one_component(half_width, structure):
 
 def test_mask_covers_every_pixel_the_density_touches():
     # with a half-width of 1.5 px the mask holds every pixel that in-focus density reaches before blur,
-    # so every pixel a centreline passes through
-    args = parse("--mask-half-width", "1.5", "1.5", "--mask-unit", "px")
+    # so every pixel a centreline passes through (the cell-wide ER's unresolved zone is signal without a
+    # label by design, so it is left out here)
+    args = parse("--mask-half-width", "1.5", "1.5", "--mask-unit", "px", "--er-cell-prob", "0")
     for seed in range(6):
         in_focus, _, mask = render(args, seed, shape=(128, 128))
         assert in_focus.any()
@@ -90,7 +91,8 @@ def test_centreline_pixels_covered_and_continuous():
 @pytest.mark.parametrize("out_of_focus, ratio", [("0", 4.0), ("0.4", 1.5)])
 def test_mask_brighter_than_background_noise_free(out_of_focus, ratio):
     # blurred like the generator does (PSF 1 px, out-of-focus 4 px); dense images leave less contrast
-    args = parse("--out-of-focus", out_of_focus, out_of_focus)
+    # (the cell-wide ER's packed zone is bright signal without a label by design, so it is left out)
+    args = parse("--out-of-focus", out_of_focus, out_of_focus, "--er-cell-prob", "0")
     for seed in range(6):
         in_focus, out_focus, mask = render(args, seed, shape=(128, 128))
         image = cv2.GaussianBlur(in_focus, (0, 0), 1.0) + cv2.GaussianBlur(out_focus, (0, 0), 4.0)
@@ -150,6 +152,9 @@ def test_er_scene_is_a_connected_network_and_mito_tubes_are_wide():
     (["--mask-half-width", "-1", "1"], "--mask-half-width"),
     (["--out-of-focus", "0.2", "1.5"], "--out-of-focus"),
     (["--aster-prob", "1.5"], "--aster-prob"),
+    (["--stress-fibre-prob", "-0.1"], "--stress-fibre-prob"),
+    (["--er-cell-prob", "2"], "--er-cell-prob"),
+    (["--cortex-brightness", "-1", "1"], "--cortex-brightness"),
     (["--er-prob", "0.8", "--mito-prob", "0.5"], "--er-prob"),
     (["--num_curves", "-2"], "--num_curves"),
 ])
@@ -198,3 +203,63 @@ def test_cortex_rim_is_signal_but_not_mask():
     assert in_focus[20:80, 20:80].max() > 0 and in_focus[~cells].max() == 0
     assert in_focus[21, 50] > in_focus[50, 50]  # bright at the edge, fading inwards
     assert mask.sum() == 0
+
+
+def test_cortex_brightness_flag_scales_the_rim():
+    cells = np.zeros((96, 96), bool)
+    cells[20:80, 20:80] = True
+    peaks = []
+    for level in ("0.5", "2.0"):
+        args = parse("--filaments", "0", "0", "--confine-prob", "1", "--cortex-prob", "1",
+                     "--cortex-brightness", level, level, *ONLY_FILAMENTS)
+        in_focus, _, mask = render(args, 0, cells=cells)
+        assert mask.sum() == 0
+        peaks.append(in_focus.max())
+    assert np.isclose(peaks[1], 4 * peaks[0], rtol=1e-4)
+
+
+def test_stress_fibres_are_long_continuous_lines_inside_the_cell():
+    cells = np.zeros((200, 200), bool)
+    cells[10:190, 10:190] = True
+    args = parse(*ONLY_FILAMENTS, "--filaments", "0", "0", "--confine-prob", "1", "--cortex-prob", "0",
+                 "--out-of-focus", "0", "0", "--stress-fibre-prob", "1", "--mask-half-width", "1", "1",
+                 "--mask-unit", "px")
+    in_focus, _, mask = render(args, 3, shape=(200, 200), cells=cells)
+    # the mask may reach past the edge by the fibre's half-width (thick ones are tubes) plus its own half-width
+    far_out = ndimage.distance_transform_edt(~cells) > 3
+    assert mask.any() and not mask[far_out].any()
+    labels, n = ndimage.label(mask, ndimage.generate_binary_structure(2, 2))
+    # at least one fibre runs unbroken over 5 um (50 px) at 0.1 um/px
+    extents = [max(np.ptp(np.nonzero(labels == k)[0]), np.ptp(np.nonzero(labels == k)[1])) for k in range(1, n + 1)]
+    assert max(extents) >= 50
+
+
+def test_cell_wide_er_is_packed_in_the_middle_and_labels_only_resolvable_tubules():
+    cells = np.zeros((256, 256), bool)
+    cv2.circle(cells.view(np.uint8), (128, 128), 110, 1, -1)
+    args = parse("--er-prob", "1", "--mito-prob", "0", "--er-cell-prob", "1", "--confine-prob", "1",
+                 "--cortex-prob", "0", "--out-of-focus", "0", "0", "--mask-half-width", "1", "1", "--mask-unit", "px")
+    checked = 0
+    for seed in range(4):
+        in_focus, _, mask = render(args, seed, shape=(256, 256), cells=cells)
+        assert mask.any() and not mask[ndimage.distance_transform_edt(~cells) > 2].any()
+        # signal without a label (the unresolved, packed zone) exists and lies away from the cell edge
+        unlabelled = (cv2.GaussianBlur(in_focus, (0, 0), 1.0) > 0.05) & (mask == 0) & cells
+        dist = ndimage.distance_transform_edt(cells)
+        if unlabelled.sum() > 200:
+            assert np.median(dist[unlabelled]) > np.median(dist[cells])
+            checked += 1
+        # more signal in the middle than at the periphery (where only a share of it is labelled)
+        inner, outer = dist > 60, (dist > 3) & (dist < 25)
+        assert in_focus[inner].mean() > in_focus[outer].mean()
+    assert checked >= 2
+
+
+def test_unlabelled_er_strokes_leave_the_old_er_scene_unchanged():
+    # --er-cell-prob 0 keeps the patch network: the same images as drawing it directly
+    args = parse("--er-prob", "1", "--mito-prob", "0", "--er-cell-prob", "0")
+    a = render(args, 2, shape=(128, 128))
+    b = render(args, 2, shape=(128, 128))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert a[2].any()
