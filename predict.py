@@ -370,31 +370,47 @@ def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float 
 
     The lines follow metrics.separate_touching, the rule the vesicle generator draws its training masks
     with (the smaller label keeps its pixels; a label cut in two keeps its largest piece). Works component
-    by component (bounded memory on big planes). `min_distance` in px (seeds closer than that merge); None
-    estimates it as the median equivalent radius of the components. Returns a bool mask.
+    by component, and on a big plane window by window (spots.label_windows, the same result), so memory
+    stays bounded. `min_distance` in px (seeds closer than that merge); None estimates it as the median
+    equivalent radius of the components. Returns a bool mask.
     """
+    import spots
+
+    mask = np.asarray(mask, bool)
+    if min_distance is None:
+        areas = [np.bincount(labels.ravel(), minlength=last + 1)[first:last + 1]
+                 for _, labels, first, last in spots.label_windows(mask)]
+        areas = np.concatenate(areas) if areas else np.zeros(0)
+        if areas.size == 0:
+            return mask.copy()
+        min_distance = max(2.0, math.sqrt(float(np.median(areas)) / math.pi))
+    md = max(1, int(round(min_distance)))
+    sigma = max(1.0, md / 4.0)  # denoise only: more would merge the peaks of touching vesicles
+    pad = int(math.ceil(3 * sigma))
+    min_area = math.pi * md ** 2  # a component smaller than one typical vesicle is left whole
+    out = mask.copy()
+    for y0, labels, first, last in spots.label_windows(mask, margin=pad):
+        _split_window(out[y0:y0 + len(labels)], labels, first, last, intensity[y0:y0 + len(labels)],
+                      md, sigma, pad, min_area)
+    return out
+
+
+def _split_window(out: np.ndarray, labels: np.ndarray, first: int, last: int, intensity: np.ndarray,
+                  md: int, sigma: float, pad: int, min_area: float) -> None:
+    """split_touching for the components first..last of one window, written into `out` (the window's rows)."""
     from scipy import ndimage
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
     from metrics import separate_touching
 
-    labels, n = label8(mask)
-    if n == 0:
-        return mask.astype(bool)
-    areas = np.bincount(labels.ravel())[1:]
-    if min_distance is None:
-        min_distance = max(2.0, math.sqrt(float(np.median(areas)) / math.pi))
-    md = max(1, int(round(min_distance)))
-    sigma = max(1.0, md / 4.0)  # denoise only: more would merge the peaks of touching vesicles
-    pad = int(math.ceil(3 * sigma))
-    min_area = math.pi * md ** 2  # a component smaller than one typical vesicle is left whole
-    out = mask.astype(bool)
-    for idx, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None or areas[idx - 1] < min_area:
+    areas = np.bincount(labels.ravel(), minlength=last + 1)
+    h, w = labels.shape
+    for idx, sl in enumerate(ndimage.find_objects(labels, max_label=last)[first - 1:], start=first):
+        if sl is None or areas[idx] < min_area:
             continue
         y0, x0 = max(sl[0].start - pad, 0), max(sl[1].start - pad, 0)
-        y1, x1 = min(sl[0].stop + pad, mask.shape[0]), min(sl[1].stop + pad, mask.shape[1])
+        y1, x1 = min(sl[0].stop + pad, h), min(sl[1].stop + pad, w)
         region = labels[y0:y1, x0:x1] == idx
         smooth = ndimage.gaussian_filter(intensity[y0:y1, x0:x1].astype(np.float32), sigma)
         peaks = peak_local_max(smooth, min_distance=md, labels=region.astype(np.int32), exclude_border=False)
@@ -406,13 +422,13 @@ def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float 
         keep = separate_touching(parts) > 0
         sub = out[y0:y1, x0:x1]
         sub[region] = keep[region]
-    return out
 
 
-def object_table(labels: np.ndarray, intensity: np.ndarray, band: int = 1024) -> list[dict]:
+def object_table(labels: np.ndarray, intensity: np.ndarray, band: int = 1024, row0: int = 0) -> list[dict]:
     """Per-object rows: label, centroid y/x (px), area (px) and mean intensity of the raw image.
 
-    Sums are gathered in bands of rows, so a big plane needs no full-size float64 copies.
+    Sums are gathered in bands of rows, so a big plane needs no full-size float64 copies. `row0`: the plane
+    row where labels and intensity start when they are a window of a bigger plane (centroid_y in plane rows).
     """
     n = int(labels.max())
     if n == 0:
@@ -422,7 +438,7 @@ def object_table(labels: np.ndarray, intensity: np.ndarray, band: int = 1024) ->
     for y0 in range(0, labels.shape[0], band):
         lab = labels[y0:y0 + band]
         flat = lab.ravel()
-        rows = np.repeat(np.arange(y0, y0 + lab.shape[0], dtype=np.float64), lab.shape[1])
+        rows = np.repeat(np.arange(row0 + y0, row0 + y0 + lab.shape[0], dtype=np.float64), lab.shape[1])
         area += np.bincount(flat, minlength=n + 1)
         sum_y += np.bincount(flat, weights=rows, minlength=n + 1)
         sum_x += np.bincount(flat, weights=np.tile(cols, lab.shape[0]), minlength=n + 1)
@@ -431,23 +447,41 @@ def object_table(labels: np.ndarray, intensity: np.ndarray, band: int = 1024) ->
              "area_px": int(area[i]), "mean_intensity": sum_i[i] / area[i]} for i in range(1, n + 1) if area[i]]
 
 
-def skeleton_stats(mask: np.ndarray) -> tuple[float, int]:
+def skeleton_stats(mask: np.ndarray, band: int = 2048) -> tuple[float, int]:
     """(total skeleton length in px, number of junctions) of a 2D binary mask.
 
     Length adds 1 for every pair of 4-neighbours and sqrt(2) for every pair of diagonal neighbours on
     the skeleton; a junction is a cluster of skeleton pixels with three or more skeleton neighbours.
+    Counted in bands of `band` rows (and junction clusters window by window), so a big plane needs
+    no full-size temporaries beyond the skeleton and the junction pixels.
     """
     from scipy import ndimage
     from skimage.morphology import skeletonize
 
-    sk = skeletonize(mask.astype(bool))
+    import spots
+
+    sk = skeletonize(np.asarray(mask, bool))
     if not sk.any():
         return 0.0, 0
-    s = sk.astype(np.uint8)
-    straight = np.count_nonzero(s[1:, :] & s[:-1, :]) + np.count_nonzero(s[:, 1:] & s[:, :-1])
-    diagonal = np.count_nonzero(s[1:, 1:] & s[:-1, :-1]) + np.count_nonzero(s[1:, :-1] & s[:-1, 1:])
-    neighbours = ndimage.convolve(s, np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8), mode="constant")
-    _, junctions = label8(sk & (neighbours >= 3))
+    kernel = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
+    straight = diagonal = 0
+    hub = np.zeros(sk.shape, bool)
+    h = sk.shape[0]
+    for y0 in range(0, h, band):
+        y1 = min(h, y0 + band)
+        # one row of context on either side: pairs across the band edge, neighbours of the edge rows
+        a, b = max(0, y0 - 1), min(h, y1 + 1)
+        s = sk[a:b].view(np.uint8)
+        top = y0 - a  # pairs (r, r+1) with r in y0..y1-1 inside this band (the last band has no r = h-1 pair)
+        pairs = slice(top, top + (y1 - y0) - (1 if y1 == h else 0))
+        straight += np.count_nonzero(s[pairs] & s[pairs.start + 1:pairs.stop + 1])
+        straight += np.count_nonzero(s[top:top + y1 - y0, 1:] & s[top:top + y1 - y0, :-1])
+        diagonal += np.count_nonzero(s[pairs, 1:] & s[pairs.start + 1:pairs.stop + 1, :-1])
+        diagonal += np.count_nonzero(s[pairs, :-1] & s[pairs.start + 1:pairs.stop + 1, 1:])
+        neighbours = ndimage.convolve(s, kernel, mode="constant")
+        hub[y0:y1] = sk[y0:y1] & (neighbours[top:top + y1 - y0] >= 3)
+    del sk
+    junctions = sum(last - first + 1 for _, _, first, last in spots.label_windows(hub))
     return float(straight + math.sqrt(2.0) * diagonal), int(junctions)
 
 
@@ -567,6 +601,7 @@ class ObjectMeasure:
     """Vesicles: one row per 8-connected object of the mask (objects.csv); count and mean area per file."""
 
     columns = ("count", "mean_area", "area_unit")
+    uses_prob = True  # peak_probability per object
 
     def __init__(self, src: Path):
         self.src, self.objects = str(src), []
@@ -575,14 +610,20 @@ class ObjectMeasure:
         """Measure the mask of plane k; `plane` is the raw image, `prob` the probability map (or None)."""
         import spots
 
-        labels, _ = label8(mask)
-        basic = object_table(labels, plane)
-        detail = {r["label"]: r for r in spots.measure_spots(plane, labels, prob)}
-        for number, row in enumerate(basic, start=1):
-            extra = detail.get(row["label"], {})
-            row.update({key: extra.get(key, "") for key in SPOT_FIELDS})
-            row.update(file=self.src, plane=k, label=number)
-            self.objects.append(row)
+        number = 0
+        # window by window on a big plane (spots.label_windows): no full-size label image
+        for y0, labels, first, last in spots.label_windows(mask, margin=spots.RING_MARGIN):
+            rows = slice(y0, y0 + len(labels))
+            basic = [r for r in object_table(labels, plane[rows], row0=y0) if first <= r["label"] <= last]
+            detail = {r["label"]: r for r in spots.measure_spots(plane[rows], labels,
+                                                                 None if prob is None else prob[rows], row0=y0)}
+            for row in basic:
+                extra = detail.get(row["label"], {})
+                row.update({key: extra.get(key, "") for key in SPOT_FIELDS})
+                number += 1
+                row.update(file=self.src, plane=k, label=number)
+                self.objects.append(row)
+            del labels
 
     def summary(self, px: float | None) -> dict:
         """Summary columns of the file, in um^2 when the pixel size `px` is known (else px^2)."""
@@ -597,6 +638,7 @@ class SkeletonMeasure:
     """Filaments: total skeleton length and number of junctions per file (no per-object table)."""
 
     columns = ("skeleton_length", "length_unit", "junctions")
+    uses_prob = False
 
     def __init__(self, src: Path):
         self.objects, self.length_px, self.junctions = [], 0.0, 0
@@ -774,11 +816,14 @@ class Segmenter:
             if o.contrast_cut:
                 import spots
 
-                mask, cut = spots.filter_spots(mask, plane, prob)
+                mask, cut = spots.filter_spots(mask, plane)
                 log(f"{src}: {'plane ' + str(k) + ': ' if len(planes) > 1 else ''}{spots.describe_cut(cut)}")
+            if not measure.uses_prob:
+                del prob  # a big plane's map is the largest array here; free it before measuring
+                prob = None
             masks[k] = mask
             measure.add(k, mask, plane, prob)
-            del prob
+            del prob, mask
         masks *= 255
 
         full_shape = self._output_shape(data.shape, meta["axes"], axes)

@@ -29,6 +29,45 @@ MAX_VALLEY = 0.8  # lowest density between the two means over the lower of the t
 MIN_OBJECTS = 20  # fewer candidates than this: no cut (a mixture of a handful of values means nothing)
 COLUMNS = ("label", "y", "x", "area", "peak", "background", "contrast", "snr", "integrated_intensity",
            "peak_probability")
+# rows a window must hold above and below an object for its measurements to equal the whole plane's:
+# the ring's outer radius, the 2-px growth of the other objects, one more for rounding
+RING_MARGIN = int(math.ceil(RING[1])) + 3
+WINDOW_PIXELS = 2 ** 25  # about this many pixels per row window of a big plane (labels: 4 bytes each)
+
+
+def label_windows(mask: np.ndarray, margin: int = 0, rows: int | None = None):
+    """8-connected labels of a big 2D mask, window by window, so that no full-size label image is needed.
+
+    Yields (y0, labels, first, last): labels = the 8-connected labels of mask[y0:y0 + len(labels)], in which
+    the objects numbered first..last are whole objects of the plane, each with at least `margin` rows of
+    the window above and below it (or the plane's edge). Every object of the plane turns up in exactly one
+    window (the one whose band of `rows` rows holds its top row), in the order a whole-plane labelling
+    numbers them (raster order of their first pixel), so consecutive windows continue the numbering.
+    A plane of at most `rows` rows (default: WINDOW_PIXELS / width) is one window, labelled whole.
+    """
+    mask = np.asarray(mask)
+    height, width = mask.shape
+    rows = rows or max(256, WINDOW_PIXELS // max(1, width))
+    structure = np.ones((3, 3), bool)
+    for a in range(0, height, rows):
+        b = min(height, a + rows)
+        y0 = max(0, a - max(margin, 1))  # a row above, at least: an object from above shows it enters there
+        halo = max(2 * margin, 64)
+        while True:
+            y1 = min(height, b + halo)
+            labels, _ = ndimage.label(mask[y0:y1], structure=structure)
+            # objects whose first pixel lies above the band are numbered first, those of the band next
+            first = int(labels[:a - y0].max()) + 1 if a > y0 else 1
+            last = int(labels[:b - y0].max())
+            if y1 == height or last < first:
+                break
+            # an object of the band that reaches the window's lower edge may go on below it: widen the window
+            bottom = max(sl[0].stop for sl in ndimage.find_objects(labels, max_label=last)[first - 1:])
+            if bottom + margin < y1 - y0:  # a free row below it, and the margin
+                break
+            halo *= 2
+        yield y0, labels, first, last
+
 
 
 def _ring_offsets(inner: float, outer: float) -> np.ndarray:
@@ -41,7 +80,7 @@ def _ring_offsets(inner: float, outer: float) -> np.ndarray:
 
 
 def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None = None,
-                  band: int = 1024, chunk: int = 20000) -> list[dict]:
+                  band: int = 1024, chunk: int = 20000, row0: int = 0) -> list[dict]:
     """One row per label 1..labels.max() of a 2D image (raw intensities, any dtype).
 
     y, x: centroid of the background-subtracted intensity inside the object (sub-pixel);
@@ -50,7 +89,8 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     the ring's s.d. so a background-subtracted, all-zero ring gives a finite value);
     integrated_intensity = sum of (pixel - background) over the object; peak_probability (when prob
     is given). Labels absent from the image give no row. Sums run over bands of `band` rows, so a large
-    plane needs no full-size float copies.
+    plane needs no full-size float copies. `row0`: the plane row where image and labels start, when they are
+    a window of a bigger plane (label_windows); y is then in the plane's rows.
     """
     img = np.asarray(image)
     lab = np.asarray(labels)
@@ -66,7 +106,7 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     pmax = np.full(n + 1, np.nan)
     for y0 in range(0, h, band):
         lb = lab[y0:y0 + band].ravel()
-        rows = np.repeat(np.arange(y0, y0 + len(lb) // w, dtype=np.float64), w)
+        rows = np.repeat(np.arange(row0 + y0, row0 + y0 + len(lb) // w, dtype=np.float64), w)
         area += np.bincount(lb, minlength=n + 1)
         sum_y += np.bincount(lb, weights=rows, minlength=n + 1)
         sum_x += np.bincount(lb, weights=np.tile(cols, len(lb) // w), minlength=n + 1)
@@ -84,7 +124,7 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     noise = np.ones(n + 1, np.float64)
     for start in range(0, n, chunk):
         c = np.rint(centre[start:start + chunk]).astype(np.int64)
-        ys = c[:, None, 0] + offsets[None, :, 0]
+        ys = c[:, None, 0] - row0 + offsets[None, :, 0]
         xs = c[:, None, 1] + offsets[None, :, 1]
         inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
         ys, xs = np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)
@@ -104,7 +144,7 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     total, wy, wx, integrated = (np.zeros(n + 1) for _ in range(4))
     for y0 in range(0, h, band):
         lb = lab[y0:y0 + band].ravel()
-        rows = np.repeat(np.arange(y0, y0 + len(lb) // w, dtype=np.float64), w)
+        rows = np.repeat(np.arange(row0 + y0, row0 + y0 + len(lb) // w, dtype=np.float64), w)
         diff = img[y0:y0 + band].ravel().astype(np.float64) - background[lb]
         sig = np.where(lb > 0, np.maximum(diff, 0.0), 0.0)
         total += np.bincount(lb, weights=sig, minlength=n + 1)
@@ -194,12 +234,28 @@ def describe_cut(info: dict) -> str:
 
 
 def filter_spots(mask: np.ndarray, image: np.ndarray, prob: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """The contrast cut applied to a binary mask: (mask with the dim group's objects removed, cut info)."""
-    labels, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    rows = measure_spots(image, labels, prob)
+    """The contrast cut applied to a binary mask: (mask with the dim group's objects removed, cut info).
+
+    Only the contrasts decide, so `prob` is not needed (accepted for old callers). A big plane is measured in
+    row windows (label_windows), with the same result as a whole-plane labelling.
+    """
+    mask = np.asarray(mask, bool)
+    windows, rows = [], []
+    for y0, labels, first, last in label_windows(mask, margin=RING_MARGIN):
+        part = measure_spots(image[y0:y0 + len(labels)], labels, row0=y0)
+        rows += [r for r in part if first <= r["label"] <= last]
+        windows.append((y0, len(labels), first, last))
+        del labels
     keep, info = contrast_cut(rows)
     if info["kept"] == len(rows):
-        return np.asarray(mask, bool), info
-    table = np.zeros(int(labels.max()) + 1, bool)
-    table[[r["label"] for r, k in zip(rows, keep) if k]] = True
-    return table[labels], info
+        return mask, info
+    out = mask.copy()
+    done = 0
+    structure = np.ones((3, 3), bool)
+    for y0, n_rows, first, last in windows:  # the same windows again: the same labels
+        labels, _ = ndimage.label(mask[y0:y0 + n_rows], structure=structure)
+        drop = np.zeros(int(labels.max()) + 1, bool)
+        drop[first:last + 1] = ~keep[done:done + last - first + 1]
+        done += last - first + 1
+        out[y0:y0 + n_rows][drop[labels]] = False
+    return out, info
