@@ -212,9 +212,15 @@ def link_scores(pred_rows, true_rows, tol_px: float = 3.0) -> dict:
     A link is a pair of consecutive points of one track (frame t -> t+1, or across a gap). A true link is
     recovered when both its points are matched and their matches carry the same predicted track_id; a
     predicted link is correct when both its points are matched to points of the same true track. An
-    identity swap thus costs the links on either side of it. link_recall_detected is link recall over each
-    true track's matched points alone, so a missed detection costs no link: it scores the linker, not the
-    detector. Empty sides follow metrics.py's convention.
+    identity swap thus costs the links on either side of it. These two score detection and linking
+    together: a missed vesicle costs the true links on both sides of it, a false detection the predicted
+    links on both sides of it, so link recall stays near or below detection recall and link precision near
+    or below detection precision however well the linker does. link_recall_detected and
+    link_precision_detected score the linker alone: the same over each track's matched points only (a true
+    track's points that were detected, a predicted track's points that are real), so a missed or false
+    detection costs no link, and a track bridged across a missed frame (memory) earns its link. Several
+    vesicles merged into one detection leave all but one unmatched in that frame. Empty sides follow
+    metrics.py's convention.
     """
     pred_rows, true_rows = list(pred_rows), list(true_rows)
     p_tracks, p_frames, p_yx = _tracks(pred_rows, "predicted")
@@ -243,18 +249,21 @@ def link_scores(pred_rows, true_rows, tol_px: float = 3.0) -> dict:
         return n, good
 
     n_true_links, recovered = kept(t_tracks, pred_of_true, p_id)
-    # The same over each true track's matched points alone: a missed detection then costs no link, so this
-    # isolates the linker (does it keep identities, across gaps too) from the detector.
+    n_pred_links, correct = kept(p_tracks, true_of_pred, t_id)
+    # The same over matched points alone: a missed or false detection then costs no link, so these
+    # isolate the linker (does it keep identities, across gaps too) from the detector.
     seen = {tid: [i for i in idx if pred_of_true[i] >= 0] for tid, idx in t_tracks.items()}
     n_seen_links, recovered_seen = kept(seen, pred_of_true, p_id)
-    n_pred_links, correct = kept(p_tracks, true_of_pred, t_id)
+    real = {tid: [i for i in idx if true_of_pred[i] >= 0] for tid, idx in p_tracks.items()}
+    n_real_links, correct_real = kept(real, true_of_pred, t_id)
     recall = _share(recovered, n_true_links, n_pred_links)
     precision = _share(correct, n_pred_links, n_true_links)
     matched = int((true_of_pred >= 0).sum())
     return {
         "link_recall": recall, "link_precision": precision,
         "link_f1": 2 * recall * precision / (recall + precision) if recall + precision else 0.0,
-        "link_recall_detected": _share(recovered_seen, n_seen_links, n_pred_links),
+        "link_recall_detected": _share(recovered_seen, n_seen_links, n_real_links),
+        "link_precision_detected": _share(correct_real, n_real_links, n_seen_links),
         "n_true_links": n_true_links, "n_pred_links": n_pred_links,
         "n_true_links_recovered": recovered, "n_pred_links_correct": correct,
         "n_true_tracks": len(t_tracks), "n_pred_tracks": len(p_tracks),

@@ -44,9 +44,12 @@ class Video(synth.Flags):
                          help="frames per sample; above 1 each sample is a TYX stack with a TYX mask")
     frame_interval: float = option("--frame-interval", default=0.5, type=float, above=0.0,
                                    help="seconds between frames (ImageJ 'finterval' tag)")
-    bleach: tuple = span("--bleach", default=(0.0, 0.02), low=0.0,
+    # Together the two default ranges leave at worst about 40% of the first frame's contrast after 50 frames
+    # (exp(-0.015 * 49) * 0.85 = 0.41), the loss issue 15 names as the hard case a live acquisition is
+    # planned to stay within; the former 0.02 and 0.3 reached 26%, past where such a movie would be kept.
+    bleach: tuple = span("--bleach", default=(0.0, 0.015), low=0.0,
                          help="photobleaching rate per frame: the signal falls as exp(-rate * frame)")
-    contrast_fade: tuple = span("--contrast-fade", default=(0.0, 0.3), low=0.0, high=1.0,
+    contrast_fade: tuple = span("--contrast-fade", default=(0.0, 0.15), low=0.0, high=1.0,
                                 help="share of the targets' contrast lost by the last frame (linear)")
     diffusion: tuple = span("--diffusion", default=(0.0005, 0.01), low=0.0,
                             help="vesicle diffusion coefficient in um^2/s (log-uniform per video; "

@@ -110,8 +110,22 @@ def test_missed_detection_costs_link_recall_but_not_link_recall_detected():
     s = tracking.link_scores(rows, truth)
     assert s["n_true_links_recovered"] == 16 and s["link_recall"] == pytest.approx(16 / 18)
     assert s["link_recall_detected"] == 1.0 and s["link_precision"] == 1.0
+    assert s["link_precision_detected"] == 1.0
     assert s["n_pred_links"] == 17  # one link bridges the gap
     assert s["detection_recall"] == pytest.approx(19 / 20) and s["detection_precision"] == 1.0
+
+
+def test_false_detection_costs_link_precision_but_not_link_precision_detected():
+    # A's track runs through a false spot in frame 4 instead of A (which was missed): its two links are
+    # wrong end to end, but over its real points alone the track still follows A.
+    truth = crossing_pair()
+    pred = [dict(r) for r in truth if not (r["track_id"] == 1 and r["frame"] == 4)]
+    pred.append({"frame": 4, "track_id": 1, "y": 24.0, "x": 17.0})  # 4 px beyond the 3 px tolerance
+    s = tracking.link_scores(pred, truth)
+    assert s["n_pred_links"] == 18 and s["n_pred_links_correct"] == 16
+    assert s["link_precision"] == pytest.approx(16 / 18) and s["link_precision_detected"] == 1.0
+    assert s["link_recall"] == pytest.approx(16 / 18) and s["link_recall_detected"] == 1.0
+    assert s["detection_precision"] == pytest.approx(19 / 20)
 
 
 def test_summary_speeds_in_pixels_and_um_per_s():
