@@ -49,7 +49,9 @@ How one image becomes a mask:
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
+import json
 import math
 import sys
 import time
@@ -63,6 +65,8 @@ import tiffio
 
 ROOT = Path(__file__).resolve().parent
 RESCALE_TOLERANCE = 0.02  # pixel sizes within 2% count as equal: no resampling
+MAX_SCALE = 8.0  # rescale factors beyond 1/8..8 are a wrong pixel size (nm read as um, a screen dpi), not optics
+MAX_SCALED_PIXELS = 2 ** 30  # a plane resized for prediction may hold at most this many pixels (32768^2)
 OUTPUT_SUFFIXES = ("_mask", "_prob", "_overlay")
 
 
@@ -325,8 +329,12 @@ def resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if (h, w) == plane.shape:
         return plane
     shrink = h * w < plane.shape[0] * plane.shape[1]
-    out = cv2.resize(np.ascontiguousarray(plane, dtype=np.float32), (w, h),
-                     interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    try:
+        out = cv2.resize(np.ascontiguousarray(plane, dtype=np.float32), (w, h),
+                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    except cv2.error as err:  # e.g. out of memory; a one-line message, not OpenCV's traceback
+        raise MemoryError(f"could not resize a {plane.shape[0]}x{plane.shape[1]} plane to {h}x{w}: "
+                          f"{str(err).strip().splitlines()[-1]}") from None
     return out.reshape(h, w)
 
 
@@ -538,7 +546,9 @@ def find_inputs(spec: Path, pattern: str, recursive: bool) -> list[Path]:
         return [spec]
     if spec.is_dir():
         found = spec.rglob(pattern) if recursive else spec.glob(pattern)
-        return sorted(p for p in found if p.is_file())
+        # hidden names are never inputs: partial files of an interrupted write, the batch records (RECORDS)
+        return sorted(p for p in found if p.is_file() and not any(part.startswith(".")
+                                                                   for part in p.relative_to(spec).parts))
     if any(ch in text for ch in "*?["):
         return sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
     return []
@@ -739,22 +749,38 @@ class Segmenter:
         self.norm = info["normalization"]
         self.model_px = info.get("pixel_size_um")
 
-    def scale_for(self, shape: tuple[int, int], input_px: float | None) -> tuple[float, str]:
-        """Resize factor for a plane and a sentence saying why."""
+    def scale_for(self, shape: tuple[int, int], input_px: float | None, source: str = "") -> tuple[float, str]:
+        """Resize factor for a plane and a sentence saying why.
+
+        Raises ValueError when the factor lies outside 1/MAX_SCALE..MAX_SCALE or the resized plane would exceed
+        MAX_SCALED_PIXELS: such a pixel size is a mistake, and the resize alone could need terabytes.
+        """
         o = self.options
         if o.resize_size:
             f = o.resize_size / max(shape)
-            return f, f"resized x{f:.3f} so the longer side is {o.resize_size} px (--resize_size)"
-        if not o.rescale:
+            note = f"resized x{f:.3f} so the longer side is {o.resize_size} px (--resize_size)"
+        elif not o.rescale:
             return 1.0, "no rescaling (--no-rescale)"
-        if not self.model_px:
+        elif not self.model_px:
             return 1.0, "no rescaling (the model records no pixel size)"
-        if not input_px:
+        elif not input_px:
             return 1.0, "no rescaling (pixel size unknown; pass --pixel-size to rescale)"
-        f = rescale_factor(input_px, self.model_px)
-        if f == 1.0:
-            return 1.0, f"no rescaling needed ({input_px:.4g} um/px matches the model's {self.model_px:.4g})"
-        return f, f"rescaled x{f:.3f} ({input_px:.4g} um/px -> model {self.model_px:.4g} um/px), mask on the input grid"
+        else:
+            f = rescale_factor(input_px, self.model_px)
+            if f == 1.0:
+                return 1.0, f"no rescaling needed ({input_px:.4g} um/px matches the model's {self.model_px:.4g})"
+            if not 1.0 / MAX_SCALE <= f <= MAX_SCALE:
+                raise ValueError(f"pixel size {input_px:.4g} um/px{source} is {f:.3g}x the model's {self.model_px:.4g} "
+                                 f"um/px, outside the 1/{MAX_SCALE:g}..{MAX_SCALE:g}x this script rescales by; pass "
+                                 f"the right --pixel-size in um, or --no-rescale to segment at the image's own scale")
+            note = (f"rescaled x{f:.3f} ({input_px:.4g} um/px -> model {self.model_px:.4g} um/px), "
+                    "mask on the input grid")
+        size = (max(1, round(shape[0] * f)), max(1, round(shape[1] * f)))
+        if size[0] * size[1] > MAX_SCALED_PIXELS:
+            raise ValueError(f"a plane of {shape[0]}x{shape[1]} resized x{f:.3g} for prediction would be "
+                             f"{size[0]}x{size[1]} px, more than {MAX_SCALED_PIXELS / 1e9:.2g} Gpx; pass a smaller "
+                             f"--resize_size, the right --pixel-size in um, or --no-rescale")
+        return f, note
 
     def probability(self, plane: np.ndarray, factor: float, progress: bool) -> np.ndarray:
         """Probability map of one raw 2D plane on its own grid (float16 above HALF_PROB_PIXELS, else float32).
@@ -783,14 +809,19 @@ class Segmenter:
                 prob = prob.astype(np.float16)
         return prob
 
-    def segment(self, src: Path, dst: Path) -> tuple[dict, list[dict]]:
-        """Segment one file, write its outputs; returns (summary row, object rows)."""
+    def segment(self, src: Path, dst: Path, before_mask=None) -> tuple[dict, list[dict]]:
+        """Segment one file, write its outputs; returns (summary row, object rows).
+
+        The mask is written last, so that its presence means the file is done: `before_mask(row, objects)`,
+        when given, runs just before it (run() records the file's table rows there).
+        """
         o = self.options
         data, meta = tiffio.read_image(src)
         data = check_values(data, src)
         planes, axes = as_planes(data, meta["axes"], o.channel, src)
         px = o.pixel_size or meta.get("pixel_size_um")
-        factor, note = self.scale_for(planes.shape[1:], px)
+        source = " (--pixel-size)" if o.pixel_size else " (from the file's tags)"
+        factor, note = self.scale_for(planes.shape[1:], px, source)
         log(f"{src}: {len(planes)} plane(s) of {planes.shape[1]}x{planes.shape[2]} ({meta['dtype']}, "
             f"axes {axes}); {note}")
 
@@ -827,19 +858,20 @@ class Segmenter:
         masks *= 255
 
         full_shape = self._output_shape(data.shape, meta["axes"], axes)
-        tiffio.write_tiff(dst, masks.reshape(full_shape), pixel_size_um=px, axes=axes)
-        if probs is not None:
-            tiffio.write_tiff(sibling(dst, "prob", ".tif"), probs.reshape(full_shape), pixel_size_um=px, axes=axes)
-        if o.overlay:
-            mid = len(planes) // 2
-            write_overlay(sibling(dst, "overlay", ".png"), planes[mid], masks[mid], style=self.preset.overlay_style)
-
         fg = float(np.count_nonzero(masks)) / masks.size
         used = [t for t in thresholds if t == t]
         row = {"file": str(src), "mask": str(dst), "shape": "x".join(map(str, full_shape)), "axes": axes,
                "pixel_size_um": f"{px:.6g}" if px else "", "scale": f"{factor:.4g}",
                "threshold": f"{np.mean(used):.4g}" if used else "", "foreground_fraction": f"{fg:.6f}",
                **measure.summary(px), "frame_interval_s": meta.get("frame_interval_s")}
+        if probs is not None:
+            tiffio.write_tiff(sibling(dst, "prob", ".tif"), probs.reshape(full_shape), pixel_size_um=px, axes=axes)
+        if o.overlay:
+            mid = len(planes) // 2
+            write_overlay(sibling(dst, "overlay", ".png"), planes[mid], masks[mid], style=self.preset.overlay_style)
+        if before_mask is not None:
+            before_mask(row, measure.objects)
+        tiffio.write_tiff(dst, masks.reshape(full_shape), pixel_size_um=px, axes=axes)
         return row, measure.objects
 
     @staticmethod
@@ -879,6 +911,174 @@ def track_objects(row: dict, objects: list[dict], args) -> tuple[list[dict], lis
     return linked, table
 
 
+# --------------------------------------------------------------------------- batch tables
+
+RECORDS = ".synseg-rows"  # folder beside summary.csv: each finished file's rows, until the tables hold them
+RECORD_FORMAT = "synseg-rows/1"
+
+
+def _json_value(value):
+    """json.dumps fallback for numpy scalars in table rows."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not a table value")
+
+
+def _cell(value, fmt: str | None) -> str:
+    """A value as tiffio.write_csv writes it."""
+    if value is None:
+        return ""
+    if fmt and isinstance(value, float):
+        return fmt.format(value)
+    return str(value)
+
+
+class Tables:
+    """The CSV tables of a batch (summary.csv; objects.csv, tracks.csv, track_summary.csv when asked for), exact
+    whatever interrupts the run.
+
+    Every file's rows go to a record of their own, RECORDS/<mask path>.json, written atomically just before its
+    mask: a mask that exists has its rows recorded. `finish` rebuilds each table from the earlier table and the
+    records (files outside this batch first, in their earlier order, then the batch in input order), writes the
+    tables atomically and only then removes the records. So a batch killed at any moment and run again leaves
+    the same tables as one that was never interrupted, and no table or mask is ever half-written.
+    """
+
+    def __init__(self, folder: Path, columns: dict[str, tuple], formats: dict[str, str | None], preset):
+        self.folder, self.columns, self.formats, self.preset = Path(folder), columns, formats, preset
+
+    def record_path(self, mask: Path) -> Path:
+        """Where the rows of the file whose mask is `mask` are recorded."""
+        try:
+            rel = Path(mask).resolve().relative_to(self.folder.resolve())
+        except ValueError:
+            rel = Path(Path(mask).name)
+        return self.folder / RECORDS / rel.with_name(rel.name + ".json")
+
+    def write_record(self, src: Path, mask: Path, rows: dict[str, list[dict]]) -> None:
+        """Record one file's rows of every table (only the table's columns are kept)."""
+        record = {"format": RECORD_FORMAT, "task": self.preset.task, "file": str(src), "mask": str(mask),
+                  "tables": {name: [{c: r.get(c) for c in self.columns[name]} for r in table]
+                             for name, table in rows.items() if name in self.columns}}
+        path = self.record_path(mask)
+        with tiffio.atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(record, default=_json_value))
+
+    def records(self) -> dict[Path, dict]:
+        """{record path: record} of every readable record whose mask still exists."""
+        root = self.folder / RECORDS
+        found = {}
+        for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+            if path.name.startswith("."):  # a partial write
+                continue
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("format") == RECORD_FORMAT and Path(record["mask"]).exists():
+                found[path] = record
+        return found
+
+    def problems(self) -> list[str]:
+        """What in the output folder this run must not touch: tables of another shape or task, records of another
+        task. Checked before any work."""
+        others = {t: p for t, p in PRESETS.items() if t != self.preset.task}
+        out = []
+        for name, columns in self.columns.items():
+            path = self.folder / name
+            if path.is_dir():
+                out.append(f"{path}: is a folder, where this script writes a table; choose another -o")
+            if not path.is_file():
+                continue
+            try:
+                with open(path, newline="") as fh:
+                    header = next(csv.reader(fh), None)
+            except (OSError, UnicodeDecodeError, csv.Error) as err:
+                out.append(f"{path}: not a readable CSV table ({type(err).__name__}); move it away or choose "
+                           "another -o")
+                continue
+            if header is None:  # an empty file holds nothing to keep
+                continue
+            extra = [c for c in header if c not in columns]
+            if "file" not in header or extra:
+                task = next((t for t, o in others.items() if set(o.measure.columns) <= set(header)), None)
+                what = (f"holds {task} results ({others[task].script})" if task else
+                        f"has columns this script does not write ({', '.join((extra or header)[:5])})")
+                out.append(f"{path}: {what}; {self.preset.script} will not mix its rows in - choose another -o, "
+                           "or move the file away")
+        for record in self.records().values():
+            if record.get("task") != self.preset.task:
+                out.append(f"{record['mask']}: holds {record.get('task')} results; {self.preset.script} will not "
+                           "mix its rows in - choose another -o")
+                break
+        return out
+
+    def finish(self, pairs: list[tuple[Path, Path]]) -> tuple[list[Path], list[tuple[Path, str]]]:
+        """Rebuild the tables from the earlier tables and the records; write those that change.
+
+        Returns (tables written, [(input, problem)] for masks that exist but whose rows are recorded nowhere).
+        """
+        records = self.records()
+        old = {name: tiffio.read_csv(self.folder / name) for name in self.columns}
+        old_rows = {name: {} for name in self.columns}  # table -> file -> its earlier rows
+        for name, rows in old.items():
+            for r in rows:
+                old_rows[name].setdefault(r.get("file"), []).append(r)
+        batch = {str(src): dst for src, dst in pairs}
+        mine = {str(src): records.pop(self.record_path(dst), None) for src, dst in pairs}
+        others = {r["file"]: r for r in records.values()}  # records of an earlier, interrupted batch
+        earlier = [r.get("file") for r in old["summary.csv"]] + list(others)
+        order = list(dict.fromkeys(f for f in earlier if f not in batch)) + list(batch)
+        new = {name: [] for name in self.columns}
+        missing = []
+        for f in order:
+            record = mine[f] if f in batch else others.get(f)
+            mask = batch.get(f, f)
+            if record is not None:
+                tables = record["tables"]
+            elif f in old_rows["summary.csv"]:
+                tables = {name: old_rows[name].get(f, []) for name in self.columns}
+            else:
+                if f in batch and batch[f].exists():
+                    missing.append((Path(f), f"{mask}: exists, but its measurements are in no summary.csv "
+                                             "(written by an older version or another tool?); --overwrite redoes it"))
+                continue
+            for name in self.columns:
+                new[name] += tables.get(name, [])
+            count = (tables.get("summary.csv") or [{}])[0].get("count")
+            if ("objects.csv" in self.columns and f in batch and not tables.get("objects.csv")
+                    and str(count or 0) != "0"):
+                missing.append((Path(f), f"{mask}: exists, but its objects are not in objects.csv (segmented "
+                                         "without --object-csv?); --overwrite redoes it"))
+        written = []
+        for name, columns in self.columns.items():
+            fmt = self.formats.get(name)
+            cells = [[_cell(r.get(c), fmt) for c in columns] for r in new[name]]
+            before = [[r.get(c) or "" for c in columns] for r in old[name]]
+            path = self.folder / name
+            if cells != before or (not path.is_file() and new["summary.csv"]):
+                tiffio.write_csv(path, new[name], columns, float_format=fmt)
+                written.append(path)
+        for src, dst in pairs:  # the tables hold these rows now
+            if mine[str(src)] is not None:
+                self.record_path(dst).unlink(missing_ok=True)
+        for path in records:
+            path.unlink(missing_ok=True)
+        self._prune()
+        return written, missing
+
+    def _prune(self) -> None:
+        """Remove the emptied record folders."""
+        root = self.folder / RECORDS
+        if not root.is_dir():
+            return
+        for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(d.iterdir()):
+                d.rmdir()
+        if not any(root.iterdir()):
+            root.rmdir()
+
+
 # --------------------------------------------------------------------------- command line
 
 def get_args_parser(task: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -910,6 +1110,8 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
     m = p.add_argument_group("model and device")
     m.add_argument("-m", "--model", "--model_path", dest="model", type=Path, default=ROOT / preset.model,
                    help="checkpoint (.pth); bare original SynSeg weights load too")
+    m.add_argument("--any-task", action="store_true",
+                   help=f"run a checkpoint that records another task than {preset.task} (refused otherwise)")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     m.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast dtype; auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
@@ -1011,6 +1213,40 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[str]]:
     return pairs, notes
 
 
+def output_problem(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> str | None:
+    """Why the outputs cannot be written (an existing file where a folder goes, a folder that cannot be
+    created or written), or None. Creates the output folder; checked before any image is read."""
+    one_file = len(pairs) == 1 and args.output.suffix.lower() in (".tif", ".tiff")
+    if args.output.is_dir() and one_file:
+        return f"-o {args.output}: is a folder, not a mask file; give the folder without the .tif name"
+    folder = args.output.parent if one_file else args.output
+    if args.output.exists() and not one_file and not args.output.is_dir():
+        return (f"-o {args.output}: is a file; give a folder for the masks and summary.csv"
+                + (" (or, for one input file, a NAME.tif mask path)" if len(pairs) == 1 else ""))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tiffio.atomic_path(folder / ".synseg-probe") as tmp:
+            tmp.write_bytes(b"")
+        (folder / ".synseg-probe").unlink()
+    except OSError as err:
+        return f"-o {args.output}: cannot write there ({err.strerror or type(err).__name__})"
+    return None
+
+
+def batch_tables(args: argparse.Namespace, preset: TaskPreset, folder: Path) -> Tables:
+    """The tables this run keeps in `folder`, with their columns and float formats."""
+    columns, formats = {"summary.csv": preset.summary_fields}, {}
+    if args.object_csv:
+        columns["objects.csv"] = tuple(OBJECT_FIELDS)
+    if args.track:
+        import tracking
+
+        columns["tracks.csv"] = TRACK_FIELDS
+        columns["track_summary.csv"] = ("file", *tracking.SUMMARY_COLUMNS)
+        formats = {"tracks.csv": "{:.4f}", "track_summary.csv": "{:.4f}"}
+    return Tables(folder, columns, formats, preset)
+
+
 def run(args: argparse.Namespace, task: str) -> int:
     """Segment every input; one line per failed file; exit code 1 if any failed, 2 on bad usage."""
     preset = PRESETS[task]
@@ -1032,8 +1268,10 @@ def run(args: argparse.Namespace, task: str) -> int:
             print(f"{src} -> {dst} ({state})")
         return 0
     if not args.model.is_file():
-        log(f"{name}: model {args.model} not found; the shipped {task} model is not there yet - "
-            f"pass a checkpoint with -m PATH (e.g. one written by {preset.train_script})")
+        shipped = args.model.resolve() == (ROOT / preset.model).resolve()
+        log(f"{name}: model {args.model} not found; " + (
+            f"the shipped {task} model is missing from this checkout - pass a checkpoint with -m PATH (e.g. one "
+            f"written by {preset.train_script})" if shipped else "check the path given with -m PATH"))
         return 2
 
     import torch
@@ -1050,25 +1288,42 @@ def run(args: argparse.Namespace, task: str) -> int:
         log(f"{name}: {err}")
         return 2
     if info.get("task") != preset.task:
-        log(f"{name}: warning: {args.model} was trained for {info.get('task')!r}, not {preset.task!r}")
+        recorded = info.get("format") == unet.CHECKPOINT_FORMAT
+        if recorded and not args.any_task:
+            other = PRESETS.get(info.get("task"))
+            log(f"{name}: {args.model} is a {info.get('task')} model (its checkpoint records task "
+                f"{info.get('task')!r}), not a {preset.task} model; use "
+                f"{other.script if other else 'the matching script'} or a {preset.task} checkpoint "
+                f"(--any-task runs it anyway)")
+            return 2
+        log(f"{name}: warning: {args.model} was {'trained' if recorded else 'guessed to be'} for "
+            f"{info.get('task')!r}, not {preset.task!r}")
     seg = Segmenter(model, info, preset, Options.from_args(args), device)
     if seg.tile_size <= seg.overlap:
         log(f"{name}: --tile-size {seg.tile_size} must be larger than the overlap ({seg.overlap} px for this "
             f"model); use --tile-size {4 * seg.overlap} or more, or a smaller --overlap (then tiling is approximate)")
         return 2
-    log(f"{name}: model {args.model} ({info.get('format', 'checkpoint')}, normalisation {seg.norm}, "
-        f"model pixel size {seg.model_px or 'unknown'} um), device {device}, "
-        f"precision {seg.amp or 'fp32'}, tiles up to {seg.tile_size} px, overlap {seg.overlap} px, "
-        f"batch {seg.batch_size}")
+    if args.pixel_size and seg.model_px and not args.no_rescale and not args.resize_size:
+        f = rescale_factor(args.pixel_size, seg.model_px)
+        if not 1.0 / MAX_SCALE <= f <= MAX_SCALE:
+            log(f"{name}: --pixel-size {args.pixel_size:g} um/px is {f:.3g}x the model's {seg.model_px:.4g} um/px, "
+                f"outside the 1/{MAX_SCALE:g}..{MAX_SCALE:g}x this script rescales by; give the input's pixel "
+                f"size in um (e.g. 0.1, not 100 nm), or --no-rescale to segment at the image's own scale")
+            return 2
 
     one_file = len(pairs) == 1 and args.output.suffix.lower() in (".tif", ".tiff")
-    summary_dir = pairs[0][1].parent if one_file else args.output
-    # Earlier rows are kept (a re-run after an interruption, or more files into the same folder);
-    # the files segmented now replace theirs.
-    rows = {r["file"]: r for r in tiffio.read_csv(summary_dir / "summary.csv")}
-    objects = tiffio.read_csv(summary_dir / "objects.csv") if args.object_csv else []
-    tracks = tiffio.read_csv(summary_dir / "tracks.csv") if args.track else []
-    track_table = tiffio.read_csv(summary_dir / "track_summary.csv") if args.track else []
+    problem = output_problem(args, pairs)
+    tables = batch_tables(args, preset, args.output.parent if one_file else args.output)
+    problems = [problem] if problem else tables.problems()
+    if problems:
+        for line in problems:
+            log(f"{name}: {line}")
+        return 2
+    log(f"{name}: model {args.model} ({info.get('format', 'checkpoint')}, normalisation {seg.norm}, "
+        f"model pixel size {seg.model_px or 'unknown'} um), device {device}, "
+        f"precision {seg.amp or 'fp32'}{' channels_last' if seg.net.channels_last else ''}, tiles up to "
+        f"{seg.tile_size} px, overlap {seg.overlap} px, batch {seg.batch_size}")
+
     failed, done, skipped = [], [], []
     t0, megapixels = time.perf_counter(), 0.0
     inputs = {p.resolve() for p, _ in pairs}
@@ -1080,35 +1335,39 @@ def run(args: argparse.Namespace, task: str) -> int:
         if dst.exists() and not args.overwrite:
             skipped.append(src)
             continue
+
+        def record(row, objs, src=src, dst=dst):
+            """The file's rows of every table, recorded before its mask is written."""
+            rows = {"summary.csv": [row], "objects.csv": objs}
+            if args.track:
+                rows["tracks.csv"], rows["track_summary.csv"] = track_objects(row, objs, args)
+            tables.write_record(src, dst, rows)
+
         try:
-            row, objs = seg.segment(src, dst)
+            row, _ = seg.segment(src, dst, before_mask=record)
         except (ValueError, OSError, MemoryError, RuntimeError) as err:
             failed.append(src)
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
             log(msg if str(src) in msg else f"{src}: {msg}")
             continue
-        rows[row["file"]] = row
-        objects = [o for o in objects if o.get("file") != row["file"]] + objs
-        if args.track:
-            linked, table = track_objects(row, objs, args)
-            tracks = [t for t in tracks if t.get("file") != row["file"]] + linked
-            track_table = [t for t in track_table if t.get("file") != row["file"]] + table
         done.append((src, dst))
         megapixels += math.prod(int(v) for v in row["shape"].split("x")) / 1e6
-    if done:
-        tiffio.write_csv(summary_dir / "summary.csv", list(rows.values()), preset.summary_fields)
-        if args.object_csv:
-            tiffio.write_csv(summary_dir / "objects.csv", objects, OBJECT_FIELDS)
-        if args.track:
-            tiffio.write_csv(summary_dir / "tracks.csv", tracks, TRACK_FIELDS, float_format="{:.4f}")
-            import tracking
 
-            tiffio.write_csv(summary_dir / "track_summary.csv", track_table, ("file", *tracking.SUMMARY_COLUMNS),
-                             float_format="{:.4f}")
-
+    try:
+        written, missing = tables.finish(pairs)
+    except OSError as err:
+        log(f"{name}: could not write the tables in {tables.folder} ({err}); the masks and their rows "
+            f"(in {tables.folder / RECORDS}) are kept: run again to write them")
+        return 1
+    for src, line in missing:
+        log(line)
     for src, dst in done:
         print(f"{src} -> {dst}")
     seconds = time.perf_counter() - t0
-    log(f"{name}: {len(done)} segmented, {len(skipped)} skipped (mask exists; --overwrite to redo), "
-        f"{len(failed)} failed, {megapixels:.1f} MP in {seconds:.1f} s; summary: {summary_dir / 'summary.csv'}")
-    return 1 if failed else 0
+    summary = tables.folder / "summary.csv"
+    where = (f"; summary: {summary}" if summary in written else
+             f"; summary: {summary} (unchanged)" if summary.is_file() else "; no summary written")
+    skip_note = " (mask exists; --overwrite to redo)" if skipped else ""
+    log(f"{name}: {len(done)} segmented, {len(skipped) - len(missing)} skipped{skip_note}, "
+        f"{len(failed) + len(missing)} failed, {megapixels:.1f} MP in {seconds:.1f} s{where}")
+    return 1 if failed or missing else 0

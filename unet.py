@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -376,12 +377,23 @@ def load_model(path, device: torch.device | str = "cpu") -> tuple[UNet, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip archive (older versions: a bare pickle, protocol 2 and up, starts with 0x80)
+    pickled = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    if not (head.startswith(b"PK\x03\x04") or pickled):
+        what = "an empty file" if not head else "neither a zip archive nor a pickle"
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({what}); pass a .pth written by the training scripts "
+                         "or an original SynSeg model")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: refused to load: the file holds Python objects, not only weights "
-                         f"(weights_only=True): {first}") from None
+        if "Unsupported global" not in str(err) and not pickled:
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint (damaged or not a checkpoint)") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        raise ValueError(f"{path}: refused to load: the file holds Python objects "
+                         f"({found.group(1) if found else 'not only tensors'}), not only weights; loading it could "
+                         "run code (weights_only=True). Save model.state_dict() instead") from None
     except Exception as err:  # noqa: BLE001 - torch raises many types for corrupt files
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(obj, dict):
