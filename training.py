@@ -856,7 +856,10 @@ def get_args_parser(preset_name: str, description: str | None = None) -> argpars
                     help="data-loading processes (use about the number of free CPU cores)")
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", "--output_dir", type=Path, default=Path("checkpoints"),
-                     help=f"where best_{preset_name}_model.pth, last.pth, metrics.csv and curves.png go")
+                     help=f"where best_{preset_name}_model.pth, last.pth, metrics.csv and curves.png go; a folder "
+                          "holding an earlier run needs --resume or --overwrite")
+    out.add_argument("--overwrite", action="store_true",
+                     help="start a new run in an --output-dir that holds an earlier one, replacing its files")
     return parser
 
 
@@ -908,9 +911,43 @@ def check_args(args) -> None:
         raise TrainingError("with --folds, use --resume alone: each fold resumes from its own last.pth")
 
 
+RUN_FILES = ("last.pth", "metrics.csv", "folds.csv", "curves.png")  # with best_<task>_model.pth
+
+
+def earlier_run(out_dir: Path) -> list[Path]:
+    """Files an earlier training run left in `out_dir` or its foldK/ folders (checkpoints, metrics, curves)."""
+    out_dir = Path(out_dir)
+    folders = [out_dir] + sorted(p for p in out_dir.glob("fold*") if p.is_dir()) if out_dir.is_dir() else []
+    return [p for d in folders for p in sorted(d.iterdir())
+            if p.is_file() and (p.name in RUN_FILES or (p.name.startswith("best_") and p.suffix == ".pth"))]
+
+
+def check_output_dir(args) -> None:
+    """Refuse, before any work, to replace an earlier run's models unless --resume or --overwrite says so, and an
+    --output-dir that is a file or cannot be written."""
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"--output-dir {out}: is a file; give a folder for the checkpoints")
+    found = earlier_run(out)
+    if found and args.resume is None and not args.overwrite:
+        names = ", ".join(str(p.relative_to(out)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise TrainingError(f"--output-dir {out}: holds an earlier run ({names}); pass --resume to continue it, "
+                            "--overwrite to replace it, or another --output-dir")
+    base = next(p for p in [out, *out.absolute().parents] if p.exists())  # the folder is made at the first save
+    if not base.is_dir():
+        raise TrainingError(f"--output-dir {out}: {base} is a file, not a folder")
+    try:
+        probe = base / f".write-test{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise TrainingError(f"--output-dir {out}: cannot write there ({err.strerror or type(err).__name__})") from None
+
+
 def run(args, rt: Runtime) -> int:
     """Check data, then train once or K times (k-fold); returns the exit code."""
     preset = PRESETS[args.preset]()
+    check_output_dir(args)  # every rank: nothing is written before all of them have looked
     folders = resolve_folders(args)
     generator = read_generator_info(*[p for p in (args.data_dir, folders["train_img_dir"].parent.parent) if p])
     pixel_size = resolve_pixel_size(args, generator) if rt.main else args.pixel_size or generator.get("pixel_size_um")
