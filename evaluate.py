@@ -30,6 +30,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -334,7 +335,7 @@ def write_grid(path: Path, items: list) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    titles = ("image", "ground truth (points: cyan rings)", "prediction", "FP magenta / FN green / agree grey")
+    titles = ("image", "ground truth", "prediction", "FP magenta / FN green / agree grey")
     fig, axes = plt.subplots(len(items), 4, figsize=(16, 4.4 * len(items)), squeeze=False)
     for ax_row, (name, image, gt, points, pred) in zip(axes, items):
         panels = [display_image(image) if image is not None else None,
@@ -349,7 +350,8 @@ def write_grid(path: Path, items: list) -> None:
                 ax.autoscale(False)  # points beyond the edge must not resize the panel
             if points is not None and len(points) and col == 1:  # hollow, so small masks stay visible
                 ax.plot(points[:, 1], points[:, 0], "o", mfc="none", mec="cyan", ms=3.5, mew=0.5)
-            ax.set_title(f"{name}: {titles[col]}" if col == 0 else titles[col], fontsize=9)
+            title = titles[col] + (" (points: cyan rings)" if col == 1 and points is not None and len(points) else "")
+            ax.set_title(f"{name}: {title}" if col == 0 else title, fontsize=9)
             ax.set_axis_off()
     fig.tight_layout()
     with tiffio.atomic_path(path) as tmp:
@@ -414,6 +416,21 @@ def main(args: argparse.Namespace) -> int:
     problem = check_args(args)
     if problem:
         print(f"evaluate.py: {problem}", file=sys.stderr)
+        return 2
+    out = args.output_dir
+    if out.exists() and not out.is_dir():
+        print(f"evaluate.py: -o {out}: is a file; give a folder for metrics.csv, metrics.json and grid.png",
+              file=sys.stderr)
+        return 2
+    base = next(p for p in [out, *out.absolute().parents] if p.exists())  # made once there is a report
+    try:
+        if not base.is_dir():
+            raise NotADirectoryError(f"{base} is a file")
+        probe = base / f".write-test{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        print(f"evaluate.py: -o {out}: cannot write there ({err.strerror or err})", file=sys.stderr)
         return 2
     from tqdm import tqdm
 
