@@ -949,6 +949,10 @@ def generate_dataset(run: Run, scene: Scene, *, kind: str, video=None) -> int:
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if n_val == 0 and run.val_fraction > 0:  # training needs a validation image; say so now, not at training
+        print(f"warning: --num-images {n} with --val-fraction {run.val_fraction:g} gives no validation image "
+              f"(val/ stays empty and training will refuse it); use --num-images {math.ceil(1 / run.val_fraction)} "
+              "or more, or a larger --val-fraction", file=sys.stderr)
     out = Path(run.output_dir)
     for split in ("train", "val"):
         for sub in ("img", "mask"):
