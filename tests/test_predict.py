@@ -262,3 +262,85 @@ def test_rescale_factor():
     assert predict.rescale_factor(None, 0.1) == 1.0 and predict.rescale_factor(0.2, None) == 1.0
     small = predict.resize_plane(np.arange(64, dtype=np.float32).reshape(8, 8), (4, 4))
     assert small.shape == (4, 4) and small.mean() == pytest.approx(31.5)
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (5, 7), (1, 1), (64, 64)])
+def test_read_tile_is_the_padded_image_cut(shape):
+    image = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    h, w = shape
+    ph, pw = (-h) % 8, (-w) % 8
+    mode = "reflect" if (ph < h and pw < w) else "edge"
+    padded = np.pad(image, ((0, ph), (0, pw)), mode=mode)
+    H, W = padded.shape
+    for y in range(0, H, 8):
+        for x in range(0, W, 8):
+            t = predict.read_tile(image, y, x, min(16, H - y), min(24, W - x), mode)
+            np.testing.assert_array_equal(t, padded[y:y + 16, x:x + 24])
+
+
+def test_raw_plane_normalised_tile_by_tile_equals_normalised_first():
+    net = predict.prepare_model(sharp_model(), torch.device("cpu"))
+    raw = (np.clip(smooth_noise((150, 131), seed=7), -2, None) * 900 + 2500).astype(np.uint16)
+    spec = {"mode": "percentile"}
+    first = predict.predict_probability(net, unet.normalize_image(raw, spec), tile_size=72, overlap=40)
+    stats = unet.normalization_stats(raw, spec)
+    tiled = predict.predict_probability(net, raw, tile_size=72, overlap=40,
+                                        normalize=lambda t: unet.apply_normalization(t, spec, stats))
+    np.testing.assert_array_equal(first, tiled)
+    half = predict.predict_probability(net, raw, tile_size=72, overlap=40, out_dtype=np.float16,
+                                       normalize=lambda t: unet.apply_normalization(t, spec, stats))
+    assert half.dtype == np.float16 and np.abs(half.astype(np.float32) - first).max() < 1e-3
+
+
+def test_cpu_bf16_runs_channels_last_and_batches_only_small_tiles():
+    args = {"base_channels": 64, "depth": 3}
+    assert predict.auto_tile_size(args, "cpu", half=True) == predict.MAX_TILE  # bf16 halves the activations
+    assert predict.auto_batch_size(args, "cpu", predict.auto_tile_size(args, "cpu")) == 1
+    assert predict.auto_batch_size(args, "cpu", 256) == 4 and predict.auto_batch_size(args, "cuda", 1024) == 4
+    net = predict.prepare_model(sharp_model(), torch.device("cpu"), channels_last=True)
+    assert net.channels_last and net.enc1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    image = smooth_noise((120, 100), seed=2)
+    ref = predict.predict_probability(predict.prepare_model(sharp_model(), torch.device("cpu")), image,
+                                      tile_size=4096, overlap=0)
+    got = predict.predict_probability(net, image, tile_size=64, overlap=40, batch_size=3, amp_dtype=torch.bfloat16)
+    assert np.abs(got - ref).max() < 0.05  # bf16 rounding only
+
+
+def test_label_windows_give_the_whole_plane_objects_in_order():
+    import spots
+
+    rng = np.random.default_rng(1)
+    for trial in range(20):
+        mask = rng.random((300, 70)) < rng.uniform(0.3, 0.62)  # long, winding objects across windows
+        whole, n = predict.label8(mask)
+        got, k = np.zeros_like(whole), 0
+        for y0, labels, first, last in spots.label_windows(mask, margin=int(rng.integers(0, 5)),
+                                                            rows=int(rng.integers(1, 50))):
+            own = (labels >= first) & (labels <= last)
+            assert not got[y0:y0 + len(labels)][own].any()  # every object in one window only
+            got[y0:y0 + len(labels)][own] = labels[own] - first + 1 + k
+            k += last - first + 1
+        assert k == n and np.array_equal(got, whole), trial
+
+
+def test_windowed_split_measure_and_skeleton_equal_the_whole_plane(monkeypatch):
+    import spots
+    from tests.test_spots import gaussian_spots
+
+    rng = np.random.default_rng(3)
+    centres = [tuple(c) for c in rng.uniform(4, 296, (260, 2))]
+    image = gaussian_spots((300, 240), [(y, x * 0.8) for y, x in centres], [3000.0] * 130 + [150.0] * 130,
+                           background=500.0, noise=5.0).astype(np.uint16)
+    mask = ndimage.binary_dilation(image > 560, iterations=2)
+    prob = (image / image.max()).astype(np.float32)
+    results = []
+    for pixels in (10 ** 9, 240 * 23):  # one window; windows of 23 rows
+        monkeypatch.setattr(spots, "WINDOW_PIXELS", pixels)
+        split = predict.split_touching(mask, image)
+        cut, info = spots.filter_spots(split, image)
+        measure = predict.ObjectMeasure("f")
+        measure.add(0, cut, image, prob)
+        results.append((split, cut, info, measure.objects, predict.skeleton_stats(mask, band=17)))
+    (s1, c1, i1, o1, k1), (s2, c2, i2, o2, k2) = results
+    assert np.array_equal(s1, s2) and np.array_equal(c1, c2) and i1 == i2 and o1 == o2 and k1 == k2
+    assert 0 < len(o1) < predict.label8(split)[1]  # the cut dropped the faint group

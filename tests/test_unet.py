@@ -175,3 +175,19 @@ def test_every_script_has_help(script):
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert "usage" in res.stdout.lower()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+@pytest.mark.parametrize("mode", ["standardize", "percentile", "median", "minmax255"])
+def test_integer_images_normalise_through_a_histogram_as_through_float32(dtype, mode):
+    img = np.random.default_rng(0).gamma(2.0, 60.0, size=(70, 93)).astype(dtype)
+    spec = {"mode": mode}
+    exact = unet.normalization_stats(img, spec)  # counted in a histogram, no float copy
+    plain = unet.normalization_stats(img.astype(np.float32), spec)
+    assert exact.keys() == plain.keys()
+    for key in exact:
+        assert exact[key] == pytest.approx(plain[key], rel=1e-6)
+    crop = img[10:40, 20:70]  # a tile, normalised with the whole image's statistics
+    np.testing.assert_allclose(unet.apply_normalization(crop, spec, exact),
+                               unet.normalize_image(img.astype(np.float32), spec)[10:40, 20:70], rtol=1e-5,
+                               atol=1e-5)
