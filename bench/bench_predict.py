@@ -175,7 +175,8 @@ def speed(args, work: Path) -> None:
             raise SystemExit(f"SynSeg_Cytoskeleton.py failed with exit code {code}")
         print(f"  round {r + 1}: original {times['original'][-1]:.1f} s ({cpu['original'][-1]:.0f} CPU s), "
               f"ours {times['ours'][-1]:.1f} s ({cpu['ours'][-1]:.0f} CPU s), load {load()}", flush=True)
-    tile = ours_args.tile_size or predict.auto_tile_size(info["model_args"], device.type)
+    half = device.type == "cpu" and unet.autocast_dtype(device, "auto") is not None  # as predict.Segmenter
+    tile = ours_args.tile_size or predict.auto_tile_size(info["model_args"], device.type, half=half)
     ours_pixels = our_pixels((args.size, args.size), tile, overlap, 8)
     best = {k: min(v) for k, v in times.items()}
     best_cpu = {k: min(v) for k, v in cpu.items()}
@@ -212,7 +213,8 @@ def onnx_vs_torch(args, work: Path) -> None:
     torch.manual_seed(args.seed)
     model = unet.build_model(base_channels=args.base, depth=3, first_kernel=5).eval()
     cpu = torch.device("cpu")
-    tile = args.onnx_tile or predict.auto_tile_size(model.model_args, "cpu")
+    amp = unet.autocast_dtype(cpu, "auto")
+    tile = args.onnx_tile or predict.auto_tile_size(model.model_args, "cpu", half=amp is not None)
     path = work / f"cyto_base{args.base}.onnx"
     export_model.export_onnx(model, torch.zeros(1, 1, 17, 19), path)  # odd example: padding stays in the graph
     options = onnxruntime.SessionOptions()
@@ -221,8 +223,7 @@ def onnx_vs_torch(args, work: Path) -> None:
     # ONNX Runtime's threads spin after each run by default, stealing the cores from the PyTorch run that follows
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    net = predict.prepare_model(model, cpu)
-    amp = unet.autocast_dtype(cpu, "auto")
+    net = predict.prepare_model(model, cpu, channels_last=amp is not None)  # as predict.Segmenter on the CPU
     x = np.random.default_rng(args.seed).normal(size=(1, 1, tile, tile)).astype(np.float32)
     xt = torch.from_numpy(x)
 
