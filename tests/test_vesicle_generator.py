@@ -14,7 +14,8 @@ import vesicles
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["--debris", "0", "0", "--haze", "0", "0", "--cytoplasm", "0", "0", "--out-of-focus", "0", "0",
-         "--illumination", "0", "0", "--saturation-prob", "0", "0", "--offset", "0", "0"]
+         "--illumination", "0", "0", "--saturation-prob", "0", "0", "--offset", "0", "0",
+         "--autofluorescence-prob", "0", "--background-subtracted-prob", "0"]
 
 
 def parse(*argv):
@@ -139,3 +140,30 @@ def test_edge_cases_render(extra):
             assert not mask.any() and rows == []
 
 
+
+
+def test_background_subtracted_images_are_zero_clipped():
+    args = parse("--background-subtracted-prob", "1", "--background-subtracted-zero", "0.4", "0.4")
+    image, mask, _ = vg.render_one(synth.image_rng(3, 0), args)
+    zero = np.mean(image == 0)
+    assert 0.3 < zero < 0.5  # about the asked share of the pixels is exactly 0
+    assert image.dtype == np.uint16 and image.max() > 0
+
+
+def test_autofluorescence_brightens_the_background_but_never_the_mask():
+    base = parse(*QUIET)
+    tissue = parse(*QUIET[:-4], "--autofluorescence-prob", "1", "--autofluorescence", "1", "1",
+                   "--background-subtracted-prob", "0")
+    img0, mask0, rows0 = vg.render_one(synth.image_rng(4, 0), base)
+    img1, mask1, rows1 = vg.render_one(synth.image_rng(4, 0), tissue)
+    assert np.array_equal(mask0, mask1) and rows0 == rows1  # the targets are drawn before, unchanged
+    assert img1[mask1 == 0].astype(float).mean() > img0[mask0 == 0].astype(float).mean()
+
+
+def test_new_options_off_draw_nothing():
+    # with both new options at 0 the images are those of the generator before they existed
+    off = parse("--autofluorescence-prob", "0", "--background-subtracted-prob", "0")
+    again = parse("--autofluorescence-prob", "0", "--background-subtracted-prob", "0", "--autofluorescence", "2", "3")
+    a, _, _ = vg.render_one(synth.image_rng(5, 1), off)
+    b, _, _ = vg.render_one(synth.image_rng(5, 1), again)
+    assert np.array_equal(a, b)
