@@ -6,6 +6,8 @@ Example:
 For every input NAME.tif it writes OUTDIR/NAME_mask.tif (uint8, 0/255, same shape, axes and pixel size
 as the input), and OUTDIR/summary.csv with the total skeleton length and the number of junctions per
 file. The tiled predictor, scale handling and measurements live in predict.py.
+Stopped half-way (Ctrl-C, kill, crash)? Run the same command again: finished files are skipped and
+the tables come out as if the run had never stopped.
 """
 import argparse
 import sys

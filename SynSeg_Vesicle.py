@@ -7,6 +7,8 @@ For every input NAME.tif it writes OUTDIR/NAME_mask.tif (uint8, 0/255, same shap
 as the input), and OUTDIR/summary.csv with the vesicle count and mean area per file. Touching vesicles are
 split by a seeded watershed so that each connected object in the mask is one vesicle (--no-split to turn
 off). The tiled predictor, scale handling and measurements live in predict.py.
+Stopped half-way (Ctrl-C, kill, crash)? Run the same command again: finished files are skipped and
+the tables come out as if the run had never stopped.
 
 Time-lapses (TYX): every frame is segmented; with --track the vesicles of consecutive frames are linked
 (tracking.py, laptrack) into OUTDIR/tracks.csv and OUTDIR/track_summary.csv (duration, mean speed in

@@ -45,6 +45,14 @@ How one image becomes a mask:
      cytoskeleton - total skeleton length (skimage skeletonize; steps between 8-neighbours counted 1 or
      sqrt 2) and the number of junctions (clusters of skeleton pixels with three or more skeleton
      neighbours). In um / um^2 when the pixel size is known, else in px.
+     Steps 6-8 label a big plane window by window (spots.label_windows), with the same result.
+
+A batch is safe to interrupt (Ctrl-C, kill -9, a crash) and to run again: outputs, tables already in the
+output folder and its writability are checked before any work; each file's table rows are recorded
+(OUT/.synseg-rows/) before its mask is written, and the mask, written last, marks the file done; the
+tables are rebuilt from the earlier tables and the records at the end (class Tables), so a rerun of the
+same command skips the finished files and leaves summary.csv and objects.csv as an uninterrupted run
+would. Every file is written under a temporary name and renamed, never half-written.
 """
 from __future__ import annotations
 
@@ -373,14 +381,16 @@ def label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(mask, structure=np.ones((3, 3), bool))
 
 
-def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float | None = None) -> np.ndarray:
+def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float | None = None,
+                   in_place: bool = False) -> np.ndarray:
     """Split touching blobs: watershed from intensity peaks, 1-px background lines between objects.
 
     The lines follow metrics.separate_touching, the rule the vesicle generator draws its training masks
     with (the smaller label keeps its pixels; a label cut in two keeps its largest piece). Works component
     by component, and on a big plane window by window (spots.label_windows, the same result), so memory
     stays bounded. `min_distance` in px (seeds closer than that merge); None estimates it as the median
-    equivalent radius of the components. Returns a bool mask.
+    equivalent radius of the components. Returns a bool mask; in_place: `mask` itself (a bool array), with a
+    bit-packed copy of the original (1/8 of its size) to label from.
     """
     import spots
 
@@ -396,11 +406,25 @@ def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float 
     sigma = max(1.0, md / 4.0)  # denoise only: more would merge the peaks of touching vesicles
     pad = int(math.ceil(3 * sigma))
     min_area = math.pi * md ** 2  # a component smaller than one typical vesicle is left whole
-    out = mask.copy()
-    for y0, labels, first, last in spots.label_windows(mask, margin=pad):
+    out = mask if in_place else mask.copy()
+    source = PackedMask(mask) if in_place else mask  # objects are found in the mask as it came in
+    for y0, labels, first, last in spots.label_windows(source, margin=pad):
         _split_window(out[y0:y0 + len(labels)], labels, first, last, intensity[y0:y0 + len(labels)],
                       md, sigma, pad, min_area)
     return out
+
+
+class PackedMask:
+    """A read-only 2D bool mask kept as bits (np.packbits); slicing rows gives the bool rows back."""
+
+    def __init__(self, mask: np.ndarray):
+        self.shape, self.bits = mask.shape, np.packbits(mask, axis=1)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.unpackbits(self.bits[rows], axis=1, count=self.shape[1]).view(bool)
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:].astype(dtype or bool, copy=False)
 
 
 def _split_window(out: np.ndarray, labels: np.ndarray, first: int, last: int, intensity: np.ndarray,
@@ -432,15 +456,17 @@ def _split_window(out: np.ndarray, labels: np.ndarray, first: int, last: int, in
         sub[region] = keep[region]
 
 
-def object_table(labels: np.ndarray, intensity: np.ndarray, band: int = 1024, row0: int = 0) -> list[dict]:
+def object_table(labels: np.ndarray, intensity: np.ndarray, band: int | None = None, row0: int = 0) -> list[dict]:
     """Per-object rows: label, centroid y/x (px), area (px) and mean intensity of the raw image.
 
-    Sums are gathered in bands of rows, so a big plane needs no full-size float64 copies. `row0`: the plane
-    row where labels and intensity start when they are a window of a bigger plane (centroid_y in plane rows).
+    Sums are gathered in bands of rows (default: 1024, fewer beyond 2048 px width: ~2 Mpx per band), so a big
+    plane needs no full-size float64 copies. `row0`: the plane row where labels and intensity start when they
+    are a window of a bigger plane (centroid_y in plane rows).
     """
     n = int(labels.max())
     if n == 0:
         return []
+    band = band or max(1, min(1024, 2 ** 21 // labels.shape[1]))
     area, sum_y, sum_x, sum_i = (np.zeros(n + 1) for _ in range(4))
     cols = np.arange(labels.shape[1], dtype=np.float64)
     for y0 in range(0, labels.shape[0], band):
@@ -843,18 +869,19 @@ class Segmenter:
             if probs is not None:
                 probs[k] = prob
             if o.split:
-                mask = split_touching(mask, plane, o.min_distance)
+                mask = split_touching(mask, plane, o.min_distance, in_place=True)
             if o.contrast_cut:
                 import spots
 
-                mask, cut = spots.filter_spots(mask, plane)
+                mask, cut = spots.filter_spots(mask, plane, in_place=True)
                 log(f"{src}: {'plane ' + str(k) + ': ' if len(planes) > 1 else ''}{spots.describe_cut(cut)}")
             if not measure.uses_prob:
                 del prob  # a big plane's map is the largest array here; free it before measuring
                 prob = None
             masks[k] = mask
-            measure.add(k, mask, plane, prob)
-            del prob, mask
+            del mask
+            measure.add(k, masks[k].view(bool), plane, prob)  # 0/1 until the end: a bool view, no copy
+            del prob
         masks *= 255
 
         full_shape = self._output_shape(data.shape, meta["axes"], axes)
@@ -1327,7 +1354,16 @@ def run(args: argparse.Namespace, task: str) -> int:
     failed, done, skipped = [], [], []
     t0, megapixels = time.perf_counter(), 0.0
     inputs = {p.resolve() for p, _ in pairs}
-    for src, dst in tqdm(pairs, desc=preset.task, unit="file", disable=None if len(pairs) > 1 else True):
+    interrupted = False
+    files = iter(tqdm(pairs, desc=preset.task, unit="file", disable=None if len(pairs) > 1 else True))
+    while True:
+        try:
+            src, dst = next(files)
+        except StopIteration:
+            break
+        except KeyboardInterrupt:  # between files: the tables below still get the finished ones
+            interrupted = True
+            break
         if dst.resolve() in inputs:
             failed.append(src)
             log(f"{src}: refusing to write {dst}: it is an input file")
@@ -1345,6 +1381,9 @@ def run(args: argparse.Namespace, task: str) -> int:
 
         try:
             row, _ = seg.segment(src, dst, before_mask=record)
+        except KeyboardInterrupt:
+            interrupted = True
+            break
         except (ValueError, OSError, MemoryError, RuntimeError) as err:
             failed.append(src)
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -1353,6 +1392,10 @@ def run(args: argparse.Namespace, task: str) -> int:
         done.append((src, dst))
         megapixels += math.prod(int(v) for v in row["shape"].split("x")) / 1e6
 
+    if interrupted:
+        log(f"{name}: interrupted; writing the tables of the {len(done)} file(s) done (the same command "
+            "continues the batch)")
+        pairs = [(src, dst) for src, dst in pairs if dst.exists()]
     try:
         written, missing = tables.finish(pairs)
     except OSError as err:
@@ -1370,4 +1413,4 @@ def run(args: argparse.Namespace, task: str) -> int:
     skip_note = " (mask exists; --overwrite to redo)" if skipped else ""
     log(f"{name}: {len(done)} segmented, {len(skipped) - len(missing)} skipped{skip_note}, "
         f"{len(failed) + len(missing)} failed, {megapixels:.1f} MP in {seconds:.1f} s{where}")
-    return 1 if failed or missing else 0
+    return 130 if interrupted else 1 if failed or missing else 0

@@ -32,7 +32,14 @@ COLUMNS = ("label", "y", "x", "area", "peak", "background", "contrast", "snr", "
 # rows a window must hold above and below an object for its measurements to equal the whole plane's:
 # the ring's outer radius, the 2-px growth of the other objects, one more for rounding
 RING_MARGIN = int(math.ceil(RING[1])) + 3
-WINDOW_PIXELS = 2 ** 25  # about this many pixels per row window of a big plane (labels: 4 bytes each)
+WINDOW_PIXELS = 2 ** 24  # about this many pixels per row window of a big plane (labels: 4 bytes each)
+
+
+def _bands(shape: tuple[int, int], margin: int = 0, rows: int | None = None) -> list[tuple[int, int]]:
+    """The bands of rows [a, b) whose objects label_windows yields window by window."""
+    height, width = shape
+    rows = rows or max(256, WINDOW_PIXELS // max(1, width))
+    return [(a, min(height, a + rows)) for a in range(0, height, rows)]
 
 
 def label_windows(mask: np.ndarray, margin: int = 0, rows: int | None = None):
@@ -45,12 +52,11 @@ def label_windows(mask: np.ndarray, margin: int = 0, rows: int | None = None):
     numbers them (raster order of their first pixel), so consecutive windows continue the numbering.
     A plane of at most `rows` rows (default: WINDOW_PIXELS / width) is one window, labelled whole.
     """
-    mask = np.asarray(mask)
-    height, width = mask.shape
-    rows = rows or max(256, WINDOW_PIXELS // max(1, width))
+    if not hasattr(mask, "shape"):  # anything that slices into bool rows will do (predict.PackedMask)
+        mask = np.asarray(mask)
+    height = mask.shape[0]
     structure = np.ones((3, 3), bool)
-    for a in range(0, height, rows):
-        b = min(height, a + rows)
+    for a, b in _bands(mask.shape, margin, rows):
         y0 = max(0, a - max(margin, 1))  # a row above, at least: an object from above shows it enters there
         halo = max(2 * margin, 64)
         while True:
@@ -80,7 +86,7 @@ def _ring_offsets(inner: float, outer: float) -> np.ndarray:
 
 
 def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None = None,
-                  band: int = 1024, chunk: int = 20000, row0: int = 0) -> list[dict]:
+                  band: int | None = None, chunk: int = 20000, row0: int = 0) -> list[dict]:
     """One row per label 1..labels.max() of a 2D image (raw intensities, any dtype).
 
     y, x: centroid of the background-subtracted intensity inside the object (sub-pixel);
@@ -89,8 +95,9 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     the ring's s.d. so a background-subtracted, all-zero ring gives a finite value);
     integrated_intensity = sum of (pixel - background) over the object; peak_probability (when prob
     is given). Labels absent from the image give no row. Sums run over bands of `band` rows, so a large
-    plane needs no full-size float copies. `row0`: the plane row where image and labels start, when they are
-    a window of a bigger plane (label_windows); y is then in the plane's rows.
+    plane needs no full-size float copies (default: 1024 rows, fewer for planes wider than 2048 px, so that
+    a band's float64 temporaries stay near 16 MB each). `row0`: the plane row where image and labels start,
+    when they are a window of a bigger plane (label_windows); y is then in the plane's rows.
     """
     img = np.asarray(image)
     lab = np.asarray(labels)
@@ -100,6 +107,7 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     if n == 0:
         return []
     h, w = img.shape
+    band = band or max(1, min(1024, 2 ** 21 // w))
     cols = np.arange(w, dtype=np.float64)
     area, sum_y, sum_x = (np.zeros(n + 1) for _ in range(3))
     peak = np.full(n + 1, -np.inf)
@@ -233,29 +241,34 @@ def describe_cut(info: dict) -> str:
             f"{info['cut']:.4g} ({info['reason']})")
 
 
-def filter_spots(mask: np.ndarray, image: np.ndarray, prob: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+def filter_spots(mask: np.ndarray, image: np.ndarray, prob: np.ndarray | None = None,
+                 in_place: bool = False) -> tuple[np.ndarray, dict]:
     """The contrast cut applied to a binary mask: (mask with the dim group's objects removed, cut info).
 
     Only the contrasts decide, so `prob` is not needed (accepted for old callers). A big plane is measured in
-    row windows (label_windows), with the same result as a whole-plane labelling.
+    row windows (label_windows), with the same result as a whole-plane labelling. in_place: remove the objects
+    from `mask` itself (a bool array), which saves a second full-size mask.
     """
     mask = np.asarray(mask, bool)
     windows, rows = [], []
     for y0, labels, first, last in label_windows(mask, margin=RING_MARGIN):
         part = measure_spots(image[y0:y0 + len(labels)], labels, row0=y0)
         rows += [r for r in part if first <= r["label"] <= last]
-        windows.append((y0, len(labels), first, last))
+        windows.append((y0, len(labels), last - first + 1))
         del labels
     keep, info = contrast_cut(rows)
     if info["kept"] == len(rows):
         return mask, info
-    out = mask.copy()
+    out = mask if in_place else mask.copy()
     done = 0
     structure = np.ones((3, 3), bool)
-    for y0, n_rows, first, last in windows:  # the same windows again: the same labels
-        labels, _ = ndimage.label(mask[y0:y0 + n_rows], structure=structure)
+    for (y0, n_rows, count), (a, b) in zip(windows, _bands(mask.shape, RING_MARGIN)):
+        # The same windows again. Objects of earlier bands may be gone from `out` by now, which renumbers the
+        # window but leaves this band's own objects (whole objects: removing others cannot change them).
+        labels, _ = ndimage.label(out[y0:y0 + n_rows], structure=structure)
+        first = int(labels[:a - y0].max()) + 1 if a > y0 else 1
         drop = np.zeros(int(labels.max()) + 1, bool)
-        drop[first:last + 1] = ~keep[done:done + last - first + 1]
-        done += last - first + 1
+        drop[first:first + count] = ~keep[done:done + count]
+        done += count
         out[y0:y0 + n_rows][drop[labels]] = False
     return out, info

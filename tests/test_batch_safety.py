@@ -287,6 +287,31 @@ def test_interrupted_batch_kill9_then_rerun_gives_the_tables_of_an_uninterrupted
     assert not (out / predict.RECORDS).exists()  # the per-file records are folded into the tables
 
 
+def test_ctrl_c_writes_the_tables_of_the_files_done(tmp_path, models):
+    src = tmp_path / "in"
+    for k in range(10):
+        write(src / f"img{k:02d}.tif", blobs((320, 320), seed=k))
+    flags = ["-m", models["vesicle"], "--object-csv", "--tile-size", "96", "--threads", "1"]
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "SynSeg_Vesicle.py"), "-i", str(src), "-o", str(out),
+                             *map(str, flags)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+    deadline = time.time() + 240
+    while len(list(out.glob("*_mask.tif"))) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    one_line(err, "interrupted", "writing the tables")
+    done = sorted(out.glob("*_mask.tif"))
+    assert 3 <= len(done) < 10
+    assert len(rows(out / "summary.csv")) == len(done)  # the finished files are in the table at once
+    rerun = command("SynSeg_Vesicle.py", "-i", src, "-o", out, *flags)
+    assert rerun.returncode == 0 and "Traceback" not in rerun.stderr
+    assert [r["file"] for r in rows(out / "summary.csv")] == [str(p) for p in sorted(src.glob("*.tif"))]
+
+
 def test_kill_between_record_and_mask_redoes_the_file(tmp_path, models, capsys):
     """A record without its mask (killed just before the mask) is not taken for a finished file."""
     src, out = folder_with_one_good(tmp_path)

@@ -338,6 +338,11 @@ def test_windowed_split_measure_and_skeleton_equal_the_whole_plane(monkeypatch):
         monkeypatch.setattr(spots, "WINDOW_PIXELS", pixels)
         split = predict.split_touching(mask, image)
         cut, info = spots.filter_spots(split, image)
+        # in place (what Segmenter does to save full-size copies): the same masks
+        lean = predict.split_touching(mask.copy(), image, in_place=True)
+        assert np.array_equal(lean, split)
+        lean, lean_info = spots.filter_spots(lean, image, in_place=True)
+        assert np.array_equal(lean, cut) and lean_info == info
         measure = predict.ObjectMeasure("f")
         measure.add(0, cut, image, prob)
         results.append((split, cut, info, measure.objects, predict.skeleton_stats(mask, band=17)))
