@@ -61,6 +61,7 @@ import csv
 import glob
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -1243,7 +1244,7 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[str]]:
 def output_problem(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> str | None:
     """Why the outputs cannot be written (an existing file where a folder goes, a folder that cannot be
     created or written), or None. Creates the output folder; checked before any image is read."""
-    one_file = len(pairs) == 1 and args.output.suffix.lower() in (".tif", ".tiff")
+    one_file = len(pairs) == 1 and pairs[0][1] == args.output  # -o names the mask of the one input
     if args.output.is_dir() and one_file:
         return f"-o {args.output}: is a folder, not a mask file; give the folder without the .tif name"
     folder = args.output.parent if one_file else args.output
@@ -1252,9 +1253,9 @@ def output_problem(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> 
                 + (" (or, for one input file, a NAME.tif mask path)" if len(pairs) == 1 else ""))
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tiffio.atomic_path(folder / ".synseg-probe") as tmp:
-            tmp.write_bytes(b"")
-        (folder / ".synseg-probe").unlink()
+        probe = folder / f".synseg-probe{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as err:
         return f"-o {args.output}: cannot write there ({err.strerror or type(err).__name__})"
     return None
@@ -1338,7 +1339,7 @@ def run(args: argparse.Namespace, task: str) -> int:
                 f"size in um (e.g. 0.1, not 100 nm), or --no-rescale to segment at the image's own scale")
             return 2
 
-    one_file = len(pairs) == 1 and args.output.suffix.lower() in (".tif", ".tiff")
+    one_file = len(pairs) == 1 and pairs[0][1] == args.output  # -o names the mask of the one input
     problem = output_problem(args, pairs)
     tables = batch_tables(args, preset, args.output.parent if one_file else args.output)
     problems = [problem] if problem else tables.problems()

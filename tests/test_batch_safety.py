@@ -488,3 +488,28 @@ def test_generator_warns_when_no_validation_image_is_left(tmp_path):
                 "--image-size", "64", "--workers", "1")
     assert r.returncode == 0, r.stderr
     one_line(r.stderr, "--num-images 2", "no validation image", "--val-fraction")
+
+
+def test_generator_killed_and_resumed_writes_the_same_files(tmp_path):
+    flags = ["--num-images", "24", "--image-size", "128", "--workers", "1", "--seed", "3"]
+    straight = command("Vesicle_generator.py", "--output-dir", tmp_path / "straight", *flags)
+    assert straight.returncode == 0, straight.stderr
+    out = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "Vesicle_generator.py"), "--output-dir", str(out),
+                             *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    deadline = time.time() + 120
+    while len(list(out.glob("*/img/*.tif"))) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= len(list(out.glob("*/img/*.tif"))) < 24, "the kill must land mid-run"
+    again = command("Vesicle_generator.py", "--output-dir", out, *flags)
+    assert again.returncode == 2
+    one_line(again.stderr, str(out), "--resume")
+    resumed = command("Vesicle_generator.py", "--output-dir", out, *flags, "--resume")
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr
+    expected = {p.relative_to(tmp_path / "straight"): b for p, b in snapshot(tmp_path / "straight").items()}
+    got = {p.relative_to(out): b for p, b in snapshot(out).items()}
+    assert got.keys() == expected.keys()
+    assert all(got[k] == expected[k] for k in expected if k.suffix != ".json")  # generator.json: same settings
