@@ -292,23 +292,21 @@ def test_ctrl_c_writes_the_tables_of_the_files_done(tmp_path, models):
     for k in range(10):
         write(src / f"img{k:02d}.tif", blobs((320, 320), seed=k))
     flags = ["-m", models["vesicle"], "--object-csv", "--tile-size", "96", "--threads", "1"]
-    out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "SynSeg_Vesicle.py"), "-i", str(src), "-o", str(out),
-                             *map(str, flags)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=ROOT)
-    deadline = time.time() + 240
-    while len(list(out.glob("*_mask.tif"))) < 3 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    # A Ctrl-C that lands inside some library calls can be swallowed there; a user presses it again, so
-    # does the test (every 0.5 s until the batch stops), which keeps the test free of that race.
-    while proc.poll() is None and time.time() < deadline:
+    # On a fast machine the batch can finish before the interrupt lands (seen once in a clean-clone run:
+    # exit 0, all 10 done); such an attempt shows nothing about Ctrl-C, so it is repeated, up to 3 times.
+    for attempt in range(3):
+        out = tmp_path / f"out{attempt}"
+        proc = subprocess.Popen([sys.executable, str(ROOT / "SynSeg_Vesicle.py"), "-i", str(src), "-o", str(out),
+                                 *map(str, flags)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=env, cwd=ROOT)
+        deadline = time.time() + 240
+        while len(list(out.glob("*_mask.tif"))) < 3 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
-            pass
-    err = proc.communicate(timeout=120)[1]
+        err = proc.communicate(timeout=120)[1]
+        if not (proc.returncode == 0 and len(list(out.glob("*_mask.tif"))) == 10):
+            break
     assert proc.returncode == 130, err
     one_line(err, "interrupted", "writing the tables")
     done = sorted(out.glob("*_mask.tif"))
