@@ -287,19 +287,25 @@ def test_interrupted_batch_kill9_then_rerun_gives_the_tables_of_an_uninterrupted
     assert not (out / predict.RECORDS).exists()  # the per-file records are folded into the tables
 
 
+def _default_sigint():
+    """In the child: SIGINT back to its default. A test run started in the background (CI under `&` or nohup)
+    inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_writes_the_tables_of_the_files_done(tmp_path, models):
     src = tmp_path / "in"
     for k in range(10):
         write(src / f"img{k:02d}.tif", blobs((320, 320), seed=k))
     flags = ["-m", models["vesicle"], "--object-csv", "--tile-size", "96", "--threads", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    # On a fast machine the batch can finish before the interrupt lands (seen once in a clean-clone run:
-    # exit 0, all 10 done); such an attempt shows nothing about Ctrl-C, so it is repeated, up to 3 times.
+    # On a fast machine the batch can finish before the interrupt lands; such an attempt shows nothing
+    # about Ctrl-C, so it is repeated, up to 3 times.
     for attempt in range(3):
         out = tmp_path / f"out{attempt}"
         proc = subprocess.Popen([sys.executable, str(ROOT / "SynSeg_Vesicle.py"), "-i", str(src), "-o", str(out),
                                  *map(str, flags)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env=env, cwd=ROOT)
+                                env=env, cwd=ROOT, preexec_fn=_default_sigint)
         deadline = time.time() + 240
         while len(list(out.glob("*_mask.tif"))) < 3 and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
