@@ -16,21 +16,8 @@ from scipy import ndimage
 import SynSeg_Cytoskeleton
 import SynSeg_Vesicle
 import tiffio
-import unet
 from tests.conftest import ROOT
-from tests.test_predict import sharp_model, smooth_noise
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """Tiny fp32 checkpoints: a vesicle model trained (nominally) at 0.1 um/px, a cytoskeleton model without one."""
-    d = tmp_path_factory.mktemp("models")
-    ves, cyto = d / "ves.pth", d / "cyto.pth"
-    unet.save_checkpoint(ves, sharp_model(seed=1), task="vesicle", normalization={"mode": "percentile"},
-                         pixel_size_um=0.1)
-    unet.save_checkpoint(cyto, sharp_model(first_kernel=5, seed=2), task="cytoskeleton",
-                         normalization={"mode": "standardize"})
-    return {"vesicle": ves, "cytoskeleton": cyto}
+from tests.test_predict import smooth_noise
 
 
 def blobs(shape, seed=0, dtype=np.uint16, scale=3000.0):
