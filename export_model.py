@@ -111,9 +111,9 @@ def probability(model, image: np.ndarray, normalization: dict) -> np.ndarray:
     """Sigmoid of the network on one whole 2D image, normalised as in training: float32 (H, W)."""
     import torch
 
-    import unet
+    from normalization import normalize_image
 
-    x = torch.from_numpy(unet.normalize_image(image, normalization))[None, None]
+    x = torch.from_numpy(normalize_image(image, normalization))[None, None]
     with torch.inference_mode():
         return torch.sigmoid(model(x))[0, 0].numpy()
 
@@ -192,14 +192,14 @@ def odd_shapes(minimum: int, step: int) -> tuple[tuple, tuple]:
 # --------------------------------------------------------------------------- description
 
 def preprocessing(normalization: dict) -> list:
-    """unet.normalize_image's rule as bioimage.io preprocessing, per image over y and x."""
+    """normalization.normalize_image's rule as bioimage.io preprocessing, per image over y and x."""
     from bioimageio.spec.model import v0_5 as bio
 
     axes = [bio.AxisId("y"), bio.AxisId("x")]
     mode = normalization.get("mode", "standardize")
     if mode == "standardize":
         return [bio.ZeroMeanUnitVarianceDescr(kwargs=bio.ZeroMeanUnitVarianceKwargs(axes=axes))]
-    if mode == "percentile":  # unet.normalize_image's default percentiles where the spec leaves them out
+    if mode == "percentile":  # normalization.normalize_image's default percentiles where the spec leaves them out
         return [bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(
             axes=axes, min_percentile=float(normalization.get("low", 1.0)),
             max_percentile=float(normalization.get("high", 99.8))))]

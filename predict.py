@@ -11,7 +11,7 @@ How one image becomes a mask:
   2. Physical scale: if the input's pixel size is known (tags or --pixel-size) and the model records
      the pixel size it was trained at, the plane is resized to the model's scale (area averaging when
      shrinking, linear when enlarging); the probability map is resized back to the input grid.
-  3. Normalise the plane exactly as in training (unet.normalize_image with the checkpoint's spec).
+  3. Normalise the plane exactly as in training (normalization.normalize_image with the checkpoint's spec).
   4. Tiled prediction (`predict_probability`): the plane is cut into a grid of equal tiles (at most
      --tile-size; by default as large as about 1.2 GB of network memory allows on the CPU), shrunk so
      that they cover it evenly, whose neighbours overlap by at least --overlap px. Tiles start on
@@ -244,7 +244,7 @@ def predict_probability(model, image: np.ndarray, *, tile_size: int = 512, overl
 
     `model` returns logits. `image` is float32 (H, W) already normalised, or any 2D array together with
     `normalize`, a function that maps a crop of it to the normalised float32 crop (the whole image's
-    statistics, unet.apply_normalization), so no normalised copy of the plane is ever made. An image no larger
+    statistics, normalization.apply_normalization), so no normalised copy of the plane is ever made. An image no larger
     than a tile is predicted whole. With tta the four flips of every tile are averaged. Tiles go row by row;
     the blend is summed in a buffer one tile row high, and finished rows are divided by their summed window
     and written to the output, so the only full-size array is the output itself.
@@ -812,10 +812,10 @@ class Segmenter:
     def probability(self, plane: np.ndarray, factor: float, progress: bool) -> np.ndarray:
         """Probability map of one raw 2D plane on its own grid (float16 above HALF_PROB_PIXELS, else float32).
 
-        Tiles are normalised one at a time with the whole plane's statistics (unet.normalization_stats), so an
+        Tiles are normalised one at a time with the whole plane's statistics (normalization.normalization_stats), so an
         unscaled plane is never copied to float32 in full.
         """
-        from unet import apply_normalization, normalization_stats
+        from normalization import apply_normalization, normalization_stats
 
         h, w = plane.shape
         x = plane

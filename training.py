@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 import cli
 import metrics
+import normalization
 import tiffio
 import unet
 
@@ -226,7 +227,7 @@ def elastic_warp(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
 class VesiclePreset:
     """Blobs: brightness over four orders of magnitude, sometimes squared, plus flips/rotations.
 
-    Normalisation is the percentile stretch of unet.normalize_image, which maps a*x to the same
+    Normalisation is the percentile stretch of normalization.normalize_image, which maps a*x to the same
     values as x, so the model is insensitive to global brightness by construction and the x0.01
     to x100 scaling is exactly undone. What exposure does change is the recording: half of the
     samples are therefore re-digitised, scaled so that their bright level (99.8th percentile)
@@ -340,7 +341,7 @@ class SegmentationDataset(Dataset):
         if self.train:
             rng = np.random.default_rng((self.seed, epoch, index))
             image = self.preset.intensity(image, rng)
-        x = unet.normalize_image(image, self.preset.normalization)
+        x = normalization.normalize_image(image, self.preset.normalization)
         if self.train:
             x, mask = random_crop(x, mask, self.crop_size, rng)
             x, mask = self.preset.spatial(x, mask, rng)

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cli  # the repository root, just put on the path
+import normalization
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -72,7 +73,7 @@ def brightness_check(model_path: Path, img_dir: Path, max_images: int, device) -
     images = training.list_images(img_dir)[:max_images]
 
     def predict(image):
-        x = torch.from_numpy(unet.normalize_image(image, info["normalization"]).astype(np.float32))
+        x = torch.from_numpy(normalization.normalize_image(image, info["normalization"]).astype(np.float32))
         with torch.no_grad():
             return (model(x[None, None].to(device))[0, 0] > 0).cpu().numpy()
 

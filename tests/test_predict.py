@@ -8,6 +8,7 @@ import torch
 from scipy import ndimage
 
 import predict
+import normalization
 import unet
 
 
@@ -282,13 +283,13 @@ def test_raw_plane_normalised_tile_by_tile_equals_normalised_first():
     net = predict.prepare_model(sharp_model(), torch.device("cpu"))
     raw = (np.clip(smooth_noise((150, 131), seed=7), -2, None) * 900 + 2500).astype(np.uint16)
     spec = {"mode": "percentile"}
-    first = predict.predict_probability(net, unet.normalize_image(raw, spec), tile_size=72, overlap=40)
-    stats = unet.normalization_stats(raw, spec)
+    first = predict.predict_probability(net, normalization.normalize_image(raw, spec), tile_size=72, overlap=40)
+    stats = normalization.normalization_stats(raw, spec)
     tiled = predict.predict_probability(net, raw, tile_size=72, overlap=40,
-                                        normalize=lambda t: unet.apply_normalization(t, spec, stats))
+                                        normalize=lambda t: normalization.apply_normalization(t, spec, stats))
     np.testing.assert_array_equal(first, tiled)
     half = predict.predict_probability(net, raw, tile_size=72, overlap=40, out_dtype=np.float16,
-                                       normalize=lambda t: unet.apply_normalization(t, spec, stats))
+                                       normalize=lambda t: normalization.apply_normalization(t, spec, stats))
     assert half.dtype == np.float16 and np.abs(half.astype(np.float32) - first).max() < 1e-3
 
 

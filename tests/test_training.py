@@ -12,6 +12,7 @@ import tiffio
 import train_cytoskeleton_seg
 import train_vesicle_seg
 import training
+import normalization
 import unet
 from metrics import pixel_scores
 from tests.conftest import ROOT
@@ -74,7 +75,7 @@ def test_one_step_leaves_a_checkpoint_that_loads_and_predicts(tmp_path, capsys):
     _, last = unet.load_model(out / "last.pth")
     assert last["epoch"] == 1 and [r["steps"] for r in last["history"]] == [1]
     image = tiffio.read_image(data / "val" / "img" / "00000.tif")[0]
-    x = torch.from_numpy(unet.normalize_image(image, info["normalization"]).astype(np.float32))[None, None]
+    x = torch.from_numpy(normalization.normalize_image(image, info["normalization"]).astype(np.float32))[None, None]
     with torch.no_grad():
         logits = model(x)
     assert logits.shape == (1, 1, 32, 32) and torch.isfinite(logits).all()
@@ -223,7 +224,7 @@ def test_vesicle_normalisation_and_trained_model_ignore_global_brightness(tmp_pa
         truth = np.load(data / "val" / "mask" / f"{i:05d}.npy")
         preds = []
         for factor in (1.0, 0.01, 100.0):
-            x = unet.normalize_image(image * np.float32(factor), info["normalization"])
+            x = normalization.normalize_image(image * np.float32(factor), info["normalization"])
             if factor == 1.0:
                 x_ref = x
             assert np.allclose(x, x_ref, atol=1e-4)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import normalization
 import unet
 from tests.conftest import ROOT
 
@@ -161,11 +162,11 @@ def test_cuda_without_cuda_is_a_clear_error():
 def test_normalisation_is_brightness_invariant_and_float32(mode):
     rng = np.random.default_rng(0)
     img = rng.gamma(2.0, 100.0, size=(32, 32)).astype(np.float32)
-    a = unet.normalize_image(img, {"mode": mode})
-    b = unet.normalize_image(img * 100.0, {"mode": mode})
+    a = normalization.normalize_image(img, {"mode": mode})
+    b = normalization.normalize_image(img * 100.0, {"mode": mode})
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     assert a.dtype == np.float32 and b.dtype == np.float32  # the network's weights are float32
-    assert not np.any(unet.normalize_image(np.full((8, 8), 7.0), {"mode": mode}))
+    assert not np.any(normalization.normalize_image(np.full((8, 8), 7.0), {"mode": mode}))
 
 
 @pytest.mark.parametrize("script", ["Vesicle_generator.py", "Cytoskeleton_generator.py", "train_vesicle_seg.py",
@@ -182,12 +183,12 @@ def test_every_script_has_help(script):
 def test_integer_images_normalise_through_a_histogram_as_through_float32(dtype, mode):
     img = np.random.default_rng(0).gamma(2.0, 60.0, size=(70, 93)).astype(dtype)
     spec = {"mode": mode}
-    exact = unet.normalization_stats(img, spec)  # counted in a histogram, no float copy
-    plain = unet.normalization_stats(img.astype(np.float32), spec)
+    exact = normalization.normalization_stats(img, spec)  # counted in a histogram, no float copy
+    plain = normalization.normalization_stats(img.astype(np.float32), spec)
     assert exact.keys() == plain.keys()
     for key in exact:
         assert exact[key] == pytest.approx(plain[key], rel=1e-6)
     crop = img[10:40, 20:70]  # a tile, normalised with the whole image's statistics
-    np.testing.assert_allclose(unet.apply_normalization(crop, spec, exact),
-                               unet.normalize_image(img.astype(np.float32), spec)[10:40, 20:70], rtol=1e-5,
+    np.testing.assert_allclose(normalization.apply_normalization(crop, spec, exact),
+                               normalization.normalize_image(img.astype(np.float32), spec)[10:40, 20:70], rtol=1e-5,
                                atol=1e-5)
