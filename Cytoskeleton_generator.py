@@ -33,6 +33,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     # bright as the fibres over it (Airyscan actin: faint stress fibres on a bright cell body, a sharp
     # bright cell edge that is not a filament) and thick haze (C. elegans epithelia)
     parser.set_defaults(cytoplasm=[0.0, 2.5], haze=[0.0, 0.5])
+    # Faint tubules beside saturated perinuclear sheets, bright cell bodies and haze ramps.
+    parser.set_defaults(bright_region_prob=0.3)
     filaments.add_args(parser)
     video.add_args(parser)
     return parser

@@ -34,6 +34,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     # Spot images often come from processing pipelines (background subtracted, zero-clipped) and from
     # tissue with autofluorescent cell bodies and granules; a share of the training data covers both.
     parser.set_defaults(autofluorescence_prob=0.3, subtracted_prob=0.2)
+    # Faint spots beside bright cell bodies, saturated patches and haze ramps: the local contrast the
+    # network reads must not let a bright region hide the spots next to it.
+    parser.set_defaults(bright_region_prob=0.3)
     vesicles.add_args(parser)
     video.add_args(parser)
     return parser

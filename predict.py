@@ -745,6 +745,7 @@ class Options:
     save_prob: bool = False  # also write NAME_prob.tif
     overlay: bool = False  # also write NAME_overlay.png
     contrast_cut: bool = False  # apply spots.filter_spots per plane (presets that offer it)
+    min_snr: float = 0.0  # spots.filter_spots: also drop objects whose local SNR is below this (0: none)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -753,7 +754,7 @@ class Options:
                    rescale=not args.no_rescale, resize_size=args.resize_size, tile_size=args.tile_size,
                    overlap=args.overlap, batch_size=args.batch_size, precision=args.precision, tta=args.tta,
                    split=not args.no_split, min_distance=args.min_distance, save_prob=args.save_prob,
-                   overlay=args.overlay, contrast_cut=not args.no_contrast_cut)
+                   overlay=args.overlay, contrast_cut=not args.no_contrast_cut, min_snr=args.min_snr)
 
 
 # --------------------------------------------------------------------------- one image
@@ -871,10 +872,10 @@ class Segmenter:
                 probs[k] = prob
             if o.split:
                 mask = split_touching(mask, plane, o.min_distance, in_place=True)
-            if o.contrast_cut:
+            if o.contrast_cut or o.min_snr > 0:
                 import spots
 
-                mask, cut = spots.filter_spots(mask, plane, in_place=True)
+                mask, cut = spots.filter_spots(mask, plane, in_place=True, cut=o.contrast_cut, min_snr=o.min_snr)
                 log(f"{src}: {'plane ' + str(k) + ': ' if len(planes) > 1 else ''}{spots.describe_cut(cut)}")
             if not measure.uses_prob:
                 del prob  # a big plane's map is the largest array here; free it before measuring
@@ -1179,6 +1180,10 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                           help="keep every object; by default, when an image's spot contrasts (peak minus the "
                                "local background) form two clearly separated groups, the dim group is dropped "
                                "(spots.py; the decision is logged per image)")
+        post.add_argument("--min-snr", type=cli.finite_float(low=0.0), default=0.0, metavar="SNR",
+                          help="also drop spots whose local SNR (the snr column of objects.csv: peak minus the "
+                               "local background over the local noise) is below SNR, for counting only bright "
+                               "spots; 0 keeps every spot the network and the contrast cut report")
     if preset.track:
         tr = p.add_argument_group("time-lapse tracking")
         tr.add_argument("--track", action="store_true",
@@ -1193,7 +1198,7 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
         tr.add_argument("--frame-interval", type=float, default=None,
                         help="seconds between frames, overriding the file's ImageJ tags")
     p.set_defaults(task=preset.task, object_csv=False, no_split=not preset.split, min_distance=None,
-                   no_contrast_cut=not preset.contrast_cut, track=False, search_range=None, track_memory=1,
+                   no_contrast_cut=not preset.contrast_cut, min_snr=0.0, track=False, search_range=None, track_memory=1,
                    frame_interval=None)
     return p
 

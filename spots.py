@@ -234,20 +234,26 @@ def contrast_cut(rows: list[dict], min_separation: float = MIN_SEPARATION) -> tu
 
 
 def describe_cut(info: dict) -> str:
-    """One log line for a contrast_cut decision."""
+    """One log line for a filter_spots (or contrast_cut) decision."""
+    kept = info.get("kept_by_cut", info["kept"])
     if info.get("cut") is None:
-        return f"spot contrast cut: none, {info['candidates']} candidates kept ({info['reason']})"
-    return (f"spot contrast cut: kept {info['kept']} of {info['candidates']} candidates with contrast >= "
-            f"{info['cut']:.4g} ({info['reason']})")
+        text = f"spot contrast cut: none, {kept} candidates kept ({info['reason']})"
+    else:
+        text = (f"spot contrast cut: kept {kept} of {info['candidates']} candidates with contrast >= "
+                f"{info['cut']:.4g} ({info['reason']})")
+    if "min_snr" in info:
+        text += f"; --min-snr {info['min_snr']:g} dropped {info['below_min_snr']} more, {info['kept']} kept"
+    return text
 
 
 def filter_spots(mask: np.ndarray, image: np.ndarray, prob: np.ndarray | None = None,
-                 in_place: bool = False) -> tuple[np.ndarray, dict]:
-    """The contrast cut applied to a binary mask: (mask with the dim group's objects removed, cut info).
+                 in_place: bool = False, cut: bool = True, min_snr: float = 0.0) -> tuple[np.ndarray, dict]:
+    """The decision step on a binary mask: (mask with the dropped objects removed, info).
 
-    Only the contrasts decide, so `prob` is not needed (accepted for old callers). A big plane is measured in
-    row windows (label_windows), with the same result as a whole-plane labelling. in_place: remove the objects
-    from `mask` itself (a bool array), which saves a second full-size mask.
+    cut: the contrast cut (contrast_cut); min_snr > 0: also drop objects whose snr (measure_spots) is below it,
+    the user's knob for counting only bright spots. Only the measurements decide, so `prob` is not needed. A big
+    plane is measured in row windows (label_windows), with the same result as a whole-plane labelling. in_place:
+    remove the objects from `mask` itself (a bool array), which saves a second full-size mask.
     """
     mask = np.asarray(mask, bool)
     windows, rows = [], []
@@ -256,7 +262,17 @@ def filter_spots(mask: np.ndarray, image: np.ndarray, prob: np.ndarray | None = 
         rows += [r for r in part if first <= r["label"] <= last]
         windows.append((y0, len(labels), last - first + 1))
         del labels
-    keep, info = contrast_cut(rows)
+    if cut:
+        keep, info = contrast_cut(rows)
+    else:
+        keep = np.ones(len(rows), bool)
+        info = {"candidates": len(rows), "kept": len(rows), "cut": None, "separation": None, "reason": "off"}
+    if min_snr > 0:
+        low = np.array([r["snr"] < min_snr for r in rows], bool)
+        info["kept_by_cut"] = info["kept"]
+        info["min_snr"], info["below_min_snr"] = float(min_snr), int((low & keep).sum())
+        keep &= ~low
+        info["kept"] = int(keep.sum())
     if info["kept"] == len(rows):
         return mask, info
     out = mask if in_place else mask.copy()

@@ -281,6 +281,17 @@ class Background(Flags):
                                          "clipped at 0, so that a large share of the pixels is exactly 0")
     subtracted_zero: tuple = span("--background-subtracted-zero", default=(0.3, 0.7), low=0.0, high=0.99,
                                   help="share of the pixels that background subtraction leaves at exactly 0")
+    bright_region_prob: float = option("--bright-region-prob", default=0.0, type=float, low=0.0, high=1.0,
+                                       help="probability that an image has large bright regions beside its "
+                                            "targets (a bright cell body, a saturated perinuclear patch, a "
+                                            "steep haze ramp), never in the mask: faint targets next to them "
+                                            "must still be found")
+    bright_region: tuple = span("--bright-region", default=(2.0, 40.0), low=0.0,
+                                help="peak brightness of a bright region relative to a brightness-1 structure "
+                                     "(log-uniform)")
+    bright_saturate_prob: float = option("--bright-saturate-prob", default=0.5, type=float, low=0.0, high=1.0,
+                                         help="probability that an image with bright regions is clipped flat "
+                                              "inside them (a saturated camera)")
 
 
 @dataclass(frozen=True)
@@ -581,6 +592,37 @@ def autofluorescence_layer(rng: np.random.Generator, shape, background: Backgrou
     return layer * np.float32(level)
 
 
+def bright_region_layer(rng: np.random.Generator, shape, background: Background, pixel_size: float,
+                        cells: np.ndarray | None) -> np.ndarray:
+    """Large bright regions that are never targets (float32 HxW density): 1-3 smooth bodies 4-25 um across,
+    mostly over cells, edges from sharp to soft, `--bright-region` times a brightness-1 structure at their
+    peak; in a third of the images also a steep ramp of haze across the field. Drawn only when the image is
+    chosen (--bright-region-prob).
+    """
+    h, w = shape
+    layer = np.zeros(shape, np.float32)
+    inside = np.flatnonzero(cells.ravel()) if cells is not None and cells.any() else np.zeros(0, np.int64)
+    for _ in range(int(rng.integers(1, 4))):
+        radius = draw(rng, (2.0, 12.5), log=True) / pixel_size
+        if inside.size and rng.random() < 0.8:
+            k = inside[rng.integers(0, inside.size)]
+            cy, cx = float(k // w), float(k % w)
+        else:
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        body = np.zeros(shape, np.float32)
+        cv2.fillPoly(body, [blob_polygon(rng, cy, cx, radius, 0.3, rng.uniform(1.0, 2.0))], 1.0, shift=2)
+        edge = radius * draw(rng, (0.02, 0.4), log=True)  # px: a sharp rim to a soft, rounded body
+        body = blur(body, max(0.7, edge))
+        # mottled only on scales well above a target's, so no bump on it looks like a punctum
+        texture = smooth_noise(rng, shape, max(1.5 / pixel_size, radius / 2))
+        body *= (0.75 + 0.5 * texture) * np.float32(draw(rng, background.bright_region, log=True))
+        layer += body
+    if rng.random() < 1.0 / 3.0:
+        ramp = 1.0 - illumination_field(rng, shape, 1.0)  # 0 at a random point, rising across the field
+        layer += ramp * np.float32(draw(rng, background.bright_region, log=True) * rng.uniform(0.1, 0.5))
+    return layer
+
+
 def subtract_background(rng: np.random.Generator, image: np.ndarray, background: Background,
                         pixel_size: float) -> np.ndarray:
     """A pipeline's background subtraction: the image minus its smooth floor, clipped at 0, same dtype.
@@ -664,7 +706,8 @@ def correlate_noise(electrons: np.ndarray, photons: np.ndarray, sigma: float) ->
 
 
 def camera(rng: np.random.Generator, photons: np.ndarray, cam: Camera, bit_depth: int,
-           read_noise: float | None = None, noise_rng: np.random.Generator | None = None) -> np.ndarray:
+           read_noise: float | None = None, noise_rng: np.random.Generator | None = None,
+           ceiling: float | None = None) -> np.ndarray:
     """Expected photons per pixel -> camera image of `bit_depth` (8 or 16) bits.
 
     16-bit: ADU = offset + gain * (Poisson photons + read noise + column offsets + hot pixels),
@@ -672,7 +715,8 @@ def camera(rng: np.random.Generator, photons: np.ndarray, cam: Camera, bit_depth
     8-bit: the same camera, then a display-style export that maps a high percentile to near 255.
     read_noise (electrons) is drawn from cam.read_noise when None. noise_rng, when given, draws the shot
     and read noise alone, and rng the camera's settings: a video passes a fresh noise_rng per frame and
-    the same settings generator (video.py) so that offset, gain and fixed patterns stay put.
+    the same settings generator (video.py) so that offset, gain and fixed patterns stay put. ceiling:
+    electrons above it are clipped (a saturated bright region).
     """
     if read_noise is None:
         read_noise = draw(rng, cam.read_noise)
@@ -690,6 +734,8 @@ def camera(rng: np.random.Generator, photons: np.ndarray, cam: Camera, bit_depth
         hot = rng.integers(0, h * w, n_hot)
         electrons.ravel()[hot] += (np.sqrt(level) * np.exp(rng.uniform(np.log(5), np.log(200), n_hot))
                                    ).astype(np.float32)
+    if ceiling is not None:  # a full well or a saturated digitiser: flat at the ceiling (in electrons)
+        np.minimum(electrons, np.float32(ceiling), out=electrons)
     adu = draw(rng, cam.offset) + draw(rng, cam.gain, log=True) * electrons
     saturate = rng.random() < draw(rng, cam.saturation_prob)
     clip_q = rng.uniform(99.0, 99.9)
@@ -736,10 +782,17 @@ def finish_image(rng: np.random.Generator, in_focus: np.ndarray, out_of_focus: n
         density += autofluorescence_layer(rng, shape, scene.background, pixel_size, psf, levels.structure)
     if bright is not None:
         density = (density + bright) * dark
+    if cells.get("bright") is not None:
+        density += cells["bright"]
     photons = density * levels.signal + levels.background
     if levels.illumination > 0:
         photons *= illumination_field(rng, shape, levels.illumination)
-    return camera(rng, photons, scene.camera, scene.bit_depth, read_noise=levels.read_noise, noise_rng=noise_rng)
+    ceiling = None
+    if cells.get("bright_saturate"):  # the camera clips inside the bright regions, not at the targets' level
+        top = float(np.max(cells["bright"]))
+        ceiling = (top * rng.uniform(0.3, 0.8) + float(np.median(density))) * levels.signal + levels.background
+    return camera(rng, photons, scene.camera, scene.bit_depth, read_noise=levels.read_noise, noise_rng=noise_rng,
+                  ceiling=ceiling)
 
 
 # --------------------------------------------------------------------------- one image
@@ -753,6 +806,7 @@ class Context:
     cells: np.ndarray | None = None  # bool HxW: inside a cell (cell_layer); None: no cells
     cytoplasm: np.ndarray | None = None  # float32 HxW cytoplasm density 0..1; None: none
     levels: Levels | None = None  # drawn before the structure when it NEEDS_LEVELS, else None
+    bright: np.ndarray | None = None  # float32 HxW bright-region density (bright_region_layer); None: none
 
 
 class Rendered(NamedTuple):
@@ -775,7 +829,14 @@ def render_one(rng: np.random.Generator, scene: Scene) -> tuple[np.ndarray, np.n
     psf = draw_psf_sigma(rng, scene.optics)
     levels = draw_levels(rng, scene, psf) if scene.structure.NEEDS_LEVELS else None
     cells = cell_layer(rng, shape, scene.background, scene.optics.pixel_size)
-    context = Context(scene.optics.pixel_size, psf, cells["cells"], cells["cytoplasm"], levels)
+    bg = scene.background
+    # New options draw from rng only when they are on, so images made without them stay as they were.
+    bright = None
+    if bg.bright_region_prob > 0 and rng.random() < bg.bright_region_prob:
+        bright = bright_region_layer(rng, shape, bg, scene.optics.pixel_size, cells["cells"])
+        cells["bright"] = bright
+        cells["bright_saturate"] = bool(rng.random() < bg.bright_saturate_prob)
+    context = Context(scene.optics.pixel_size, psf, cells["cells"], cells["cytoplasm"], levels, bright)
     out = scene.structure.render(rng, shape, context)
     if levels is None:
         levels = draw_levels(rng, scene, psf)

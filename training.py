@@ -239,7 +239,8 @@ class VesiclePreset:
     task: str = "vesicle"
     first_kernel: int = 3
     default_loss: str = "bce+dice"
-    normalization: dict = field(default_factory=lambda: {"mode": "percentile", "low": 1.0, "high": 99.8})
+    normalization: dict = field(default_factory=lambda: {"mode": "local", "radius": 7.0, "sigma": 4.0,
+                                                                  "compress": "asinh"})
     scale_decades: tuple = (-2.0, 2.0)  # factor 10**U(-2, 2): x0.01 .. x100
     p_square: float = 0.15
     p_redigitize: float = 0.5
@@ -277,7 +278,8 @@ class CytoskeletonPreset:
     task: str = "cytoskeleton"
     first_kernel: int = 5
     default_loss: str = "bce+dice"
-    normalization: dict = field(default_factory=lambda: {"mode": "standardize"})
+    normalization: dict = field(default_factory=lambda: {"mode": "local", "radius": 7.0, "sigma": 4.0,
+                                                                  "compress": "asinh"})
     p_clahe: float = 0.5
     clahe_clip: tuple = (1.0, 3.0)
     clahe_tiles: int = 8

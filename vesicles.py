@@ -47,10 +47,10 @@ class Vesicles(synth.Flags):
     aspect: tuple = span("--aspect", default=(1.0, 1.35), low=1.0, help="long over short axis (1 = round)")
     snr: tuple = span("--snr", default=(1.5, 250.0), low=0.01,
                       help="peak signal-to-noise ratio of an in-focus vesicle (log-uniform)")
-    label_snr: float = option("--label-snr", default=10.0, type=float, low=0.0,
-                              help="in-focus vesicles with a lower peak SNR are drawn but left out of the mask "
-                                   "(too faint to call); 0 labels all")
-    label_relative: float = option("--label-relative", default=0.25, type=float, low=0.0, below=1.0,
+    label_snr: float = option("--label-snr", default=3.0, type=float, low=0.0,
+                              help="in-focus vesicles with a lower peak SNR (against the noise where they lie) "
+                                   "are drawn but left out of the mask (not detectable); 0 labels all")
+    label_relative: float = option("--label-relative", default=0.0, type=float, low=0.0, below=1.0,
                                    help="in-focus vesicles dimmer than this fraction of the image's bright ones "
                                         "(90th percentile SNR) are drawn but left out of the mask; 0 turns it off")
     snr_spread: tuple = span("--snr-spread", default=(2.0, 30.0), low=1.0,
@@ -215,6 +215,8 @@ def draw_vesicles(rng: np.random.Generator, shape, params: Vesicles, context: sy
     xi = np.clip(pos[:, 1].astype(int), 0, shape[1] - 1)
     cytoplasm = context.cytoplasm[yi, xi] if context.cytoplasm is not None else 0.0
     under = levels.cytoplasm * cytoplasm + 0.5 * levels.haze
+    if context.bright is not None:  # the shot noise of a bright region under the vesicle counts too
+        under = under + context.bright[yi, xi]
     brightness = snr * levels.noise_sd(under) / levels.signal
     brightness[~in_focus] *= rng.uniform(0.2, 1.0, int((~in_focus).sum()))  # defocused: dim haze
     # A flat ellipse of density d blurred by a Gaussian peaks at d * (1 - exp(-r^2 / 2 sigma^2)).

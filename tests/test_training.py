@@ -69,7 +69,8 @@ def test_one_step_leaves_a_checkpoint_that_loads_and_predicts(tmp_path, capsys):
     assert {p.name for p in out.iterdir()} == {"best_vesicle_model.pth", "last.pth", "metrics.csv", "curves.png"}
     model, info = unet.load_model(out / "best_vesicle_model.pth")
     assert info["task"] == "vesicle" and info["model_args"]["first_kernel"] == 3
-    assert info["normalization"]["mode"] == "percentile"
+    assert info["normalization"] == {"mode": "local", "radius": 7.0, "sigma": 4.0,
+                                                                           "compress": "asinh"}  # the preset's, stored
     assert info["pixel_size_um"] == pytest.approx(0.1)
     assert info["train_args"]["epochs"] == 1 and 0.0 <= info["metrics"]["dice"] <= 1.0
     _, last = unet.load_model(out / "last.pth")
@@ -95,7 +96,8 @@ def test_cytoskeleton_cli_end_to_end(tmp_path):
     assert "loss bce+cldice" in proc.stdout
     _, info = unet.load_model(out / "best_cytoskeleton_model.pth")
     assert info["model_args"]["first_kernel"] == 5
-    assert info["normalization"] == {"mode": "standardize"}
+    assert info["normalization"] == {"mode": "local", "radius": 7.0, "sigma": 4.0,
+                                                                           "compress": "asinh"}
     assert info["pixel_size_um"] == pytest.approx(0.05)  # --pixel-size wins over generator.json
 
 
