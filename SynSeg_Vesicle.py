@@ -6,7 +6,7 @@ Example:
 For every input NAME.tif it writes OUTDIR/NAME_mask.tif (uint8, 0/255, same shape, axes and pixel size
 as the input), and OUTDIR/summary.csv with the vesicle count and mean area per file. Touching vesicles are
 split by a seeded watershed so that each connected object in the mask is one vesicle (--no-split to turn
-off). The tiled predictor, scale handling and measurements live in predict.py.
+off). The batch lives in batch.py, the engine in predict.py (tiling.py, postprocess.py).
 Stopped half-way (Ctrl-C, kill, crash)? Run the same command again: finished files are skipped and
 the tables come out as if the run had never stopped.
 
@@ -18,19 +18,19 @@ um/s when the pixel size and frame interval are known):
 import argparse
 import sys
 
-import predict
+import batch
 
 TASK = "vesicle"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments (shared with SynSeg_Cytoskeleton.py; vesicle defaults)."""
-    return predict.get_args_parser(TASK, description=__doc__)
+    return batch.get_args_parser(TASK, description=__doc__)
 
 
 def main(args: argparse.Namespace) -> int:
     """Segment every input; exit code 0 when all succeeded, 1 if any file failed, 2 on bad usage."""
-    return predict.run(args, TASK)
+    return batch.run(args, TASK)
 
 
 if __name__ == "__main__":

@@ -30,21 +30,12 @@ from pathlib import Path
 import numpy as np
 
 import cli
+from tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent
 DEMO_SEED = 20261125  # never used for training (models/README.md: seeds 0 and 1)
-TASKS = {
-    "vesicle": ("Vesicle_generator.py", "SynSeg_Vesicle.py", "models/vesicle.pth"),
-    "cytoskeleton": ("Cytoskeleton_generator.py", "SynSeg_Cytoskeleton.py", "models/cytoskeleton.pth"),
-}
 MARKER = ".synseg-demo"  # written into the output folder by the demo, so it knows the folder is its own
 OWN_ENTRIES = {MARKER, "REPORT.md", "demo.log", "video", *TASKS}  # everything the demo writes at the top of the folder
-SHOWN = {  # metric columns per task for the report: (json key, heading)
-    "vesicle": [("dice", "Dice"), ("iou", "IoU"), ("precision", "precision"), ("recall", "recall"),
-                ("spot_f1", "spot F1"), ("obj_f1", "object F1"), ("auc", "AUC")],
-    "cytoskeleton": [("dice", "Dice"), ("iou", "IoU"), ("cldice", "clDice"), ("skel_precision", "skeleton precision"),
-                     ("skel_recall", "skeleton recall"), ("auc", "AUC")],
-}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -73,7 +64,7 @@ def made_by_demo(out: Path) -> bool:
     if not log.is_file():
         return False
     with open(log, errors="replace") as fh:
-        return fh.readline().startswith(f"$ {TASKS['vesicle'][0]} ")
+        return fh.readline().startswith(f"$ {next(iter(TASKS.values())).generator} ")
 
 
 def prepare_output(out: Path) -> str | None:
@@ -158,7 +149,8 @@ def summary_rows(report_dir: Path) -> dict:
 
 def demo_task(task: str, args, out: Path, log, bar) -> dict:
     """Generate, segment, evaluate one task; return what goes into the report."""
-    gen, seg, model = TASKS[task]
+    t = TASKS[task]
+    gen, seg, model = t.generator, t.script, t.model
     data = out / task / "data"
     run([gen, "--output-dir", data, "--num-images", args.num_images, "--image-size", args.image_size,
          "--seed", DEMO_SEED, "--val-fraction", 0, "--preview"], log)
@@ -171,7 +163,7 @@ def demo_task(task: str, args, out: Path, log, bar) -> dict:
     bar.update(1)
     report = out / task / "report"
     ev = ["evaluate.py", "--pred", masks, "--gt", gt_dir, "-o", report, "--grid", "--images", img_dir, "--prob"]
-    if task == "vesicle":
+    if t.points:
         ev += ["--gt-points", gt_dir]
     run(ev, log)
     result = {"scores": summary_rows(report), "seconds": seconds, "n": args.num_images,
@@ -186,7 +178,7 @@ def demo_task(task: str, args, out: Path, log, bar) -> dict:
     result["stack"] = {"input": list(simg.shape), "mask": list(smask.shape), "axes": smeta["axes"],
                        "pixel_size_um": smeta["pixel_size_um"]}
     bar.update(1)
-    if task == "vesicle":
+    if t.brightness_check:
         copies = brightness_copies(img_dir, out / task / "brightness")
         dice = {}
         for factor, d in copies.items():
@@ -221,14 +213,16 @@ def video_strip(path: Path, video: Path, masks: Path) -> None:
 
 
 def demo_video(args, out: Path, log) -> dict:
-    """A short vesicle video: generate, segment with tracking, score per frame and per link."""
+    """A short video of the task that tracks (vesicles): generate, segment with tracking, score per frame and
+    per link."""
     import tiffio
 
+    t = next(t for t in TASKS.values() if t.track)
     data, masks, report = out / "video" / "data", out / "video" / "masks", out / "video" / "report"
-    run(["Vesicle_generator.py", "--output-dir", data, "--num-images", 1, "--image-size", min(args.image_size, 256),
+    run([t.generator, "--output-dir", data, "--num-images", 1, "--image-size", min(args.image_size, 256),
          "--seed", DEMO_SEED, "--val-fraction", 0, "--frames", args.video_frames], log)
     img_dir, gt_dir = data / "train" / "img", data / "train" / "mask"
-    run(["SynSeg_Vesicle.py", "-i", img_dir, "-o", masks, "-m", TASKS["vesicle"][2], "--track",
+    run([t.script, "-i", img_dir, "-o", masks, "-m", t.model, "--track",
          "--device", args.device], log)
     run(["evaluate.py", "--pred", masks, "--gt", gt_dir, "--gt-points", gt_dir, "--tracks", masks / "tracks.csv",
          "-o", report], log)
@@ -246,7 +240,7 @@ def write_report(out: Path, results: dict) -> Path:
              "shipped models at default settings and scored against the generators' exact masks.", ""]
     video = results.pop("video", None)
     for task, r in results.items():
-        cols = [(k, h) for k, h in SHOWN[task] if k in r["scores"]]
+        cols = [(k, h) for k, h in TASKS[task].report_metrics if k in r["scores"]]
         lines += [f"## {task}", "",
                   f"{r['n']} images, segmentation took {r['seconds']:.1f} s in all (model load included).", "",
                   "| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols),
@@ -282,7 +276,7 @@ def main(args: argparse.Namespace) -> int:
     """Run both tasks, write the report, print the tables."""
     from tqdm import tqdm
 
-    missing = [m for _, _, m in TASKS.values() if not (ROOT / m).is_file()]
+    missing = [t.model for t in TASKS.values() if not (ROOT / t.model).is_file()]
     if missing:
         print(f"demo: shipped model(s) missing: {', '.join(missing)}", file=sys.stderr)
         return 2

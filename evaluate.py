@@ -30,7 +30,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -426,9 +425,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         if not base.is_dir():
             raise NotADirectoryError(f"{base} is a file")
-        probe = base / f".write-test{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        tiffio.check_writable(base)
     except OSError as err:
         print(f"evaluate.py: -o {out}: cannot write there ({err.strerror or err})", file=sys.stderr)
         return 2

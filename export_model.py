@@ -36,19 +36,11 @@ from pathlib import Path
 import numpy as np
 
 import cli
+from tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent
 ONNX_OPSET = 17
 TOLERANCE = 1e-4  # max |exported - PyTorch| on a random tile
-GENERATORS = {"vesicle": "Vesicle_generator", "cytoskeleton": "Cytoskeleton_generator"}
-WHAT = {  # one line per task for the description and the README
-    "vesicle": "vesicles, puncta and diffraction-limited spots (e.g. smFISH)",
-    "cytoskeleton": "thin filaments (microtubules, actin, ER tubules) and mitochondria",
-}
-TASK_TAGS = {
-    "vesicle": ["vesicles", "puncta", "spots", "smfish"],
-    "cytoskeleton": ["cytoskeleton", "filaments", "microtubules", "actin", "mitochondria"],
-}
 UNET_CITATION = {"text": "Ronneberger O., Fischer P., Brox T. U-Net: Convolutional Networks for Biomedical "
                          "Image Segmentation. MICCAI 2015.",
                  "doi": "10.1007/978-3-319-24574-4_28"}
@@ -83,7 +75,7 @@ def synthetic_image(task: str, size: int, pixel_size_um: float | None, seed: int
 
     import synth
 
-    generator = importlib.import_module(GENERATORS[task])
+    generator = importlib.import_module(TASKS[task].generator_module)
     argv = ["--output-dir", "unused", "--image-size", str(size)]  # render_one writes nothing
     if pixel_size_um:
         argv += ["--pixel-size", str(pixel_size_um)]
@@ -213,7 +205,7 @@ def preprocessing(normalization: dict) -> list:
 def shipped_scores(checkpoint: Path, task: str) -> list[str]:
     """For a shipped model (models/TASK.pth): the rows of models/README.md's tables that name its task."""
     readme = ROOT / "models" / "README.md"
-    if checkpoint.resolve() != (ROOT / "models" / f"{task}.pth").resolve() or not readme.is_file():
+    if checkpoint.resolve() != (ROOT / TASKS[task].model).resolve() or not readme.is_file():
         return []
     tables, table = [], []
     for line in readme.read_text(encoding="utf-8").splitlines() + [""]:
@@ -233,7 +225,6 @@ def shipped_scores(checkpoint: Path, task: str) -> list[str]:
 def readme_text(info: dict, *, checkpoint: Path, halo: int, minimum: int, step: int, threshold: str,
                 parameters: int, test_source: str) -> str:
     """The package's README.md, written from the checkpoint's metadata."""
-    import predict
     import unet
 
     task, args, train = info["task"], info["model_args"], info.get("train_args") or {}
@@ -243,7 +234,8 @@ def readme_text(info: dict, *, checkpoint: Path, halo: int, minimum: int, step: 
     scale = f"{px:g} um per pixel" if px else "the pixel size of its training data (not recorded)"
     lines = [
         f"# SynSeg {task} U-Net", "",
-        f"Segments {WHAT[task]} in 2D fluorescence microscopy images. The network returns one channel, the "
+        f"Segments {TASKS[task].description} in 2D fluorescence microscopy images. The network returns one "
+        f"channel, the "
         f"probability that a pixel belongs to the structure; threshold it at **{threshold}** (the SynSeg "
         f"default) to get a mask.", "",
         "## Input", "",
@@ -257,7 +249,7 @@ def readme_text(info: dict, *, checkpoint: Path, halo: int, minimum: int, step: 
         f"A U-Net (Ronneberger et al. 2015) with base {args.get('base_channels')} channels, depth "
         f"{args.get('depth')}, first convolution of each block {args.get('first_kernel')}x"
         f"{args.get('first_kernel')}, batch norm, {parameters:,} parameters, trained only on synthetic "
-        f"images with exact masks from SynSeg's {GENERATORS[task]}.py; no real image was used for training "
+        f"images with exact masks from SynSeg's {TASKS[task].generator}; no real image was used for training "
         f"or model selection.",
     ]
     if train:
@@ -283,9 +275,9 @@ def readme_text(info: dict, *, checkpoint: Path, halo: int, minimum: int, step: 
         f"with a manual mask and compare Dice; SynSeg's evaluate.py scores masks against ground truth.", "",
         "## Limitations", "",
         "The model has seen only synthetic data. This package returns the probability map; SynSeg's own "
-        f"script ({predict.PRESETS[task].script}) adds tiled prediction at the physical scale, "
+        f"script ({TASKS[task].script}) adds tiled prediction at the physical scale, "
         + ("the watershed split of touching objects and per-object measurements."
-           if predict.PRESETS[task].split else "skeleton length and junction measurements."),
+           if TASKS[task].split else "skeleton length and junction measurements."),
     ]
     return "\n".join(lines) + "\n"
 
@@ -307,7 +299,7 @@ def build_description(work: Path, info: dict, model, *, checkpoint: Path, test_s
     import torch
     from bioimageio.spec.model import v0_5 as bio
 
-    import predict
+    import tiling
     import unet
 
     task, model_args = info["task"], info["model_args"]
@@ -315,7 +307,7 @@ def build_description(work: Path, info: dict, model, *, checkpoint: Path, test_s
     # Whole nanometres: bioimageio.spec 0.5.12 requires halo * scale / scale to be an integer in floating
     # point, which fails for some halos at 0.1 (um); integers pass. The exact value is in config.synseg.
     space = {"scale": float(max(1, round(px * 1000))), "unit": "nanometer"} if px else {}
-    threshold = predict.PRESETS[task].threshold
+    threshold = TASKS[task].threshold
     parameters = sum(p.numel() for p in model.parameters())
     (work / "README.md").write_text(readme_text(info, checkpoint=checkpoint, halo=halo, minimum=minimum,
                                                 step=step, threshold=threshold, parameters=parameters,
@@ -353,7 +345,7 @@ def build_description(work: Path, info: dict, model, *, checkpoint: Path, test_s
                                   opset_version=ONNX_OPSET))
     train = info.get("train_args") or {}
     training = bio.TrainingDetails(
-        training_preprocessing=f"synthetic images from {GENERATORS[task]}.py"
+        training_preprocessing=f"synthetic images from {TASKS[task].generator}"
                                + (f", random crops of {train['crop_size']} px" if train.get("crop_size") else "")
                                + f"; {normalization_words(info['normalization'])}",
         training_epochs=train.get("epochs"), training_batch_size=train.get("batch_size"),
@@ -363,11 +355,11 @@ def build_description(work: Path, info: dict, model, *, checkpoint: Path, test_s
         "task": task, "normalization": dict(info["normalization"]), "pixel_size_um": px,
         "model_args": dict(model_args), "threshold": float(threshold),
         "receptive_radius_px": unet.receptive_radius(model_args), "halo_px": halo,
-        "cpu_tile_size_px": predict.auto_tile_size(model_args, "cpu"),
+        "cpu_tile_size_px": tiling.auto_tile_size(model_args, "cpu"),
         "validation_metrics": dict(info.get("metrics") or {})}
     return bio.ModelDescr(
         name=f"SynSeg {task} U-Net",
-        description=f"Segments {WHAT[task]} in 2D fluorescence images; a U-Net trained only on synthetic "
+        description=f"Segments {TASKS[task].description} in 2D fluorescence images; a U-Net trained only on synthetic "
                     f"images with exact masks (SynSeg). Returns a probability map; threshold {threshold}.",
         authors=[bio.Author(name=a) for a in authors],
         cite=[bio.CiteEntry(**UNET_CITATION)],
@@ -375,12 +367,12 @@ def build_description(work: Path, info: dict, model, *, checkpoint: Path, test_s
         documentation=bio.FileDescr(source=work / "README.md"),
         covers=[bio.FileDescr(source=work / "cover.png")],
         tags=["unet", "pytorch", "2d", "fluorescence-light-microscopy", "semantic-segmentation",
-              "synthetic-training-data", "synseg", *TASK_TAGS[task]],
+              "synthetic-training-data", "synseg", *TASKS[task].tags],
         inputs=inputs, outputs=outputs, weights=weights,
         config=bio.Config(
             bioimageio=bio.BioimageioConfig(
                 architecture_type="U-Net", modality="fluorescence microscopy", task="semantic segmentation",
-                target_structure=TASK_TAGS[task], model_parameter_count=parameters, training=training),
+                target_structure=list(TASKS[task].tags), model_parameter_count=parameters, training=training),
             synseg=synseg))
 
 
@@ -403,7 +395,7 @@ def write_package(checkpoint: Path, out: Path, args) -> dict:
         image, test_source = image_crop(args.test_image, size), f"the central {size} px of {args.test_image.name}"
     else:
         image = synthetic_image(info["task"], size, info.get("pixel_size_um"), args.seed)
-        test_source = f"a synthetic {size} x {size} image from {GENERATORS[info['task']]}.py, seed {args.seed}"
+        test_source = f"a synthetic {size} x {size} image from {TASKS[info['task']].generator}, seed {args.seed}"
     raw = np.asarray(image, dtype=np.float32)
     prob = probability(model, raw, info["normalization"])
     trace_shape, check_shape = odd_shapes(minimum, step)

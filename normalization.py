@@ -10,13 +10,6 @@ import math
 
 import numpy as np
 
-# How the original SynSeg scripts fed pixels to their two networks.
-ORIGINAL_NORMALIZATION = {
-    "vesicle": {"mode": "median", "target": 500.0},
-    "cytoskeleton": {"mode": "minmax255"},
-}
-
-
 def normalize_image(image: np.ndarray, spec: dict) -> np.ndarray:
     """Map one 2D image of any dtype to the float32 the network was trained on.
 

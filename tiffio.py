@@ -34,6 +34,13 @@ def atomic_path(path):
             tmp.unlink()
 
 
+def check_writable(folder) -> None:
+    """Raise OSError unless a file can be created in the existing `folder` (a probe file, removed again)."""
+    probe = Path(folder) / f".synseg-probe{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 def _resolution_um(page) -> float | None:
     """Pixel size in um from a page's XResolution/ResolutionUnit tags, or None."""
     tags = page.tags

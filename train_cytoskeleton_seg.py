@@ -3,10 +3,10 @@
 Example:
     python train_cytoskeleton_seg.py --data-dir DATA --epochs 5 --base-channels 32 --device cpu --num-workers 2
 
-Preset "cytoskeleton": 5x5 first kernel; zero-mean unit-variance normalisation (stored in the
-checkpoint); CLAHE at random, clipped brightness/contrast and gamma, flips/rotations and elastic
-warps (mask warped with the image, kept binary). --loss bce+cldice adds the skeleton-aware clDice
-term. Writes best_cytoskeleton_model.pth, last.pth, metrics.csv and curves.png to --output-dir.
+Task "cytoskeleton" (tasks.py): 5x5 first kernel; local-contrast normalisation (stored in the checkpoint);
+augmentation (augment.FilamentAugmentation): CLAHE at random, clipped brightness/contrast and gamma,
+flips/rotations and elastic warps (mask warped with the image, kept binary). --loss bce+cldice adds the
+skeleton-aware clDice term. Writes best_cytoskeleton_model.pth, last.pth, metrics.csv and curves.png to --output-dir.
 The loop, flags and checks are shared with train_vesicle_seg.py (training.py).
 Several GPUs or nodes: torchrun --nproc_per_node N train_cytoskeleton_seg.py ...
 """

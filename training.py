@@ -1,9 +1,10 @@
 """The one training loop behind train_vesicle_seg.py and train_cytoskeleton_seg.py.
 
-Shaped like torchvision's references/segmentation: named augmentation presets (one per task), a
-dataset that checks its image/mask pairs before any step, train_one_epoch(), evaluate(), and a
-main(args) with --resume, k-fold cross-validation and DistributedDataParallel under torchrun.
-The two scripts only pick a preset; every other line they run lives here.
+Shaped like torchvision's references/segmentation: named augmentation presets (augment.py, one per task
+in tasks.py), a dataset that checks its image/mask pairs before any step, train_one_epoch(), evaluate(), and
+a main(args) with --resume, k-fold cross-validation and DistributedDataParallel under torchrun. The two
+scripts only pick their task; every other line they run lives here. The command line becomes one frozen
+Config (Config.from_args) that the functions below read.
 
     python train_vesicle_seg.py --data-dir DATA --epochs 5 --device cpu
     torchrun --nproc_per_node 4 train_cytoskeleton_seg.py --data-dir DATA --device cuda
@@ -20,7 +21,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +34,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
+import augment
 import cli
 import metrics
 import normalization
+import tasks
 import tiffio
 import unet
 
@@ -49,6 +53,48 @@ class DatasetError(ValueError):
 
 class TrainingError(RuntimeError):
     """A problem with the arguments or the run (resume, device), reported as one line."""
+
+
+# --------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class Config:
+    """One training run, built once from the command line (get_args_parser); fields are the flags' names."""
+
+    data_dir: Path | None = None
+    train_img_dir: Path | None = None
+    train_mask_dir: Path | None = None
+    val_img_dir: Path | None = None
+    val_mask_dir: Path | None = None
+    pixel_size: float | None = None  # um per training pixel; None: generator.json's
+    base_channels: int = 64
+    depth: int = 3
+    dropout: float = 0.0
+    epochs: int = 50
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "bce+dice"
+    crop_size: int = 256
+    folds: int = 0
+    seed: int = 0
+    resume: str | None = None  # "last" (--resume alone) or a path
+    init_weights: Path | None = None
+    device: str = "cuda"
+    precision: str = "auto"
+    num_workers: int = 4
+    output_dir: Path = Path("checkpoints")
+    overwrite: bool = False
+    preset: str = "vesicle"  # the task (a tasks.TASKS key)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Config:
+        """The run from parsed arguments (every field is a flag of get_args_parser)."""
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+    def record(self) -> dict:
+        """{flag name: value} in the order of the flags, as the checkpoints record it ("train_args")."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 # --------------------------------------------------------------------------- data on disk
@@ -158,166 +204,6 @@ def read_generator_info(*folders: Path) -> dict:
     return {}
 
 
-# --------------------------------------------------------------------------- augmentation
-
-_CV2 = None
-
-
-def _cv2():
-    """OpenCV, switched to serial execution before its first use.
-
-    Loader workers already run in parallel, and an OpenCV thread pool created in the parent
-    before the DataLoader forks its workers deadlocks them.
-    """
-    global _CV2
-    if _CV2 is None:
-        import cv2
-
-        cv2.setNumThreads(0)
-        _CV2 = cv2
-    return _CV2
-
-
-def random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator):
-    """A size x size window at a random place; images smaller than that are mirror-padded first."""
-    if size <= 0:
-        return image, mask
-    h, w = image.shape
-    ph, pw = max(0, size - h), max(0, size - w)
-    if ph or pw:
-        pad = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
-        image, mask = np.pad(image, pad, mode="symmetric"), np.pad(mask, pad, mode="symmetric")
-        h, w = image.shape
-    y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-    return image[y:y + size, x:x + size], mask[y:y + size, x:x + size]
-
-
-def random_dihedral(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
-    """One of the 8 flips/90-degree rotations, the same for image and mask."""
-    k = int(rng.integers(4))
-    image, mask = np.rot90(image, k), np.rot90(mask, k)
-    if rng.random() < 0.5:
-        image, mask = image[:, ::-1], mask[:, ::-1]
-    return image, mask
-
-
-def elastic_warp(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                 shift_px: float, smooth_px: float):
-    """Warp image (bilinear) and mask (nearest, so it stays 0/1) by one smooth random field.
-
-    The field is white noise blurred with a Gaussian of `smooth_px` and scaled to an RMS shift
-    of `shift_px` pixels, so the two numbers read directly as "how far" and "how wiggly".
-    """
-    cv2 = _cv2()
-    h, w = image.shape
-    grid_y, grid_x = np.mgrid[0:h, 0:w].astype(np.float32)
-    maps = []
-    for grid in (grid_x, grid_y):
-        noise = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), smooth_px,
-                                 borderType=cv2.BORDER_REFLECT_101)
-        maps.append(grid + noise * (shift_px / (float(noise.std()) + 1e-8)))
-    image = cv2.remap(np.ascontiguousarray(image, dtype=np.float32), maps[0], maps[1], cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REFLECT_101)
-    mask = cv2.remap(np.ascontiguousarray(mask, dtype=np.uint8), maps[0], maps[1], cv2.INTER_NEAREST,
-                     borderMode=cv2.BORDER_REFLECT_101)
-    return image, mask
-
-
-@dataclass
-class VesiclePreset:
-    """Blobs: brightness over four orders of magnitude, sometimes squared, plus flips/rotations.
-
-    Normalisation is the percentile stretch of normalization.normalize_image, which maps a*x to the same
-    values as x, so the model is insensitive to global brightness by construction and the x0.01
-    to x100 scaling is exactly undone. What exposure does change is the recording: half of the
-    samples are therefore re-digitised, scaled so that their bright level (99.8th percentile)
-    lands anywhere from `exposure_counts[0]` counts (coarse steps, faint vesicles a few counts
-    above background) to `exposure_counts[1]` (the brightest vesicles clipped flat at 65535),
-    then rounded and clipped to 16 bits.
-    """
-
-    task: str = "vesicle"
-    first_kernel: int = 3
-    default_loss: str = "bce+dice"
-    normalization: dict = field(default_factory=lambda: {"mode": "local", "radius": 7.0, "sigma": 4.0,
-                                                                  "compress": "asinh"})
-    scale_decades: tuple = (-2.0, 2.0)  # factor 10**U(-2, 2): x0.01 .. x100
-    p_square: float = 0.15
-    p_redigitize: float = 0.5
-    exposure_counts: tuple = (50.0, 150000.0)  # bright level after re-digitisation, log-uniform
-
-    def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Raw image (any dtype) -> float32 in raw units, before normalisation."""
-        x = image.astype(np.float32)
-        if rng.random() < self.p_square:
-            top = float(x.max())
-            x = x * x / top if top > 0 else x  # squared, same maximum: dims the dim, keeps the bright
-        x *= np.float32(10.0 ** rng.uniform(*self.scale_decades))
-        if rng.random() < self.p_redigitize:
-            bright = float(np.percentile(x, 99.8))
-            if bright > 0:
-                level = np.exp(rng.uniform(*np.log(self.exposure_counts)))
-                x = np.clip(np.rint(x * np.float32(level / bright)), 0, 65535)
-        return x
-
-    def spatial(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
-        """Flips and 90-degree rotations of an already cropped, normalised pair."""
-        return random_dihedral(image, mask, rng)
-
-
-@dataclass
-class CytoskeletonPreset:
-    """Filaments: CLAHE, clipped brightness/contrast and gamma, flips/rotations, elastic warps.
-
-    CLAHE is applied at random (p_clahe), so the network sees images with and without it and
-    prediction needs nothing beyond the stored normalisation (zero mean, unit variance). A
-    linear brightness change alone would be undone by that normalisation; here it works on the
-    image's own 0..1 range with clipping (saturation, black level) and a gamma, which it keeps.
-    """
-
-    task: str = "cytoskeleton"
-    first_kernel: int = 5
-    default_loss: str = "bce+dice"
-    normalization: dict = field(default_factory=lambda: {"mode": "local", "radius": 7.0, "sigma": 4.0,
-                                                                  "compress": "asinh"})
-    p_clahe: float = 0.5
-    clahe_clip: tuple = (1.0, 3.0)
-    clahe_tiles: int = 8
-    p_contrast: float = 0.8
-    gain: tuple = (0.7, 1.3)
-    offset: tuple = (-0.15, 0.15)
-    gamma: tuple = (0.7, 1.5)
-    p_elastic: float = 0.5
-    elastic_shift_px: tuple = (1.0, 3.0)
-    elastic_smooth_px: float = 8.0
-
-    def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Raw image -> float32 in 0..1 with CLAHE and contrast changes, before normalisation."""
-        x = image.astype(np.float32)
-        lo, hi = float(x.min()), float(x.max())
-        x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-        if rng.random() < self.p_clahe:
-            cv2 = _cv2()
-            clahe = cv2.createCLAHE(clipLimit=float(rng.uniform(*self.clahe_clip)),
-                                    tileGridSize=(self.clahe_tiles, self.clahe_tiles))
-            x = clahe.apply(np.rint(x * 65535).astype(np.uint16)).astype(np.float32) / 65535
-        if rng.random() < self.p_contrast:
-            x = np.clip(x * rng.uniform(*self.gain) + rng.uniform(*self.offset), 0.0, 1.0)
-            x = x ** np.float32(rng.uniform(*self.gamma))
-        return x
-
-    def spatial(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
-        """Flips, 90-degree rotations and (p_elastic) an elastic warp of a cropped pair."""
-        image, mask = random_dihedral(image, mask, rng)
-        if rng.random() < self.p_elastic:
-            image, mask = elastic_warp(image, mask, rng, rng.uniform(*self.elastic_shift_px),
-                                       self.elastic_smooth_px)
-        return image, mask
-
-
-PRESETS = {"vesicle": VesiclePreset, "cytoskeleton": CytoskeletonPreset}
-
-
 # --------------------------------------------------------------------------- dataset
 
 class SegmentationDataset(Dataset):
@@ -329,10 +215,11 @@ class SegmentationDataset(Dataset):
     whole image, as prediction does, and happens before cropping.
     """
 
-    def __init__(self, pairs, preset, train: bool, crop_size: int = 0, seed: int = 0):
-        self.pairs, self.preset, self.train = list(pairs), preset, train
+    def __init__(self, pairs, task, train: bool, crop_size: int = 0, seed: int = 0):
+        """task: the tasks.Task whose augmentation preset and normalisation apply."""
+        self.pairs, self.task, self.train = list(pairs), task, train
         self.crop_size, self.seed = crop_size, seed
-        _cv2()  # in this (parent) process, before any loader forks its workers
+        augment.serial_cv2()  # in this (parent) process, before any loader forks its workers
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -342,11 +229,11 @@ class SegmentationDataset(Dataset):
         image, mask = read_pair(*self.pairs[index])
         if self.train:
             rng = np.random.default_rng((self.seed, epoch, index))
-            image = self.preset.intensity(image, rng)
-        x = normalization.normalize_image(image, self.preset.normalization)
+            image = self.task.augmentation.intensity(image, rng)
+        x = normalization.normalize_image(image, self.task.normalization)
         if self.train:
-            x, mask = random_crop(x, mask, self.crop_size, rng)
-            x, mask = self.preset.spatial(x, mask, rng)
+            x, mask = augment.random_crop(x, mask, self.crop_size, rng)
+            x, mask = self.task.augmentation.spatial(x, mask, rng)
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
         y = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
         return x, y
@@ -612,11 +499,11 @@ def load_matching(path: Path, model_args: dict, hint: str):
     return loaded, info
 
 
-def setup_model(args, preset, rt: Runtime) -> unet.UNet:
-    """A new network from the model flags and the preset's first kernel, weights drawn from --seed, on the device."""
-    model_args = dict(in_channels=1, out_channels=1, base_channels=args.base_channels, depth=args.depth,
-                      first_kernel=preset.first_kernel, dropout=args.dropout, batch_norm=True)
-    torch.manual_seed(args.seed)
+def setup_model(cfg: Config, task, rt: Runtime) -> unet.UNet:
+    """A new network from the model flags and the task's first kernel, weights drawn from --seed, on the device."""
+    model_args = dict(in_channels=1, out_channels=1, base_channels=cfg.base_channels, depth=cfg.depth,
+                      first_kernel=task.first_kernel, dropout=cfg.dropout, batch_norm=True)
+    torch.manual_seed(cfg.seed)
     model = unet.build_model(**model_args).to(rt.device)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -632,15 +519,15 @@ class Loaders:
     val: DataLoader
 
 
-def make_loaders(args, preset, train_pairs, val_pairs, rt: Runtime) -> Loaders:
+def make_loaders(cfg: Config, task, train_pairs, val_pairs, rt: Runtime) -> Loaders:
     """Augmented, cropped, shuffled training batches (sharded over DDP ranks); whole validation images."""
-    train_set = SegmentationDataset(train_pairs, preset, train=True, crop_size=args.crop_size, seed=args.seed)
-    val_set = SegmentationDataset(val_pairs, preset, train=False)
-    sampler = EpochSampler(len(train_set), seed=args.seed, rank=rt.rank, world_size=rt.world_size)
-    train = make_loader(train_set, args.batch_size, sampler, args.num_workers, rt.device)
+    train_set = SegmentationDataset(train_pairs, task, train=True, crop_size=cfg.crop_size, seed=cfg.seed)
+    val_set = SegmentationDataset(val_pairs, task, train=False)
+    sampler = EpochSampler(len(train_set), seed=cfg.seed, rank=rt.rank, world_size=rt.world_size)
+    train = make_loader(train_set, cfg.batch_size, sampler, cfg.num_workers, rt.device)
     # whole images for validation: batch them only when they all have one size
-    val_batch = args.batch_size if len(image_shapes(val_pairs)) == 1 else 1
-    val = make_loader(val_set, val_batch, list(range(rt.rank, len(val_set), rt.world_size)), args.num_workers,
+    val_batch = cfg.batch_size if len(image_shapes(val_pairs)) == 1 else 1
+    val = make_loader(val_set, val_batch, list(range(rt.rank, len(val_set), rt.world_size)), cfg.num_workers,
                       rt.device)
     return Loaders(train, sampler, val)
 
@@ -654,33 +541,33 @@ class Optimisation:
     scaler: torch.amp.GradScaler
 
 
-def make_optimisation(args, model: nn.Module, steps_per_epoch: int, rt: Runtime) -> Optimisation:
+def make_optimisation(cfg: Config, model: nn.Module, steps_per_epoch: int, rt: Runtime) -> Optimisation:
     """A new optimizer and schedule over --epochs epochs of `steps_per_epoch` steps."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    total_steps = args.epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * steps_per_epoch
     scheduler = warmup_cosine(optimizer, total_steps, warmup_steps=max(1, min(500, total_steps // 20)))
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
     return Optimisation(optimizer, scheduler, scaler)
 
 
-def resume_path(args, out_dir: Path, fold: int | None) -> Path | None:
+def resume_path(cfg: Config, out_dir: Path, fold: int | None) -> Path | None:
     """The last.pth this run continues from, or None for a new run.
 
     --resume alone means OUT_DIR/last.pth, --resume PATH that file; either must exist. With --folds each fold
     continues from its own last.pth, and a fold that has none yet starts afresh.
     """
-    if args.resume is None:
+    if cfg.resume is None:
         return None
     if fold is not None:
         path = out_dir / "last.pth"
         return path if path.is_file() else None
-    path = out_dir / "last.pth" if args.resume == "last" else Path(args.resume)
+    path = out_dir / "last.pth" if cfg.resume == "last" else Path(cfg.resume)
     if not path.is_file():
         raise TrainingError(f"--resume: {path} not found")
     return path
 
 
-def restore(args, task: str, model: nn.Module, optim: Optimisation, out_dir: Path, fold: int | None,
+def restore(cfg: Config, task: str, model: nn.Module, optim: Optimisation, out_dir: Path, fold: int | None,
             rt: Runtime) -> dict:
     """Put the run at its starting point: new, resumed (--resume) or fine-tuned (--init-weights).
 
@@ -689,7 +576,7 @@ def restore(args, task: str, model: nn.Module, optim: Optimisation, out_dir: Pat
     """
     state = {"epoch": 0, "best_dice": -1.0, "best_metrics": {}, "history": []}
     model_args = unet.model_args_of(model)
-    resume_from = resume_path(args, out_dir, fold)
+    resume_from = resume_path(cfg, out_dir, fold)
     if resume_from is not None:
         loaded, info = load_matching(resume_from, model_args, "resume with the same model flags")
         if "optimizer" not in info or info.get("task") != task:
@@ -703,17 +590,17 @@ def restore(args, task: str, model: nn.Module, optim: Optimisation, out_dir: Pat
         state["history"] = list(state["history"])
         if rt.main:
             print(f"resuming from {resume_from}: epoch {state['epoch']} done, best Dice {state['best_dice']:.4f}")
-    elif args.init_weights is not None:
-        init, init_info = load_matching(args.init_weights, model_args, "give the same model flags to fine-tune it")
+    elif cfg.init_weights is not None:
+        init, init_info = load_matching(cfg.init_weights, model_args, "give the same model flags to fine-tune it")
         if init_info.get("task") not in (None, task):
-            raise TrainingError(f"{args.init_weights}: a {init_info.get('task')} model, not a {task} model")
+            raise TrainingError(f"{cfg.init_weights}: a {init_info.get('task')} model, not a {task} model")
         model.load_state_dict(init.state_dict())
         if rt.main:
-            print(f"starting from the weights of {args.init_weights} (new optimizer and schedule)")
+            print(f"starting from the weights of {cfg.init_weights} (new optimizer and schedule)")
     return state
 
 
-def train_loop(args, model: nn.Module, data: Loaders, optim: Optimisation, state: dict, out_dir: Path,
+def train_loop(cfg: Config, model: nn.Module, data: Loaders, optim: Optimisation, state: dict, out_dir: Path,
                rt: Runtime, checkpoint: dict, generator: dict | None = None, fold: int | None = None) -> dict:
     """Epochs state["epoch"] + 1 .. --epochs: train, validate, write best/last checkpoints, metrics.csv, curves.
 
@@ -725,20 +612,20 @@ def train_loop(args, model: nn.Module, data: Loaders, optim: Optimisation, state
     if rt.world_size > 1:
         ids = [rt.device.index] if rt.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    loss_fn = SegmentationLoss(args.loss)
+    loss_fn = SegmentationLoss(cfg.loss)
     optimizer, scheduler, scaler = optim.optimizer, optim.scheduler, optim.scaler
 
     tag = f"fold {fold} " if fold is not None else ""
     best_path, last_path = out_dir / f"best_{task}_model.pth", out_dir / "last.pth"
     history = state["history"]
-    for epoch in range(state["epoch"] + 1, args.epochs + 1):
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         start = time.perf_counter()
         data.sampler.set_epoch(epoch)
         # dropout masks depend on (seed, epoch, rank) only, so a resumed run repeats them
-        torch.manual_seed(int(np.random.SeedSequence((args.seed, epoch, rt.rank)).generate_state(1)[0]))
+        torch.manual_seed(int(np.random.SeedSequence((cfg.seed, epoch, rt.rank)).generate_state(1)[0]))
         lr = optimizer.param_groups[0]["lr"]
         train = train_one_epoch(net, data.train, loss_fn, optimizer, scheduler, scaler, rt,
-                                desc=f"{tag}epoch {epoch}/{args.epochs}")
+                                desc=f"{tag}epoch {epoch}/{cfg.epochs}")
         if rt.world_size > 1:  # evaluate every shard with rank 0's batch-norm statistics
             for buf in model.buffers():
                 dist.broadcast(buf, 0)
@@ -761,7 +648,7 @@ def train_loop(args, model: nn.Module, data: Loaders, optim: Optimisation, state
                 "generator": generator or {}})
             tiffio.write_csv(out_dir / "metrics.csv", history, CSV_COLUMNS)
             plot_curves(out_dir / "curves.png", history, f"{task} U-Net{' ' + tag.strip() if tag else ''}")
-            print(f"{tag}epoch {epoch}/{args.epochs}  train loss {train['loss']:.4f}  val loss {val['loss']:.4f}  "
+            print(f"{tag}epoch {epoch}/{cfg.epochs}  train loss {train['loss']:.4f}  val loss {val['loss']:.4f}  "
                   f"Dice {val['dice']:.4f}  IoU {val['iou']:.4f}  precision {val['precision']:.4f}  "
                   f"recall {val['recall']:.4f}  {row['seconds']:.0f}s{'  *best' if improved else ''}", flush=True)
     if rt.main and history:
@@ -772,7 +659,7 @@ def train_loop(args, model: nn.Module, data: Loaders, optim: Optimisation, state
     return {"best": state["best_metrics"], "history": history, "last": final}
 
 
-def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_size_um,
+def fit(cfg: Config, task, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_size_um,
         generator: dict | None = None, fold: int | None = None) -> dict:
     """Train on train_pairs, validate on val_pairs each epoch, write checkpoints to out_dir; returns the summary.
 
@@ -780,13 +667,13 @@ def fit(args, preset, train_pairs, val_pairs, out_dir: Path, rt: Runtime, pixel_
     Summary: {"best": metrics of the best epoch, "last": metrics of the final epoch, "history": rows}.
     """
     out_dir = Path(out_dir)
-    model = setup_model(args, preset, rt)
-    data = make_loaders(args, preset, train_pairs, val_pairs, rt)
-    optim = make_optimisation(args, model, len(data.train), rt)
-    state = restore(args, preset.task, model, optim, out_dir, fold, rt)
-    checkpoint = dict(task=preset.task, normalization=preset.normalization, pixel_size_um=pixel_size_um,
-                      train_args=vars(args))
-    return train_loop(args, model, data, optim, state, out_dir, rt, checkpoint, generator, fold)
+    model = setup_model(cfg, task, rt)
+    data = make_loaders(cfg, task, train_pairs, val_pairs, rt)
+    optim = make_optimisation(cfg, model, len(data.train), rt)
+    state = restore(cfg, task.name, model, optim, out_dir, fold, rt)
+    checkpoint = dict(task=task.name, normalization=task.normalization, pixel_size_um=pixel_size_um,
+                      train_args=cfg.record())
+    return train_loop(cfg, model, data, optim, state, out_dir, rt, checkpoint, generator, fold)
 
 
 def kfold_splits(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -810,8 +697,8 @@ def summarize_folds(rows: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------- command line
 
 def get_args_parser(preset_name: str, description: str | None = None) -> argparse.ArgumentParser:
-    """The command line shared by both training scripts; `preset_name` sets the task defaults."""
-    preset = PRESETS[preset_name]()
+    """The command line shared by both training scripts; `preset_name` (a tasks.TASKS key) sets the task defaults."""
+    task = tasks.TASKS[preset_name]
     parser = argparse.ArgumentParser(description=description, formatter_class=cli.HelpFormatter)
     parser.set_defaults(preset=preset_name)
     data = parser.add_argument_group("data")
@@ -836,7 +723,7 @@ def get_args_parser(preset_name: str, description: str | None = None) -> argpars
                        help="samples per step and per process")
     train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW (warm-up, then cosine)")
     train.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    train.add_argument("--loss", choices=LOSSES, default=preset.default_loss,
+    train.add_argument("--loss", choices=LOSSES, default=task.loss,
                        help="bce+cldice adds the skeleton-aware clDice term for thin filaments")
     train.add_argument("--crop-size", type=int, default=256,
                        help="random square training crops in px (0: whole images, which must share one size); "
@@ -866,29 +753,29 @@ def get_args_parser(preset_name: str, description: str | None = None) -> argpars
     return parser
 
 
-def resolve_folders(args) -> dict[str, Path | None]:
+def resolve_folders(cfg: Config) -> dict[str, Path | None]:
     """The four data folders from --data-dir and/or the explicit flags."""
     folders = {}
     for split in ("train", "val"):
         for kind in ("img", "mask"):
             key = f"{split}_{kind}_dir"
-            value = getattr(args, key)
-            if value is None and args.data_dir is not None:
-                value = args.data_dir / split / kind
+            value = getattr(cfg, key)
+            if value is None and cfg.data_dir is not None:
+                value = cfg.data_dir / split / kind
             folders[key] = value
-    needed = [k for k in folders if k.startswith("train") or not args.folds]
+    needed = [k for k in folders if k.startswith("train") or not cfg.folds]
     missing = [f"--{k.replace('_', '-')}" for k in needed if folders[k] is None]
     if missing:
         raise TrainingError(f"missing {', '.join(missing)}; give --data-dir DATA or all of them")
     return folders
 
 
-def resolve_pixel_size(args, generator: dict) -> float | None:
+def resolve_pixel_size(cfg: Config, generator: dict) -> float | None:
     """--pixel-size, else generator.json's pixel_size_um, else None (with a warning)."""
-    if args.pixel_size is not None:
-        if args.pixel_size <= 0:
-            raise TrainingError(f"--pixel-size {args.pixel_size}: must be > 0 (um per pixel)")
-        return float(args.pixel_size)
+    if cfg.pixel_size is not None:
+        if cfg.pixel_size <= 0:
+            raise TrainingError(f"--pixel-size {cfg.pixel_size}: must be > 0 (um per pixel)")
+        return float(cfg.pixel_size)
     if generator.get("pixel_size_um") is not None:
         return float(generator["pixel_size_um"])
     print("warning: no pixel size (no generator.json with pixel_size_um, no --pixel-size); the checkpoint "
@@ -896,21 +783,21 @@ def resolve_pixel_size(args, generator: dict) -> float | None:
     return None
 
 
-def check_args(args) -> None:
+def check_args(cfg: Config) -> None:
     """Reject values that would fail later or silently do nothing."""
     for name in ("epochs", "batch_size", "base_channels", "depth"):
-        if getattr(args, name) < 1:
-            raise TrainingError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
-    if args.crop_size < 0 or args.num_workers < 0 or args.lr <= 0:
+        if getattr(cfg, name) < 1:
+            raise TrainingError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
+    if cfg.crop_size < 0 or cfg.num_workers < 0 or cfg.lr <= 0:
         raise TrainingError("--crop-size and --num-workers must be >= 0 and --lr > 0")
-    if args.folds == 1 or args.folds < 0:
-        raise TrainingError(f"--folds {args.folds}: use 0 (off) or K >= 2")
-    if args.resume is not None and args.init_weights is not None:
+    if cfg.folds == 1 or cfg.folds < 0:
+        raise TrainingError(f"--folds {cfg.folds}: use 0 (off) or K >= 2")
+    if cfg.resume is not None and cfg.init_weights is not None:
         raise TrainingError("--resume and --init-weights exclude each other: --resume continues a run, "
                             "--init-weights starts a new one from a model's weights")
-    if args.init_weights is not None and not args.init_weights.is_file():
-        raise TrainingError(f"--init-weights: {args.init_weights} not found")
-    if args.folds and args.resume not in (None, "last"):
+    if cfg.init_weights is not None and not cfg.init_weights.is_file():
+        raise TrainingError(f"--init-weights: {cfg.init_weights} not found")
+    if cfg.folds and cfg.resume not in (None, "last"):
         raise TrainingError("with --folds, use --resume alone: each fold resumes from its own last.pth")
 
 
@@ -925,14 +812,14 @@ def earlier_run(out_dir: Path) -> list[Path]:
             if p.is_file() and (p.name in RUN_FILES or (p.name.startswith("best_") and p.suffix == ".pth"))]
 
 
-def check_output_dir(args) -> None:
+def check_output_dir(cfg: Config) -> None:
     """Refuse, before any work, to replace an earlier run's models unless --resume or --overwrite says so, and an
     --output-dir that is a file or cannot be written."""
-    out = Path(args.output_dir)
+    out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise TrainingError(f"--output-dir {out}: is a file; give a folder for the checkpoints")
     found = earlier_run(out)
-    if found and args.resume is None and not args.overwrite:
+    if found and cfg.resume is None and not cfg.overwrite:
         names = ", ".join(str(p.relative_to(out)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
         raise TrainingError(f"--output-dir {out}: holds an earlier run ({names}); pass --resume to continue it, "
                             "--overwrite to replace it, or another --output-dir")
@@ -940,63 +827,62 @@ def check_output_dir(args) -> None:
     if not base.is_dir():
         raise TrainingError(f"--output-dir {out}: {base} is a file, not a folder")
     try:
-        probe = base / f".write-test{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        tiffio.check_writable(base)
     except OSError as err:
         raise TrainingError(f"--output-dir {out}: cannot write there ({err.strerror or type(err).__name__})") from None
 
 
-def run(args, rt: Runtime) -> int:
+def run(cfg: Config, rt: Runtime) -> int:
     """Check data, then train once or K times (k-fold); returns the exit code."""
-    preset = PRESETS[args.preset]()
-    check_output_dir(args)  # every rank: nothing is written before all of them have looked
-    folders = resolve_folders(args)
-    generator = read_generator_info(*[p for p in (args.data_dir, folders["train_img_dir"].parent.parent) if p])
-    pixel_size = resolve_pixel_size(args, generator) if rt.main else args.pixel_size or generator.get("pixel_size_um")
+    task = tasks.TASKS[cfg.preset]
+    check_output_dir(cfg)  # every rank: nothing is written before all of them have looked
+    folders = resolve_folders(cfg)
+    generator = read_generator_info(*[p for p in (cfg.data_dir, folders["train_img_dir"].parent.parent) if p])
+    pixel_size = resolve_pixel_size(cfg, generator) if rt.main else cfg.pixel_size or generator.get("pixel_size_um")
     train_pairs = find_pairs(folders["train_img_dir"], folders["train_mask_dir"], show=rt.main)
-    if args.crop_size == 0 and len(image_shapes(train_pairs)) > 1:
+    if cfg.crop_size == 0 and len(image_shapes(train_pairs)) > 1:
         raise TrainingError("training images differ in size; give --crop-size so they can be batched")
     if rt.main:
         print(rt.describe())
-        if rt.device.type == "cpu" and rt.amp_dtype is None and args.precision == "auto":
+        if rt.device.type == "cpu" and rt.amp_dtype is None and cfg.precision == "auto":
             print("precision: fp32 (this CPU has no native bf16; --precision bf16 would only emulate it)")
 
-    if not args.folds:
+    if not cfg.folds:
         val_pairs = find_pairs(folders["val_img_dir"], folders["val_mask_dir"], show=rt.main)
         if rt.main:
-            print(f"{len(train_pairs)} training and {len(val_pairs)} validation images, task {preset.task}, "
-                  f"loss {args.loss}, normalisation {preset.normalization}, pixel size {pixel_size} um")
-        fit(args, preset, train_pairs, val_pairs, args.output_dir, rt, pixel_size, generator)
+            print(f"{len(train_pairs)} training and {len(val_pairs)} validation images, task {task.name}, "
+                  f"loss {cfg.loss}, normalisation {task.normalization}, pixel size {pixel_size} um")
+        fit(cfg, task, train_pairs, val_pairs, cfg.output_dir, rt, pixel_size, generator)
         return 0
 
     rows = []
-    for k, (tr, ho) in enumerate(kfold_splits(len(train_pairs), args.folds, args.seed), start=1):
-        fold_dir = args.output_dir / f"fold{k}"
+    for k, (tr, ho) in enumerate(kfold_splits(len(train_pairs), cfg.folds, cfg.seed), start=1):
+        fold_dir = cfg.output_dir / f"fold{k}"
         if rt.main:
-            print(f"fold {k}/{args.folds}: {len(tr)} training, {len(ho)} held-out images -> {fold_dir}")
-        summary = fit(args, preset, [train_pairs[i] for i in tr], [train_pairs[i] for i in ho], fold_dir, rt,
+            print(f"fold {k}/{cfg.folds}: {len(tr)} training, {len(ho)} held-out images -> {fold_dir}")
+        summary = fit(cfg, task, [train_pairs[i] for i in tr], [train_pairs[i] for i in ho], fold_dir, rt,
                       pixel_size, generator, fold=k)
         rows.append({"fold": k, **summary["last"]})
     table = summarize_folds(rows)
     if rt.main:
-        tiffio.write_csv(args.output_dir / "folds.csv", table, ("fold", "epoch") + METRIC_KEYS)
+        tiffio.write_csv(cfg.output_dir / "folds.csv", table, ("fold", "epoch") + METRIC_KEYS)
         mean, std = table[-2], table[-1]
-        print(f"{args.folds}-fold cross-validation (final epoch of each fold, mean +- std over folds): " + "  ".join(
-            f"{k} {mean[k]:.4f} +- {std[k]:.4f}" for k in METRIC_KEYS) + f"  -> {args.output_dir / 'folds.csv'}")
+        print(f"{cfg.folds}-fold cross-validation (final epoch of each fold, mean +- std over folds): " + "  ".join(
+            f"{k} {mean[k]:.4f} +- {std[k]:.4f}" for k in METRIC_KEYS) + f"  -> {cfg.output_dir / 'folds.csv'}")
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
     """Print the arguments, set up device/DDP, train; one-line error and exit code 2 on bad input."""
     rank = int(os.environ.get("RANK", "0"))
+    cfg = Config.from_args(args)
     if rank == 0:
-        print("arguments:\n" + "\n".join(f"  {k:<16} {v}" for k, v in sorted(vars(args).items())), flush=True)
+        print("arguments:\n" + "\n".join(f"  {k:<16} {v}" for k, v in sorted(cfg.record().items())), flush=True)
     rt = None
     try:
-        check_args(args)
-        rt = setup_runtime(args.device, args.precision)
-        return run(args, rt)
+        check_args(cfg)
+        rt = setup_runtime(cfg.device, cfg.precision)
+        return run(cfg, rt)
     except (DatasetError, TrainingError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,10 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from normalization import ORIGINAL_NORMALIZATION
+import tasks
 
 CHECKPOINT_FORMAT = "synseg-unet/1"
-TASKS = ("vesicle", "cytoskeleton")
 
 
 class ConvBlock(nn.Sequential):
@@ -203,8 +202,8 @@ def save_checkpoint(path, model: nn.Module, *, task: str, normalization: dict,
                     pixel_size_um: float | None = None, train_args: dict | None = None,
                     metrics: dict | None = None, extra: dict | None = None) -> None:
     """Write weights plus everything needed to use them, atomically (temp file, then rename)."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task not in tasks.TASKS:
+        raise ValueError(f"task must be one of {tuple(tasks.TASKS)}, got {task!r}")
     net = getattr(model, "module", model)  # unwrap DDP
     ckpt = {
         "format": CHECKPOINT_FORMAT,
@@ -303,8 +302,8 @@ def load_model(path, device: torch.device | str = "cpu") -> tuple[UNet, dict]:
             model_args = infer_model_args(state)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
-        task = "cytoskeleton" if model_args["first_kernel"] == 5 else "vesicle"
-        info = {"format": "original-synseg", "task": task, "normalization": ORIGINAL_NORMALIZATION[task],
+        task = tasks.for_original_weights(model_args["first_kernel"])
+        info = {"format": "original-synseg", "task": task.name, "normalization": task.original_normalization,
                 "pixel_size_um": None, "model_args": model_args, "train_args": {}, "metrics": {}}
     else:
         raise ValueError(f"{path}: a dict without 'state_dict'/'model_args' that is not a state dict either")

@@ -57,7 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-speed", action="store_true", help="leave out the original-vs-ours speed test")
     p.add_argument("--skip-onnx", action="store_true", help="leave out ONNX Runtime vs PyTorch")
     p.add_argument("--onnx-tile", type=int, default=0,
-                   help="tile edge in px for ONNX Runtime vs PyTorch; 0: predict.auto_tile_size on the CPU")
+                   help="tile edge in px for ONNX Runtime vs PyTorch; 0: tiling.auto_tile_size on the CPU")
     p.add_argument("--work-dir", type=Path, default=None, help="folder for the test files (default: a temp folder)")
     p.add_argument("--seed", type=int, default=0, help="seed for the images and weights")
     return p
@@ -124,10 +124,10 @@ def original_segment(model, src: Path, dst: Path, device, tile: int = 1024, over
 
 def our_pixels(shape: tuple[int, int], tile: int, overlap: int, align: int) -> int:
     """Pixels our tiler sends through the network for one plane."""
-    import predict
+    import tiling
 
-    th, ys = predict.tile_layout(-(-shape[0] // align) * align, tile, overlap, align)
-    tw, xs = predict.tile_layout(-(-shape[1] // align) * align, tile, overlap, align)
+    th, ys = tiling.tile_layout(-(-shape[0] // align) * align, tile, overlap, align)
+    tw, xs = tiling.tile_layout(-(-shape[1] // align) * align, tile, overlap, align)
     return th * tw * len(ys) * len(xs)
 
 
@@ -141,8 +141,8 @@ def speed(args, work: Path) -> None:
     import tifffile
     import torch
 
-    import predict
     import SynSeg_Cytoskeleton
+    import tiling
     import unet
 
     if args.threads:
@@ -155,7 +155,7 @@ def speed(args, work: Path) -> None:
     model, info = unet.load_model(weights, device)  # the unchanged network, BN and all, as the original ran it
     ours_args = SynSeg_Cytoskeleton.get_args_parser().parse_args(
         ["-i", str(src), "-o", str(work / "ours"), "-m", str(weights), "--overwrite", "--device", args.device])
-    overlap = predict.default_overlap(info["model_args"])
+    overlap = tiling.default_overlap(info["model_args"])
     mp = args.size * args.size / 1e6
     print(f"speed: {args.size}x{args.size} uint16, network base {args.base} depth 3 k5, device {device}, "
           f"torch threads {torch.get_num_threads()}, load before {load()}", flush=True)
@@ -176,7 +176,7 @@ def speed(args, work: Path) -> None:
         print(f"  round {r + 1}: original {times['original'][-1]:.1f} s ({cpu['original'][-1]:.0f} CPU s), "
               f"ours {times['ours'][-1]:.1f} s ({cpu['ours'][-1]:.0f} CPU s), load {load()}", flush=True)
     half = device.type == "cpu" and unet.autocast_dtype(device, "auto") is not None  # as predict.Segmenter
-    tile = ours_args.tile_size or predict.auto_tile_size(info["model_args"], device.type, half=half)
+    tile = ours_args.tile_size or tiling.auto_tile_size(info["model_args"], device.type, half=half)
     ours_pixels = our_pixels((args.size, args.size), tile, overlap, 8)
     best = {k: min(v) for k, v in times.items()}
     best_cpu = {k: min(v) for k, v in cpu.items()}
@@ -205,7 +205,7 @@ def onnx_vs_torch(args, work: Path) -> None:
     import torch
 
     import export_model
-    import predict
+    import tiling
     import unet
 
     if args.threads:
@@ -214,7 +214,7 @@ def onnx_vs_torch(args, work: Path) -> None:
     model = unet.build_model(base_channels=args.base, depth=3, first_kernel=5).eval()
     cpu = torch.device("cpu")
     amp = unet.autocast_dtype(cpu, "auto")
-    tile = args.onnx_tile or predict.auto_tile_size(model.model_args, "cpu", half=amp is not None)
+    tile = args.onnx_tile or tiling.auto_tile_size(model.model_args, "cpu", half=amp is not None)
     path = work / f"cyto_base{args.base}.onnx"
     export_model.export_onnx(model, torch.zeros(1, 1, 17, 19), path)  # odd example: padding stays in the graph
     options = onnxruntime.SessionOptions()
@@ -223,7 +223,7 @@ def onnx_vs_torch(args, work: Path) -> None:
     # ONNX Runtime's threads spin after each run by default, stealing the cores from the PyTorch run that follows
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    net = predict.prepare_model(model, cpu, channels_last=amp is not None)  # as predict.Segmenter on the CPU
+    net = tiling.prepare_model(model, cpu, channels_last=amp is not None)  # as predict.Segmenter on the CPU
     x = np.random.default_rng(args.seed).normal(size=(1, 1, tile, tile)).astype(np.float32)
     xt = torch.from_numpy(x)
 
@@ -237,7 +237,7 @@ def onnx_vs_torch(args, work: Path) -> None:
     ort = "onnxruntime fp32"
     runs[ort] = lambda: session.run(None, {"input": x})[0]
     print(f"onnx: {tile}x{tile} tile, network base {args.base} depth 3 k5, threads {torch.get_num_threads()}; "
-          f"pytorch {torch.__version__.split('+')[0]} with BN folded (predict.prepare_model), onnxruntime "
+          f"pytorch {torch.__version__.split('+')[0]} with BN folded (tiling.prepare_model), onnxruntime "
           f"{onnxruntime.__version__} CPUExecutionProvider, opset {export_model.ONNX_OPSET}; "
           f"CPU flags: {cpu_flags()}; load before {load()}", flush=True)
     outputs = {name: run() for name, run in runs.items()}  # warm-up, and the outputs to compare

@@ -175,10 +175,11 @@ def bench_step(base: int, size: int, batch: int, args, device) -> list[tuple[str
 
 def bench_loader(preset_name: str, folder: Path, args, device) -> float:
     """Images/s the real training DataLoader delivers for one preset over generated images."""
+    import tasks
     import training
 
     pairs = training.find_pairs(folder / "img", folder / "mask", show=False)
-    ds = training.SegmentationDataset(pairs, training.PRESETS[preset_name](), train=True,
+    ds = training.SegmentationDataset(pairs, tasks.TASKS[preset_name], train=True,
                                       crop_size=args.crop_size, seed=args.seed)
     sampler = training.EpochSampler(len(ds), seed=args.seed)
     loader = training.make_loader(ds, args.batch_size, sampler, args.num_workers, device)

@@ -43,9 +43,9 @@ import cli  # noqa: E402
 import evaluate  # noqa: E402
 import metrics  # noqa: E402
 import tiffio  # noqa: E402
+from tasks import TASKS  # noqa: E402
 
-SCRIPTS = {"vesicle": ("SynSeg_Vesicle.py", "models/vesicle.pth"),
-           "cytoskeleton": ("SynSeg_Cytoskeleton.py", "models/cytoskeleton.pth")}
+SCRIPTS = {t.name: (t.script, t.model) for t in TASKS.values()}  # task -> (segmentation script, shipped model)
 FILAMENT_EXAMPLES = ("Celegans_epithelia", "actin")  # every other example image is spot-like
 LOG_SPOTS = dict(min_sigma=1.0, max_sigma=4.0, num_sigma=7, threshold=0.2)  # diffraction-limited spots
 SPOT_PEERS = ("LoG 0.2", "LoG 0.1", "Big-FISH")

@@ -1,4 +1,4 @@
-"""Bad input and interrupted batches, tried as a new user would (issue 14).
+"""Bad input and interrupted batches, tried as a new user would.
 
 Every case checks four things: the exit code; one line on stderr that names the file (or flag) and the
 problem; no traceback; and that nothing already written was lost or changed. Most cases call main(args)
@@ -16,8 +16,8 @@ import pytest
 import tifffile
 import torch
 
+import batch
 import evaluate
-import predict
 import SynSeg_Cytoskeleton
 import SynSeg_Vesicle
 import tiffio
@@ -272,7 +272,7 @@ def test_interrupted_batch_kill9_then_rerun_gives_the_tables_of_an_uninterrupted
         expected = (tmp_path / "ref" / table).read_text().replace(str(tmp_path / "ref"), str(out))
         assert (out / table).read_text() == expected, table
     assert len(rows(out / "summary.csv")) == 24
-    assert not (out / predict.RECORDS).exists()  # the per-file records are folded into the tables
+    assert not (out / batch.RECORDS).exists()  # the per-file records are folded into the tables
 
 
 def _default_sigint():

@@ -67,11 +67,12 @@ def test_a_file_is_refused(tmp_path):
 def test_output_dir_dot_in_a_checkout_is_refused_and_nothing_deleted(tmp_path):
     """`demo.py --output-dir .` from a checkout: one line, exit 2, every file still there.
 
-    Run in a copy of the checkout's shape (demo.py, cli.py, placeholder models), so a bug cannot touch the real one.
+    Run in a copy of the checkout's shape (demo.py and the modules it imports, placeholder models), so a bug
+    cannot touch the real one.
     """
     checkout = tmp_path / "checkout"
     (checkout / "models").mkdir(parents=True)
-    for name in ("demo.py", "cli.py"):
+    for name in ("demo.py", "cli.py", "tasks.py", "augment.py", "postprocess.py"):
         shutil.copy(ROOT / name, checkout / name)
     for model in ("vesicle.pth", "cytoskeleton.pth"):
         (checkout / "models" / model).write_bytes(b"placeholder")

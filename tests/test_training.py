@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+import augment
+import normalization
+import tasks
 import tiffio
 import train_cytoskeleton_seg
 import train_vesicle_seg
 import training
-import normalization
 import unet
 from metrics import pixel_scores
 from tests.conftest import ROOT
@@ -106,7 +108,7 @@ def test_the_two_scripts_share_every_flag_and_differ_only_in_preset():
     assert [a.option_strings for a in ves._actions] == [a.option_strings for a in cyto._actions]
     a, b = vars(ves.parse_args([])), vars(cyto.parse_args([]))
     assert {k for k in a if a[k] != b[k]} == {"preset"}
-    assert training.PRESETS[a["preset"]]().first_kernel == 3 and training.PRESETS[b["preset"]]().first_kernel == 5
+    assert tasks.TASKS[a["preset"]].first_kernel == 3 and tasks.TASKS[b["preset"]].first_kernel == 5
 
 
 class _Stop(Exception):
@@ -240,8 +242,8 @@ def test_vesicle_normalisation_and_trained_model_ignore_global_brightness(tmp_pa
 def test_augmented_sample_depends_on_seed_epoch_index_only(tmp_path):
     data = make_dataset(tmp_path / "data", n_train=4, size=40)
     pairs = training.find_pairs(data / "train" / "img", data / "train" / "mask")
-    for preset in (training.VesiclePreset(), training.CytoskeletonPreset()):
-        ds = training.SegmentationDataset(pairs, preset, train=True, crop_size=24, seed=3)
+    for task in tasks.TASKS.values():
+        ds = training.SegmentationDataset(pairs, task, train=True, crop_size=24, seed=3)
         a, b, c = ds[(2, 5)], ds[(2, 5)], ds[(2, 6)]
         assert a[0].shape == (1, 24, 24) and a[1].shape == (1, 24, 24)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
@@ -259,27 +261,27 @@ def test_spatial_augmentations_keep_image_and_mask_aligned_and_binary():
     rng = np.random.default_rng(0)
     _, mask = blob_pair(rng, size=64)
     image = mask.astype(np.float32) * 10
-    preset = training.CytoskeletonPreset(p_elastic=1.0)
+    preset = augment.FilamentAugmentation(p_elastic=1.0)
     for k in range(10):
         x, m = preset.spatial(image, mask, np.random.default_rng(k))
         assert set(np.unique(m)) <= {0, 1} and m.sum() > 0
         assert pixel_scores(x > 5, m)["iou"] > 0.8
-    x, m = training.random_crop(image, mask, 80, rng)  # larger than the image: mirrored padding
+    x, m = augment.random_crop(image, mask, 80, rng)  # larger than the image: mirrored padding
     assert x.shape == m.shape == (80, 80) and np.array_equal(x > 5, m > 0)
 
 
 def test_vesicle_intensity_spans_orders_of_magnitude_and_cytoskeleton_stays_in_range():
     image = np.full((16, 16), 1000, np.uint16)
     image[4:8, 4:8] = 5000
-    vesicle = training.VesiclePreset(p_redigitize=0.0, p_square=0.0)
+    vesicle = augment.BlobAugmentation(p_redigitize=0.0, p_square=0.0)
     maxima = [vesicle.intensity(image, np.random.default_rng(k)).max() for k in range(200)]
     assert min(maxima) < 5000 * 0.05 and max(maxima) > 5000 * 20
-    recorded = training.VesiclePreset(p_redigitize=1.0, p_square=0.0)
+    recorded = augment.BlobAugmentation(p_redigitize=1.0, p_square=0.0)
     for k in range(50):
         x = recorded.intensity(image, np.random.default_rng(k))
         assert np.array_equal(x, np.rint(x)) and 0 <= x.min() and x.max() <= 65535
         assert x.max() >= 40  # never rounded away: the bright level lands at >= 50 counts
-    cyto = training.CytoskeletonPreset(p_clahe=1.0, p_contrast=1.0)
+    cyto = augment.FilamentAugmentation(p_clahe=1.0, p_contrast=1.0)
     for k in range(20):
         x = cyto.intensity(image, np.random.default_rng(k))
         assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0

@@ -1,0 +1,622 @@
+"""Batches: the command line of both segmentation scripts, the plan of inputs and outputs, the tables, the loop.
+
+    python SynSeg_Vesicle.py -i images/ -o masks/ --save-prob --overlay --object-csv
+
+SynSeg_Vesicle.py and SynSeg_Cytoskeleton.py are `run(args, TASK)`; the task's record (tasks.py) sets the
+defaults and which flags exist, and predict.Segmenter does each file.
+
+A batch is safe to interrupt (Ctrl-C, kill -9, a crash) and to run again: outputs, tables already in the
+output folder and its writability are checked before any work; each file's table rows are recorded
+(OUT/.synseg-rows/) before its mask is written, and the mask, written last, marks the file done; the
+tables are rebuilt from the earlier tables and the records at the end (class Tables), so a rerun of the
+same command skips the finished files and leaves summary.csv and objects.csv as an uninterrupted run
+would. Every file is written under a temporary name and renamed, never half-written.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import cli
+import postprocess
+import predict
+import tasks
+import tiffio
+from predict import log
+
+ROOT = Path(__file__).resolve().parent
+OVERLAY_WORDS = {"outline": "outlined", "fill": "tinted"}  # for the --overlay help
+
+
+# --------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class Tracking:
+    """--track settings: how far and how long a track may jump (tracking.link)."""
+
+    search_range: float | None = None  # px; None: tracking.default_search_range
+    memory: int = 1  # frames in a row an object may go undetected and keep its track
+    frame_interval: float | None = None  # s, overriding the file's tags
+
+
+@dataclass(frozen=True)
+class Config:
+    """One batch: inputs, outputs, model and device, the tables asked for, and the per-file Options."""
+
+    input: Path
+    output: Path
+    model: Path
+    options: predict.Options = field(default_factory=predict.Options)
+    pattern: str = "*.tif*"
+    recursive: bool = False
+    overwrite: bool = False
+    dry_run: bool = False
+    any_task: bool = False
+    device: str = "auto"
+    threads: int | None = None
+    object_csv: bool = False
+    tracking: Tracking | None = None  # None: no tracking
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Config:
+        """The batch from the parsed command line of get_args_parser (checked by check_args)."""
+        tracking = Tracking(args.search_range, args.track_memory, args.frame_interval) if args.track else None
+        return cls(input=args.input, output=args.output, model=args.model, options=predict.Options.from_args(args),
+                   pattern=args.pattern, recursive=args.recursive, overwrite=args.overwrite, dry_run=args.dry_run,
+                   any_task=args.any_task, device=args.device, threads=args.threads, object_csv=args.object_csv,
+                   tracking=tracking)
+
+
+# --------------------------------------------------------------------------- files
+
+def find_inputs(spec: Path, pattern: str, recursive: bool) -> list[Path]:
+    """Input files from a file, a folder (pattern, optionally recursive) or a glob."""
+    text = str(spec)
+    if spec.is_file():
+        return [spec]
+    if spec.is_dir():
+        found = spec.rglob(pattern) if recursive else spec.glob(pattern)
+        # hidden names are never inputs: partial files of an interrupted write, the batch records (RECORDS)
+        return sorted(p for p in found if p.is_file() and not any(part.startswith(".")
+                                                                   for part in p.relative_to(spec).parts))
+    if any(ch in text for ch in "*?["):
+        return sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+    return []
+
+
+def output_paths(inputs: list[Path], spec: Path, out: Path) -> list[Path]:
+    """Mask path for each input: OUT/<relative folder>/NAME_mask.tif; -o may name the file for one input."""
+    if len(inputs) == 1 and spec.is_file() and out.suffix.lower() in (".tif", ".tiff"):
+        return [out]
+    base = spec if spec.is_dir() else None
+    paths = []
+    for p in inputs:
+        rel = p.parent.relative_to(base) if base is not None else Path()
+        stem = p.name.split(".")[0] if p.name.lower().endswith((".ome.tif", ".ome.tiff")) else p.stem
+        paths.append(out / rel / f"{stem}_mask.tif")
+    return paths
+
+
+def plan(cfg: Config) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(input, mask path) pairs to consider, and notes about inputs left out."""
+    inputs = find_inputs(cfg.input, cfg.pattern, cfg.recursive)
+    notes = []
+    if cfg.input.is_dir():  # leave out earlier outputs: anything in a separate output subfolder, NAME_mask.tif...
+        in_root, out_root = cfg.input.resolve(), cfg.output.resolve()
+        names = {(p.parent, p.stem) for p in inputs}
+        kept = []
+        for p in inputs:
+            inside = out_root != in_root and out_root in p.resolve().parents
+            derived = any(p.stem.endswith(s) and (p.parent, p.stem[:-len(s)]) in names for s in predict.OUTPUT_SUFFIXES)
+            if inside or derived:
+                notes.append(f"{p}: looks like an output of this script; left out")
+            else:
+                kept.append(p)
+        inputs = kept
+    pairs = list(zip(inputs, output_paths(inputs, cfg.input, cfg.output)))
+    return pairs, notes
+
+
+def output_problem(cfg: Config, pairs: list[tuple[Path, Path]]) -> str | None:
+    """Why the outputs cannot be written (an existing file where a folder goes, a folder that cannot be
+    created or written), or None. Creates the output folder; checked before any image is read."""
+    one_file = len(pairs) == 1 and pairs[0][1] == cfg.output  # -o names the mask of the one input
+    if cfg.output.is_dir() and one_file:
+        return f"-o {cfg.output}: is a folder, not a mask file; give the folder without the .tif name"
+    folder = cfg.output.parent if one_file else cfg.output
+    if cfg.output.exists() and not one_file and not cfg.output.is_dir():
+        return (f"-o {cfg.output}: is a file; give a folder for the masks and summary.csv"
+                + (" (or, for one input file, a NAME.tif mask path)" if len(pairs) == 1 else ""))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tiffio.check_writable(folder)
+    except OSError as err:
+        return f"-o {cfg.output}: cannot write there ({err.strerror or type(err).__name__})"
+    return None
+
+
+# --------------------------------------------------------------------------- tracks
+
+TRACK_FIELDS = ("file", "track_id", "frame", "y", "x", "area", "intensity")
+
+
+def track_objects(row: dict, objects: list[dict], settings: Tracking) -> tuple[list[dict], list[dict]]:
+    """(tracks.csv rows, track_summary.csv rows) of one segmented file: its objects linked frame to frame.
+
+    A detection is an object's sub-pixel centre (spots.measure_spots; the plain centroid where that is
+    missing), area (px) and background-subtracted integrated intensity. Only a time-lapse (axes T, Y, X)
+    is linked; anything else is logged and gives no tracks.
+    """
+    import tracking
+
+    if row["axes"] != "TYX":
+        log(f"{row['file']}: --track needs a TYX time-lapse, this is {row['axes']}; no tracks")
+        return [], []
+    px = float(row["pixel_size_um"]) if row["pixel_size_um"] else None
+    interval = settings.frame_interval or row.get("frame_interval_s")
+    search = settings.search_range or tracking.default_search_range(px, interval)
+    detections = [{"frame": o["plane"], "y": o["y"] if o.get("y") != "" else o["centroid_y"],
+                   "x": o["x"] if o.get("x") != "" else o["centroid_x"], "area": o["area_px"],
+                   "intensity": o.get("integrated_intensity", "")} for o in objects]
+    linked = tracking.link(detections, search, memory=settings.memory)
+    table = tracking.track_summary(linked, px, interval)
+    for r in linked + table:
+        r["file"] = row["file"]
+    log(f"{row['file']}: {len(table)} track(s) from {len(linked)} detection(s), search range {search:.3g} px"
+        f"{'' if interval else ' (frame interval unknown: speeds in px/frame only)'}")
+    return linked, table
+
+
+# --------------------------------------------------------------------------- batch tables
+
+RECORDS = ".synseg-rows"  # folder beside summary.csv: each finished file's rows, until the tables hold them
+RECORD_FORMAT = "synseg-rows/1"
+
+
+def _json_value(value):
+    """json.dumps fallback for numpy scalars in table rows."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not a table value")
+
+
+def _cell(value, fmt: str | None) -> str:
+    """A value as tiffio.write_csv writes it."""
+    if value is None:
+        return ""
+    if fmt and isinstance(value, float):
+        return fmt.format(value)
+    return str(value)
+
+
+class Tables:
+    """The CSV tables of a batch (summary.csv; objects.csv, tracks.csv, track_summary.csv when asked for), exact
+    whatever interrupts the run.
+
+    Every file's rows go to a record of their own, RECORDS/<mask path>.json, written atomically just before its
+    mask: a mask that exists has its rows recorded. `finish` rebuilds each table from the earlier table and the
+    records (files outside this batch first, in their earlier order, then the batch in input order), writes the
+    tables atomically and only then removes the records. So a batch killed at any moment and run again leaves
+    the same tables as one that was never interrupted, and no table or mask is ever half-written.
+    """
+
+    def __init__(self, folder: Path, columns: dict[str, tuple], formats: dict[str, str | None], task):
+        """task: the tasks.Task whose results these tables hold."""
+        self.folder, self.columns, self.formats, self.task = Path(folder), columns, formats, task
+
+    def record_path(self, mask: Path) -> Path:
+        """Where the rows of the file whose mask is `mask` are recorded."""
+        try:
+            rel = Path(mask).resolve().relative_to(self.folder.resolve())
+        except ValueError:
+            rel = Path(Path(mask).name)
+        return self.folder / RECORDS / rel.with_name(rel.name + ".json")
+
+    def write_record(self, src: Path, mask: Path, rows: dict[str, list[dict]]) -> None:
+        """Record one file's rows of every table (only the table's columns are kept)."""
+        record = {"format": RECORD_FORMAT, "task": self.task.name, "file": str(src), "mask": str(mask),
+                  "tables": {name: [{c: r.get(c) for c in self.columns[name]} for r in table]
+                             for name, table in rows.items() if name in self.columns}}
+        path = self.record_path(mask)
+        with tiffio.atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(record, default=_json_value))
+
+    def records(self) -> dict[Path, dict]:
+        """{record path: record} of every readable record whose mask still exists."""
+        root = self.folder / RECORDS
+        found = {}
+        for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+            if path.name.startswith("."):  # a partial write
+                continue
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("format") == RECORD_FORMAT and Path(record["mask"]).exists():
+                found[path] = record
+        return found
+
+    def problems(self) -> list[str]:
+        """What in the output folder this run must not touch: tables of another shape or task, records of another
+        task. Checked before any work."""
+        others = {t: p for t, p in tasks.TASKS.items() if t != self.task.name}
+        out = []
+        for name, columns in self.columns.items():
+            path = self.folder / name
+            if path.is_dir():
+                out.append(f"{path}: is a folder, where this script writes a table; choose another -o")
+            if not path.is_file():
+                continue
+            try:
+                with open(path, newline="") as fh:
+                    header = next(csv.reader(fh), None)
+            except (OSError, UnicodeDecodeError, csv.Error) as err:
+                out.append(f"{path}: not a readable CSV table ({type(err).__name__}); move it away or choose "
+                           "another -o")
+                continue
+            if header is None:  # an empty file holds nothing to keep
+                continue
+            extra = [c for c in header if c not in columns]
+            if "file" not in header or extra:
+                task = next((t for t, o in others.items() if set(o.measure.columns) <= set(header)), None)
+                what = (f"holds {task} results ({others[task].script})" if task else
+                        f"has columns this script does not write ({', '.join((extra or header)[:5])})")
+                out.append(f"{path}: {what}; {self.task.script} will not mix its rows in - choose another -o, "
+                           "or move the file away")
+        for record in self.records().values():
+            if record.get("task") != self.task.name:
+                out.append(f"{record['mask']}: holds {record.get('task')} results; {self.task.script} will not "
+                           "mix its rows in - choose another -o")
+                break
+        return out
+
+    def finish(self, pairs: list[tuple[Path, Path]]) -> tuple[list[Path], list[tuple[Path, str]]]:
+        """Rebuild the tables from the earlier tables and the records; write those that change.
+
+        Returns (tables written, [(input, problem)] for masks that exist but whose rows are recorded nowhere).
+        """
+        records = self.records()
+        old = {name: tiffio.read_csv(self.folder / name) for name in self.columns}
+        old_rows = {name: {} for name in self.columns}  # table -> file -> its earlier rows
+        for name, rows in old.items():
+            for r in rows:
+                old_rows[name].setdefault(r.get("file"), []).append(r)
+        batch = {str(src): dst for src, dst in pairs}
+        mine = {str(src): records.pop(self.record_path(dst), None) for src, dst in pairs}
+        others = {r["file"]: r for r in records.values()}  # records of an earlier, interrupted batch
+        earlier = [r.get("file") for r in old["summary.csv"]] + list(others)
+        order = list(dict.fromkeys(f for f in earlier if f not in batch)) + list(batch)
+        new = {name: [] for name in self.columns}
+        missing = []
+        for f in order:
+            record = mine[f] if f in batch else others.get(f)
+            mask = batch.get(f, f)
+            if record is not None:
+                tables = record["tables"]
+            elif f in old_rows["summary.csv"]:
+                tables = {name: old_rows[name].get(f, []) for name in self.columns}
+            else:
+                if f in batch and batch[f].exists():
+                    missing.append((Path(f), f"{mask}: exists, but its measurements are in no summary.csv "
+                                             "(written by an older version or another tool?); --overwrite redoes it"))
+                continue
+            for name in self.columns:
+                new[name] += tables.get(name, [])
+            count = (tables.get("summary.csv") or [{}])[0].get("count")
+            if ("objects.csv" in self.columns and f in batch and not tables.get("objects.csv")
+                    and str(count or 0) != "0"):
+                missing.append((Path(f), f"{mask}: exists, but its objects are not in objects.csv (segmented "
+                                         "without --object-csv?); --overwrite redoes it"))
+        written = []
+        for name, columns in self.columns.items():
+            fmt = self.formats.get(name)
+            cells = [[_cell(r.get(c), fmt) for c in columns] for r in new[name]]
+            before = [[r.get(c) or "" for c in columns] for r in old[name]]
+            path = self.folder / name
+            if cells != before or (not path.is_file() and new["summary.csv"]):
+                tiffio.write_csv(path, new[name], columns, float_format=fmt)
+                written.append(path)
+        for src, dst in pairs:  # the tables hold these rows now
+            if mine[str(src)] is not None:
+                self.record_path(dst).unlink(missing_ok=True)
+        for path in records:
+            path.unlink(missing_ok=True)
+        self._prune()
+        return written, missing
+
+    def _prune(self) -> None:
+        """Remove the emptied record folders."""
+        root = self.folder / RECORDS
+        if not root.is_dir():
+            return
+        for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(d.iterdir()):
+                d.rmdir()
+        if not any(root.iterdir()):
+            root.rmdir()
+
+
+# --------------------------------------------------------------------------- command line and the loop
+
+def get_args_parser(task: str, description: str | None = None) -> argparse.ArgumentParser:
+    """Arguments shared by both segmentation scripts; the record of `task` (tasks.py) sets the defaults and
+    task flags."""
+    record = tasks.TASKS[task]
+    p = argparse.ArgumentParser(description=description, formatter_class=cli.QuietHelpFormatter)
+    io = p.add_argument_group("inputs and outputs")
+    io.add_argument("-i", "--input", "--input_path", dest="input", type=Path, required=True,
+                    help="a TIFF file, a folder of TIFFs or a quoted glob such as 'data/*/cell*.tif'")
+    io.add_argument("-o", "--output-dir", "--output_path", dest="output", type=Path, required=True,
+                    help="output folder (NAME_mask.tif per input, summary.csv); a .tif file path when -i is one file")
+    io.add_argument("--pattern", default="*.tif*", help="file pattern when -i is a folder")
+    io.add_argument("--recursive", action="store_true", help="also search the subfolders of a folder input")
+    io.add_argument("--channel", type=int, default=None, help="channel to segment in multi-channel images (0-based)")
+    io.add_argument("--pixel-size", type=float, default=None,
+                    help="input pixel size in um, overriding the file's tags")
+    io.add_argument("--save-prob", action="store_true", help="also write NAME_prob.tif (float32 probability, 0..1)")
+    io.add_argument("--overlay", action="store_true",
+                    help="also write NAME_overlay.png: the contrast-stretched image beside the same with the mask "
+                         + OVERLAY_WORDS[record.overlay_style] + " (middle plane of a stack)")
+    if record.object_table:
+        io.add_argument("--object-csv", action="store_true",
+                        help="also write objects.csv: one row per vesicle (centroid, sub-pixel y, x, area, mean and "
+                             "background-subtracted integrated intensity, local background, contrast, SNR, "
+                             "peak probability)")
+    io.add_argument("--overwrite", action="store_true", help="redo inputs whose mask already exists")
+    io.add_argument("--dry-run", action="store_true", help="list input -> output and stop")
+
+    m = p.add_argument_group("model and device")
+    m.add_argument("-m", "--model", "--model_path", dest="model", type=Path, default=ROOT / record.model,
+                   help="checkpoint (.pth); bare original SynSeg weights load too")
+    m.add_argument("--any-task", action="store_true",
+                   help=f"run a checkpoint that records another task than {record.name} (refused otherwise)")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    m.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast dtype; auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
+    m.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+    t = p.add_argument_group("tiling and scale")
+    t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=int, default=0,
+                   help="largest tile edge in px; tiles are shrunk to cover the image evenly. 0: on the CPU the "
+                        "largest tile whose network memory stays near 1.6 GB (1024 px for the shipped base-32 "
+                        "models, and for base 64 under bf16; 880 px for base 64 in fp32), 1024 px on a GPU")
+    t.add_argument("--overlap", type=int, default=None,
+                   help="least overlap between tiles in px (default: twice the network's receptive radius "
+                        "plus 16, which makes tiled and whole-image predictions identical)")
+    t.add_argument("--batch-size", type=int, default=0,
+                   help="tiles per forward pass; 0: 4 on a GPU; on the CPU as many small tiles as fit the "
+                        "tile memory (at most 4), one full-size tile")
+    t.add_argument("--tta", action="store_true", help="average the predictions of the four flips (4x slower)")
+    t.add_argument("--no-rescale", action="store_true",
+                   help="predict at the input's own pixel size even if it differs from the model's")
+    t.add_argument("--use_tiling", action="store_true",
+                   help="accepted for old commands; tiling is always on (small images are one tile)")
+    t.add_argument("--resize_size", type=int, default=None,
+                   help="old option, still honoured: resize each plane so its longer side is N px for "
+                        "prediction (aspect ratio kept, mask back on the input grid); overrides the physical rescale")
+
+    post = p.add_argument_group("mask")
+    post.add_argument("--threshold", type=postprocess.parse_threshold, default=record.threshold,
+                      help="probability threshold (0..1) or 'otsu'")
+    if record.split:
+        post.add_argument("--no-split", action="store_true",
+                          help="do not split touching vesicles with the seeded watershed")
+        post.add_argument("--min-distance", type=float, default=None,
+                          help="least distance in px between two vesicle centres for the split "
+                               "(default: median vesicle radius in the image)")
+    if record.contrast_cut:
+        post.add_argument("--no-contrast-cut", action="store_true",
+                          help="keep every object; by default, when an image's spot contrasts (peak minus the "
+                               "local background) form two clearly separated groups, the dim group is dropped "
+                               "(spots.py; the decision is logged per image)")
+        post.add_argument("--min-snr", type=cli.finite_float(low=0.0), default=0.0, metavar="SNR",
+                          help="also drop spots whose local SNR (the snr column of objects.csv: peak minus the "
+                               "local background over the local noise) is below SNR, for counting only bright "
+                               "spots; 0 keeps every spot the network and the contrast cut report")
+    if record.track:
+        tr = p.add_argument_group("time-lapse tracking")
+        tr.add_argument("--track", action="store_true",
+                        help="link the vesicles of consecutive frames of a TYX stack into tracks (laptrack): "
+                             "tracks.csv (file, track_id, frame, y, x, area, intensity) and track_summary.csv "
+                             "(duration, mean speed; in s and um/s when pixel size and frame interval are known)")
+        tr.add_argument("--search-range", type=float, default=None,
+                        help="largest step in px between frames; default: 2 um/s times the frame interval, "
+                             "or 5 px when pixel size or frame interval is unknown")
+        tr.add_argument("--track-memory", type=int, default=1,
+                        help="frames in a row a vesicle may go undetected and keep its track")
+        tr.add_argument("--frame-interval", type=float, default=None,
+                        help="seconds between frames, overriding the file's ImageJ tags")
+    p.set_defaults(task=record.name, object_csv=False, no_split=not record.split, min_distance=None,
+                   no_contrast_cut=not record.contrast_cut, min_snr=0.0, track=False, search_range=None, track_memory=1,
+                   frame_interval=None)
+    return p
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments, or None."""
+    if args.tile_size and args.tile_size < 16:
+        return f"--tile-size {args.tile_size} is too small; use 0 (auto) or 16 or more"
+    if args.overlap is not None and args.overlap < 0:
+        return f"--overlap {args.overlap} must be 0 or more"
+    if args.batch_size < 0:
+        return f"--batch-size {args.batch_size} must be 0 (auto) or more"
+    if args.pixel_size is not None and args.pixel_size <= 0:
+        return f"--pixel-size {args.pixel_size} must be positive (um per pixel)"
+    if args.resize_size is not None and args.resize_size < 16:
+        return f"--resize_size {args.resize_size} must be at least 16"
+    if args.channel is not None and args.channel < 0:
+        return f"--channel {args.channel} must be 0 or more"
+    if args.search_range is not None and not args.search_range > 0:
+        return f"--search-range {args.search_range} must be positive (px)"
+    if args.track_memory < 0:
+        return f"--track-memory {args.track_memory} must be 0 or more"
+    if args.frame_interval is not None and not args.frame_interval > 0:
+        return f"--frame-interval {args.frame_interval} must be positive (s)"
+    return None
+
+
+def batch_tables(cfg: Config, task, folder: Path) -> Tables:
+    """The tables this run keeps in `folder`, with their columns and float formats."""
+    columns, formats = {"summary.csv": task.summary_fields}, {}
+    if cfg.object_csv:
+        columns["objects.csv"] = tuple(postprocess.OBJECT_FIELDS)
+    if cfg.tracking is not None:
+        import tracking
+
+        columns["tracks.csv"] = TRACK_FIELDS
+        columns["track_summary.csv"] = ("file", *tracking.SUMMARY_COLUMNS)
+        formats = {"tracks.csv": "{:.4f}", "track_summary.csv": "{:.4f}"}
+    return Tables(folder, columns, formats, task)
+
+
+def run(args: argparse.Namespace, task: str) -> int:
+    """Segment every input; one line per failed file; exit code 1 if any failed, 2 on bad usage."""
+    record = tasks.TASKS[task]
+    name = record.script
+    problem = check_args(args)
+    if problem:
+        log(f"{name}: {problem}")
+        return 2
+    cfg = Config.from_args(args)
+    opts = cfg.options
+    pairs, notes = plan(cfg)
+    for n in notes:
+        log(n)
+    if not pairs:
+        where = f" with pattern {cfg.pattern!r}" if cfg.input.is_dir() else ""
+        log(f"{name}: no input matches {cfg.input}{where}")
+        return 2
+    if cfg.dry_run:
+        for src, dst in pairs:
+            state = "exists, skip" if dst.exists() and not cfg.overwrite else "new"
+            print(f"{src} -> {dst} ({state})")
+        return 0
+    if not cfg.model.is_file():
+        shipped = cfg.model.resolve() == (ROOT / record.model).resolve()
+        log(f"{name}: model {cfg.model} not found; " + (
+            f"the shipped {task} model is missing from this checkout - pass a checkpoint with -m PATH (e.g. one "
+            f"written by {record.train_script})" if shipped else "check the path given with -m PATH"))
+        return 2
+
+    import torch
+    from tqdm import tqdm
+
+    import unet
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        device = unet.get_device(cfg.device)
+        model, info = unet.load_model(cfg.model, device)
+    except (RuntimeError, ValueError, FileNotFoundError) as err:
+        log(f"{name}: {err}")
+        return 2
+    if info.get("task") != record.name:
+        recorded = info.get("format") == unet.CHECKPOINT_FORMAT
+        if recorded and not cfg.any_task:
+            other = tasks.TASKS.get(info.get("task"))
+            log(f"{name}: {cfg.model} is a {info.get('task')} model (its checkpoint records task "
+                f"{info.get('task')!r}), not a {record.name} model; use "
+                f"{other.script if other else 'the matching script'} or a {record.name} checkpoint "
+                f"(--any-task runs it anyway)")
+            return 2
+        log(f"{name}: warning: {cfg.model} was {'trained' if recorded else 'guessed to be'} for "
+            f"{info.get('task')!r}, not {record.name!r}")
+    seg = predict.Segmenter(model, info, record, opts, device)
+    if seg.tile_size <= seg.overlap:
+        log(f"{name}: --tile-size {seg.tile_size} must be larger than the overlap ({seg.overlap} px for this "
+            f"model); use --tile-size {4 * seg.overlap} or more, or a smaller --overlap (then tiling is approximate)")
+        return 2
+    if opts.pixel_size and seg.model_px and opts.rescale and not opts.resize_size:
+        f = predict.rescale_factor(opts.pixel_size, seg.model_px)
+        if not 1.0 / predict.MAX_SCALE <= f <= predict.MAX_SCALE:
+            top = predict.MAX_SCALE
+            log(f"{name}: --pixel-size {opts.pixel_size:g} um/px is {f:.3g}x the model's {seg.model_px:.4g} um/px, "
+                f"outside the 1/{top:g}..{top:g}x this script rescales by; give the input's pixel "
+                f"size in um (e.g. 0.1, not 100 nm), or --no-rescale to segment at the image's own scale")
+            return 2
+
+    one_file = len(pairs) == 1 and pairs[0][1] == cfg.output  # -o names the mask of the one input
+    problem = output_problem(cfg, pairs)
+    tables = batch_tables(cfg, record, cfg.output.parent if one_file else cfg.output)
+    problems = [problem] if problem else tables.problems()
+    if problems:
+        for line in problems:
+            log(f"{name}: {line}")
+        return 2
+    log(f"{name}: model {cfg.model} ({info.get('format', 'checkpoint')}, normalisation {seg.norm}, "
+        f"model pixel size {seg.model_px or 'unknown'} um), device {device}, "
+        f"precision {seg.amp or 'fp32'}{' channels_last' if seg.net.channels_last else ''}, tiles up to "
+        f"{seg.tile_size} px, overlap {seg.overlap} px, batch {seg.batch_size}")
+
+    failed, done, skipped = [], [], []
+    t0, megapixels = time.perf_counter(), 0.0
+    inputs = {p.resolve() for p, _ in pairs}
+    interrupted = False
+    files = iter(tqdm(pairs, desc=record.name, unit="file", disable=None if len(pairs) > 1 else True))
+    while True:
+        try:
+            src, dst = next(files)
+        except StopIteration:
+            break
+        except KeyboardInterrupt:  # between files: the tables below still get the finished ones
+            interrupted = True
+            break
+        if dst.resolve() in inputs:
+            failed.append(src)
+            log(f"{src}: refusing to write {dst}: it is an input file")
+            continue
+        if dst.exists() and not cfg.overwrite:
+            skipped.append(src)
+            continue
+
+        def record_rows(row, objs, src=src, dst=dst):
+            """The file's rows of every table, recorded before its mask is written."""
+            rows = {"summary.csv": [row], "objects.csv": objs}
+            if cfg.tracking is not None:
+                rows["tracks.csv"], rows["track_summary.csv"] = track_objects(row, objs, cfg.tracking)
+            tables.write_record(src, dst, rows)
+
+        try:
+            row, _ = seg.segment(src, dst, before_mask=record_rows)
+        except KeyboardInterrupt:
+            interrupted = True
+            break
+        except (ValueError, OSError, MemoryError, RuntimeError) as err:
+            failed.append(src)
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            log(msg if str(src) in msg else f"{src}: {msg}")
+            continue
+        done.append((src, dst))
+        megapixels += math.prod(int(v) for v in row["shape"].split("x")) / 1e6
+
+    if interrupted:
+        log(f"{name}: interrupted; writing the tables of the {len(done)} file(s) done (the same command "
+            "continues the batch)")
+        pairs = [(src, dst) for src, dst in pairs if dst.exists()]
+    try:
+        written, missing = tables.finish(pairs)
+    except OSError as err:
+        log(f"{name}: could not write the tables in {tables.folder} ({err}); the masks and their rows "
+            f"(in {tables.folder / RECORDS}) are kept: run again to write them")
+        return 1
+    for src, line in missing:
+        log(line)
+    for src, dst in done:
+        print(f"{src} -> {dst}")
+    seconds = time.perf_counter() - t0
+    summary = tables.folder / "summary.csv"
+    where = (f"; summary: {summary}" if summary in written else
+             f"; summary: {summary} (unchanged)" if summary.is_file() else "; no summary written")
+    skip_note = " (mask exists; --overwrite to redo)" if skipped else ""
+    log(f"{name}: {len(done)} segmented, {len(skipped) - len(missing)} skipped{skip_note}, "
+        f"{len(failed) + len(missing)} failed, {megapixels:.1f} MP in {seconds:.1f} s{where}")
+    return 130 if interrupted else 1 if failed or missing else 0
