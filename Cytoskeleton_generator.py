@@ -16,6 +16,7 @@ import argparse
 import sys
 
 import cli
+import dataset
 import filaments
 import synth
 import video
@@ -26,7 +27,7 @@ BIT_DEPTH = 8
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments: output, optics, camera, background (synth.py) and structures (filaments.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
-    groups = synth.add_common_args(parser)
+    groups = dataset.add_common_args(parser)
     groups["output"].add_argument("--output_size", dest="image_size", type=int, default=argparse.SUPPRESS,
                                   help="original SynSeg spelling of --image-size")
     # filament images carry more diffuse signal than vesicle images: cytoplasm up to 2.5 times as
@@ -47,7 +48,7 @@ def render_one(rng, args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> int:
     """Write the dataset; returns the exit code."""
-    return synth.generate(args, filaments.Filaments, kind="cytoskeleton", bit_depth=BIT_DEPTH)
+    return dataset.generate(args, filaments.Filaments, kind="cytoskeleton", bit_depth=BIT_DEPTH)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import argparse
 import sys
 
 import cli
+import dataset
 import synth
 import vesicles
 import video
@@ -27,7 +28,7 @@ BIT_DEPTH = 16
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments: output, optics, camera, background (synth.py) and vesicles (vesicles.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
-    synth.add_common_args(parser)
+    dataset.add_common_args(parser)
     # Apparent spot sigma in real images: ~1.1-1.2 px (smFISH, beads), up to ~2 px at fine sampling and
     # ~0.5 px at 0.16 um/px; 0.1 um/px with the diffraction-limited 0.78 px times 0.7-2.2 spans that.
     parser.set_defaults(psf_scale=[0.7, 2.2])
@@ -49,7 +50,7 @@ def render_one(rng, args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> int:
     """Write the dataset; returns the exit code."""
-    return synth.generate(args, vesicles.Vesicles, kind="vesicle", bit_depth=BIT_DEPTH)
+    return dataset.generate(args, vesicles.Vesicles, kind="vesicle", bit_depth=BIT_DEPTH)
 
 
 if __name__ == "__main__":

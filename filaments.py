@@ -46,6 +46,7 @@ class Filaments(synth.Flags):
 
     NEEDS_LEVELS: ClassVar[bool] = False
     COLUMNS: ClassVar[tuple | None] = None  # no per-object table
+    MOTION: ClassVar[str] = "continuum"  # in a time-lapse: one structure that drifts, bends, grows (video.py)
 
     filaments: tuple = span("--filaments", default=(20, 800), low=0, integer=True,
                             help="free filaments per image in a cytoskeleton scene (log-uniform, capped at 2 um "

@@ -37,6 +37,7 @@ class Vesicles(synth.Flags):
 
     NEEDS_LEVELS: ClassVar[bool] = True  # brightness follows the image's noise (a target SNR)
     COLUMNS: ClassVar[tuple] = COLUMNS
+    MOTION: ClassVar[str] = "particles"  # in a time-lapse: separate vesicles that move (video.py)
 
     num_spots: tuple = span("--num-spots", default=(30, 1200), low=0,
                             help="vesicles per image (log-uniform), in focus and out of focus")

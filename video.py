@@ -18,8 +18,12 @@ share --growth of the structure is revealed or hidden in patches over the video)
 mask are moved and cut by the same map, so the mask stays the mask of what is drawn.
 
 Every nuisance is a MIN MAX range drawn per video from the video's own generator, so video k depends only
-on (seed, k). With --frames 1 (the default) synth writes today's single images through render_one: the
+on (seed, k). With --frames 1 (the default) dataset.py writes single images through synth.render_one: the
 video flags draw nothing and change no byte.
+
+How a structure moves is its parameter class's MOTION: "particles" (vesicle_frames: separate objects that
+diffuse, run, appear and vanish, tracked by id) or "continuum" (filament_frames: one structure that drifts,
+bends, grows and shrinks).
 """
 from __future__ import annotations
 
@@ -45,8 +49,7 @@ class Video(synth.Flags):
     frame_interval: float = option("--frame-interval", default=0.5, type=float, above=0.0,
                                    help="seconds between frames (ImageJ 'finterval' tag)")
     # Together the two default ranges leave at worst about 40% of the first frame's contrast after 50 frames
-    # (exp(-0.015 * 49) * 0.85 = 0.41), the loss issue 15 names as the hard case a live acquisition is
-    # planned to stay within; the former 0.02 and 0.3 reached 26%, past where such a movie would be kept.
+    # (exp(-0.015 * 49) * 0.85 = 0.41), the hard case a live acquisition is planned to stay within.
     bleach: tuple = span("--bleach", default=(0.0, 0.015), low=0.0,
                          help="photobleaching rate per frame: the signal falls as exp(-rate * frame)")
     contrast_fade: tuple = span("--contrast-fade", default=(0.0, 0.15), low=0.0, high=1.0,
@@ -191,6 +194,9 @@ def filament_frames(rng: np.random.Generator, shape, params, context: synth.Cont
     return out, first.brightness
 
 
+MOTIONS = {"particles": vesicle_frames, "continuum": filament_frames}  # a structure's MOTION -> its frames
+
+
 # --------------------------------------------------------------------------- one video
 
 def render_video(rng: np.random.Generator, scene: synth.Scene, video: Video):
@@ -205,8 +211,7 @@ def render_video(rng: np.random.Generator, scene: synth.Scene, video: Video):
     levels = synth.draw_levels(rng, scene, psf) if scene.structure.NEEDS_LEVELS else None
     cells = synth.cell_layer(rng, shape, scene.background, scene.optics.pixel_size)
     context = synth.Context(scene.optics.pixel_size, psf, cells["cells"], cells["cytoplasm"], levels)
-    moving = vesicle_frames if scene.structure.COLUMNS is not None else filament_frames
-    frames, brightness = moving(rng, shape, scene.structure, context, video)
+    frames, brightness = MOTIONS[scene.structure.MOTION](rng, shape, scene.structure, context, video)
     if levels is None:
         levels = synth.draw_levels(rng, scene, psf)
     levels = dataclasses.replace(levels, structure=brightness)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import Cytoskeleton_generator as cg
+import dataset
 import synth
 import tiffio
 
@@ -55,7 +56,7 @@ def test_cli_writes_matching_pairs_with_original_flag_spellings(tmp_path):
     assert len(list(out.glob("val/img/*.tif"))) == 1 and len(list(out.glob("train/img/*.tif"))) == 2
     assert not list(out.rglob("*.csv"))  # no per-object table for filaments
     for index in range(3):
-        paths = synth.image_paths(out, index, 3, 0.34)
+        paths = dataset.image_paths(out, index, 3, 0.34)
         image, meta = tiffio.read_image(paths["img"])
         mask = np.load(paths["mask"])
         assert image.dtype == np.uint8 and image.shape == (40, 40)

@@ -1,4 +1,4 @@
-"""synth.py: parameter dataclasses and flags, cell layer, camera statistics, dataset layout, determinism,
+"""synth.py and dataset.py: parameter dataclasses and flags, cell layer, camera statistics, dataset layout, determinism,
 resume, preview."""
 import argparse
 import json
@@ -9,6 +9,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
+import dataset as datasets
 import synth
 import tiffio
 
@@ -35,18 +36,18 @@ class Squares(synth.Flags):
 
 def parse(argv):
     parser = argparse.ArgumentParser(description="test")
-    synth.add_common_args(parser)
+    datasets.add_common_args(parser)
     return parser.parse_args(argv)
 
 
 def dataset(out, structure=Squares(), **run):
     """(Run, Scene) of a 6-image 32x32 dataset of `structure` in `out`."""
-    return (synth.Run(output_dir=out, num_images=6, val_fraction=0.34, **run),
+    return (datasets.Run(output_dir=out, num_images=6, val_fraction=0.34, **run),
             synth.Scene(structure, image_size=32, background=synth.Background(cell_radius=(1, 2))))
 
 
 def write(out, structure=Squares(), **run):
-    return synth.generate_dataset(*dataset(out, structure, **run), kind="tiny")
+    return datasets.generate_dataset(*dataset(out, structure, **run), kind="tiny")
 
 
 def files_of(root):
@@ -78,16 +79,16 @@ def test_bad_range_fails_at_parse_time_naming_the_flag(argv, flag, capsys):
 def test_bad_value_fails_in_from_args_naming_flag_and_range(argv, flag, allowed, tmp_path, capsys):
     args = parse(["--output-dir", str(tmp_path / "d"), *argv])
     with pytest.raises(ValueError, match=flag) as err:
-        synth.Run.from_args(args), synth.scene_from_args(args, Squares, 16)
+        datasets.Run.from_args(args), synth.scene_from_args(args, Squares, 16)
     assert allowed in str(err.value)
     # a generator's main reports it, exit code 2, and writes nothing
-    assert synth.generate(args, Squares, kind="tiny", bit_depth=16) == 2
+    assert datasets.generate(args, Squares, kind="tiny", bit_depth=16) == 2
     assert flag in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
 def test_defaults_set_in_code_are_checked_too():
     parser = argparse.ArgumentParser()
-    synth.add_common_args(parser)
+    datasets.add_common_args(parser)
     parser.set_defaults(psf_scale=[3.0, 1.0])  # never passes through RangeAction
     with pytest.raises(ValueError, match="--psf-scale: MIN 3.0 is above MAX 1.0"):
         synth.Optics.from_args(parser.parse_args(["--output-dir", "x"]))
@@ -99,7 +100,7 @@ def test_dataclasses_check_without_a_parser():
     with pytest.raises(ValueError, match="--psf-sigma"):
         synth.Optics(psf_sigma=0.0)
     with pytest.raises(ValueError, match="--resume and --overwrite"):
-        synth.Run(output_dir="x", resume=True, overwrite=True)
+        datasets.Run(output_dir="x", resume=True, overwrite=True)
     with pytest.raises(ValueError, match="bit_depth"):
         synth.Scene(Squares(), bit_depth=12)
     assert synth.Optics(psf_sigma=None).psf_sigma is None  # None: not given, not checked
@@ -107,7 +108,7 @@ def test_dataclasses_check_without_a_parser():
 
 def test_underscore_spellings_still_work():
     args = parse(["--output_dir", "d", "--num_images", "7", "--image_size", "40", "--val_fraction", "0.2"])
-    run = synth.Run.from_args(args)
+    run = datasets.Run.from_args(args)
     assert (str(run.output_dir), run.num_images, args.image_size, run.val_fraction) == ("d", 7, 40, 0.2)
 
 
@@ -231,8 +232,8 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     want.pop("train/img/00004.tif")
     got.pop("train/img/.00003.part123.tif")
     meta_got, meta_want = (json.loads(d.pop("generator.json"))["parameters"] for d in (got, want))
-    assert {k: v for k, v in meta_got.items() if k not in synth.RUN_CONTROL} == \
-        {k: v for k, v in meta_want.items() if k not in synth.RUN_CONTROL}
+    assert {k: v for k, v in meta_got.items() if k not in datasets.RUN_CONTROL} == \
+        {k: v for k, v in meta_want.items() if k not in datasets.RUN_CONTROL}
     assert got == want
 
 

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+import dataset
 import synth
 import Vesicle_generator as vg
 import vesicles
@@ -104,7 +105,7 @@ def test_original_flag_spellings():
                                             "--num_spots_min", "5", "--num_spots_max", "9",
                                             "--min_radius", "1", "--max_radius", "2"])
     params = synth.scene_from_args(args, vesicles.Vesicles, vg.BIT_DEPTH).structure
-    assert synth.Run.from_args(args).num_images == 3 and params.num_spots == (5, 9)
+    assert dataset.Run.from_args(args).num_images == 3 and params.num_spots == (5, 9)
     assert params.radius == pytest.approx((0.2, 0.4))  # original radii were in pixels
 
 

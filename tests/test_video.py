@@ -180,6 +180,7 @@ def files_of(root: Path) -> dict:
 
 
 def test_frames_1_writes_the_still_images_byte_for_byte(tmp_path):
+    import dataset
     import synth
     import vesicles
     import Vesicle_generator
@@ -190,9 +191,9 @@ def test_frames_1_writes_the_still_images_byte_for_byte(tmp_path):
     args = Vesicle_generator.get_args_parser().parse_args(
         ["--output-dir", str(tmp_path / "still"), "--num-images", "3", "--image-size", "64", "--val-fraction",
          "0.34", "--seed", "7"])
-    run = synth.Run.from_args(args)
+    run = dataset.Run.from_args(args)
     scene = synth.scene_from_args(args, vesicles.Vesicles, Vesicle_generator.BIT_DEPTH)
-    assert synth.generate_dataset(run, scene, kind="vesicle") == 0
+    assert dataset.generate_dataset(run, scene, kind="vesicle") == 0
     still = files_of(tmp_path / "still")
     meta_one, meta_still = (json.loads(d.pop("generator.json")) for d in (written, still))
     assert written == still  # every image, mask and table
@@ -201,7 +202,7 @@ def test_frames_1_writes_the_still_images_byte_for_byte(tmp_path):
     assert meta_one == meta_still
     for k in range(3):
         image, mask, rows = synth.render_one(synth.image_rng(7, k), scene)
-        paths = synth.image_paths(tmp_path / "one", k, 3, 0.34)
+        paths = dataset.image_paths(tmp_path / "one", k, 3, 0.34)
         np.testing.assert_array_equal(tiffio.read_image(paths["img"])[0], image)
         np.testing.assert_array_equal(np.load(paths["mask"]), mask)
         assert len(tiffio.read_csv(paths["csv"])) == len(rows)
