@@ -15,7 +15,7 @@ Example (from the repository root):
 2. Filaments: the same number of videos with every flag at its default; SynSeg_Cytoskeleton.py;
    evaluate.py. Figure: the standard deviation of per-frame Dice within each video (and their mean).
 
-Targets (issue 15): |spot F1 last - first| <= 0.05; link recall and precision >= 0.95; per-frame Dice
+Targets: |spot F1 last - first| <= 0.05; link recall and precision >= 0.95; per-frame Dice
 s.d. <= 0.03. The printed table says which hold. Everything is written under --output-dir (never into
 the repository), each step's command is printed before it runs.
 """
