@@ -30,6 +30,8 @@ clean:
 bench: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check big-fish-reloaded==0.6.3 torch==2.13.0
 	$(PY) bench/realdata_benchmark.py --output-dir /tmp/synseg_bench
+	$(PY) bench/isbi_tracking.py --output-dir /tmp/synseg_isbi
+	$(PY) bench/faint_filaments.py --output-dir /tmp/synseg_filaments
 
 # make export : bioimage.io packages of both shipped models in exports/ (ignored), validated and test-run
 export: $(STAMP)
