@@ -5,8 +5,9 @@ Example:
 
 Task "vesicle" (tasks.py): 3x3 first kernel; local-contrast normalisation (brightness-invariant, stored in
 the checkpoint); augmentation (augment.BlobAugmentation): brightness scaled by x0.01..x100 with
-re-digitisation, occasional squaring, flips/rotations. Writes best_vesicle_model.pth, last.pth, metrics.csv and curves.png to
---output-dir. The loop, flags and checks are shared with train_cytoskeleton_seg.py (training.py).
+re-digitisation, occasional squaring, flips/rotations. Writes best_vesicle_model.pth, last.pth,
+metrics.csv and curves.png to --output-dir. The loop, flags and checks are shared with
+train_cytoskeleton_seg.py (training.py).
 Several GPUs or nodes: torchrun --nproc_per_node N train_vesicle_seg.py ...
 """
 import argparse
