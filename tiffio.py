@@ -4,12 +4,15 @@
     write_tiff("cell_mask.tif", mask, pixel_size_um=meta["pixel_size_um"], axes=meta["axes"])
 
 Every file the project writes goes through `atomic_path`, so an interrupted run never leaves a
-half-written file under the final name.
+half-written file under the final name, and a failed write is one WriteError line naming the path and
+the reason (read-only, disk full, name not encodable); `remove_stale_parts` clears what a killed run left.
+Inputs are checked against `MAX_PIXELS` from their header before a pixel is read.
 """
 from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import os
 from pathlib import Path
 
@@ -20,25 +23,123 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
+MAX_PIXELS = 2 ** 31  # pixels an input may declare (all planes) before it is read: about 46000^2 px
+
+
+class WriteError(OSError):
+    """A file could not be written; str() is one line naming the path and the reason (also its strerror)."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(None, reason, str(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: cannot write ({self.strerror})"
+
+    def __reduce__(self):  # from a worker process back to the parent
+        return WriteError, (self.filename, self.strerror)
+
+
+def write_reason(err: BaseException, folder=None) -> str:
+    """Why a write failed, in words: read-only, disk full, name not encodable, ... (from errno or the message)."""
+    import errno
+    import re
+    import shutil
+
+    if isinstance(err, UnicodeError):
+        return "the name or text cannot be encoded for this file system"
+    code = getattr(err, "errno", None)
+    words = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+             errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EISDIR: "is a folder",
+             errno.ENOTDIR: "a part of the path is a file, not a folder", errno.ENAMETOOLONG: "name too long",
+             errno.EILSEQ: "the name cannot be encoded for this file system", errno.EFBIG: "file too large"}
+    if code in words:
+        return words[code]
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    short = re.search(r"(\d+) requested and (\d+) written", text)  # numpy's tofile on a full disk
+    full = False
+    if folder is not None:
+        try:
+            full = shutil.disk_usage(folder).free < 2 ** 20
+        except OSError:
+            pass
+    if full or short:
+        return "disk full" + (f": {short.group(2)} of {short.group(1)} bytes written" if short else "")
+    return getattr(err, "strerror", None) or text
+
+
+def write_error_line(err: OSError) -> str:
+    """One line for a failed write: a WriteError as it is, any other OSError as "PATH: cannot write (reason)"."""
+    if isinstance(err, WriteError):
+        return str(err)
+    where = err.filename if getattr(err, "filename", None) else None
+    return f"{where}: cannot write ({write_reason(err)})" if where else f"cannot write ({write_reason(err)})"
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    Any OSError (or a name or text that cannot be encoded) becomes one WriteError naming `path` and the reason;
+    the temporary file is removed whatever happens, and an earlier file at `path` is kept until the rename.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.part{os.getpid()}{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except WriteError:
+        raise
+    except (OSError, UnicodeError) as err:
+        raise WriteError(path, write_reason(err, path.parent)) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError, ValueError):
+            tmp.unlink(missing_ok=True)
+
+
+def remove_stale_parts(folder, recursive: bool = False) -> list[Path]:
+    """Remove the temporary files (.NAME.partPID.EXT, .NAME.tmpPID) that killed processes left in `folder`.
+
+    A file whose process still runs is kept: it may be writing it now. Returns the paths removed.
+    """
+    import re
+
+    pattern = re.compile(r"^\..+\.(?:part|tmp)(\d+)(?:\.[^.]*)?$")
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in (folder.rglob(".*") if recursive else folder.glob(".*")):
+        found = pattern.match(path.name)
+        if not found or not path.is_file() or _process_alive(int(found.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """True if a process with this id runs (or may: one we cannot signal)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True
+    return True
 
 
 def check_writable(folder) -> None:
-    """Raise OSError unless a file can be created in the existing `folder` (a probe file, removed again)."""
+    """Raise WriteError naming `folder` and the reason unless a file can be created in it (a probe, removed again)."""
     probe = Path(folder) / f".synseg-probe{os.getpid()}"
-    probe.write_bytes(b"")
-    probe.unlink()
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise WriteError(folder, write_reason(err)) from None
 
 
 def _resolution_um(page) -> float | None:
@@ -59,12 +160,14 @@ def _resolution_um(page) -> float | None:
     return 1.0 / px_per_unit  # ImageJ writes unit=none with 'unit=micron' in its description
 
 
-def read_image(path) -> tuple[np.ndarray, dict]:
+def read_image(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
     """Read a TIFF (or PNG/JPEG) and return (array, meta).
 
     meta: pixel_size_um (float or None), axes (str, e.g. "YX", "TYX", "ZCYX"), frame_interval_s (ImageJ
-    'finterval' in seconds, or None), dtype, source.
-    Raises ValueError naming the file when it cannot be read as an image.
+    'finterval' in seconds, or None), dtype, source, series (how many image series the file holds; only the
+    first is read).
+    Raises ValueError naming the file when it cannot be read as an image, or when the size its header declares
+    is over `max_pixels` (checked before any pixel is read: a small compressed file can declare terabytes).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -76,8 +179,10 @@ def read_image(path) -> tuple[np.ndarray, dict]:
         try:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
+                check_size(path, series.shape, series.dtype, max_pixels)
                 data = series.asarray()
                 axes = series.axes
+                n_series = len(tif.series)
                 pixel = None
                 ij = tif.imagej_metadata or {}
                 interval = _frame_interval(ij)
@@ -93,22 +198,63 @@ def read_image(path) -> tuple[np.ndarray, dict]:
                     elif pixel is not None and (unit in ("pixel", "pixels", "px")
                                                 or (not unit and pixel == 1.0)):
                         pixel = None  # uncalibrated: writers default to 1 px per unit
+        except SizeError:
+            raise
         except (tifffile.TiffFileError, ValueError, IndexError, OSError, KeyError) as err:
             raise ValueError(f"{path}: not a readable TIFF ({type(err).__name__}: {err})") from None
     else:
         import cv2  # PNG/JPEG only; heavy import kept out of the TIFF path
 
+        declared = declared_image(path)
+        if declared:
+            check_size(path, declared["shape"], declared["dtype"], max_pixels)
         data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if data is None:
             raise ValueError(f"{path}: not a readable image")
         if data.ndim == 3:
             data = data[..., ::-1].copy() if data.shape[-1] in (3, 4) else data  # BGR -> RGB
-        axes, pixel, interval = ("YXS" if data.ndim == 3 else "YX"), None, None
+        axes, pixel, interval, n_series = ("YXS" if data.ndim == 3 else "YX"), None, None, 1
     if data.size == 0:
         raise ValueError(f"{path}: image is empty (shape {data.shape})")
     axes = str(axes).replace("Q", "Z") if len(axes) == data.ndim else _guess_axes(data)
     return data, {"pixel_size_um": pixel, "axes": axes, "frame_interval_s": interval, "dtype": str(data.dtype),
-                  "source": str(path)}
+                  "source": str(path), "series": n_series}
+
+
+class SizeError(ValueError):
+    """An image declares more pixels than the limit; raised before its pixels are read."""
+
+
+def check_size(path, shape, dtype, max_pixels: int = MAX_PIXELS) -> None:
+    """SizeError naming the file, its declared size and the limit if the shape holds more than max_pixels."""
+    pixels = math.prod(int(v) for v in shape)
+    if max_pixels and pixels > max_pixels:
+        nbytes = pixels * np.dtype(dtype).itemsize
+        raise SizeError(f"{path}: declares {'x'.join(map(str, shape))} {np.dtype(dtype)} ({pixels / 1e9:.3g} Gpx, "
+                        f"{nbytes / 1e9:.3g} GB to read), over the limit of {max_pixels / 1e9:.3g} Gpx; "
+                        f"--max-pixels {pixels} raises it if this machine has the memory")
+
+
+def declared_image(path) -> dict | None:
+    """{shape, dtype, series} from a TIFF's or PNG's header alone (no pixel read), or None when unknown."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                return {"shape": tuple(series.shape), "dtype": np.dtype(series.dtype), "series": len(tif.series)}
+        if suffix == ".png":
+            with open(path, "rb") as fh:
+                head = fh.read(26)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+                channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(head[25], 1)
+                return {"shape": (height, width, channels) if channels > 1 else (height, width),
+                        "dtype": np.dtype(np.uint16 if head[24] == 16 else np.uint8), "series": 1}
+    except (tifffile.TiffFileError, ValueError, IndexError, OSError, KeyError, TypeError):
+        return None
+    return None
 
 
 def _frame_interval(ij: dict) -> float | None:
@@ -174,7 +320,8 @@ def write_csv(path, rows: list[dict], fields=None, float_format: str | None = No
     """
     rows = list(rows)
     fields = list(fields) if fields is not None else (list(rows[0]) if rows else [])
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+    # surrogateescape: a file name that is not UTF-8 (x\xff.tif on Linux) is written back as its own bytes
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
@@ -188,7 +335,7 @@ def read_csv(path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
         return list(csv.DictReader(fh))
 
 
