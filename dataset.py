@@ -245,11 +245,17 @@ def generate_dataset(run: Run, scene: Scene, *, kind: str, video=None) -> int:
               f"(val/ stays empty and training will refuse it); use --num-images {math.ceil(1 / run.val_fraction)} "
               "or more, or a larger --val-fraction", file=sys.stderr)
     out = Path(run.output_dir)
-    for split in ("train", "val"):
-        for sub in ("img", "mask"):
-            (out / split / sub).mkdir(parents=True, exist_ok=True)
-    with tiffio.atomic_path(out / "generator.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    try:  # a read-only or full place is one line before any image is drawn
+        for split in ("train", "val"):
+            for sub in ("img", "mask"):
+                (out / split / sub).mkdir(parents=True, exist_ok=True)
+        tiffio.check_writable(out / "train" / "img")
+        with tiffio.atomic_path(out / "generator.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    except OSError as err:
+        print(f"error: {tiffio.write_error_line(err)}", file=sys.stderr)
+        return 2
+    tiffio.remove_stale_parts(out, recursive=True)  # what a killed run was writing
 
     todo = [i for i in range(n) if not (run.resume and _is_done(run, i))]
     if run.resume:
@@ -295,7 +301,12 @@ def generate(args: argparse.Namespace, structure, *, kind: str, bit_depth: int) 
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return generate_dataset(run, scene, kind=kind, video=video)
+    try:
+        return generate_dataset(run, scene, kind=kind, video=video)
+    except OSError as err:  # a write that failed mid-run (disk full): the images written so far are whole
+        print(f"error: {tiffio.write_error_line(err)}; the images written so far are complete - free space and "
+              "run again with --resume", file=sys.stderr)
+        return 1
 
 
 # --------------------------------------------------------------------------- preview

@@ -37,7 +37,7 @@ import numpy as np
 
 import metrics
 import tiffio
-from cli import HelpFormatter
+from cli import HelpFormatter, finite_float, finite_int
 from tiffio import IMAGE_SUFFIXES
 
 ROLE_SUFFIXES = ("_mask", "_prob", "_pred", "_gt", "_labels", "_points_yx", "_points", "_img", "_image")
@@ -372,19 +372,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     io.add_argument("-o", "--output-dir", "--output_dir", type=Path, required=True,
                     help="report folder for metrics.csv, metrics.json, grid.png")
     sc = parser.add_argument_group("scoring")
-    sc.add_argument("--tol", type=float, default=2.0, help="skeleton precision/recall tolerance (px)")
-    sc.add_argument("--tol-px", "--tol_px", type=float, default=3.0,
+    sc.add_argument("--tol", type=finite_float(low=0.0), default=2.0,
+                    help="skeleton precision/recall tolerance (px)")
+    sc.add_argument("--tol-px", "--tol_px", type=finite_float(low=0.0), default=3.0,
                     help="spot matching distance: a component centroid within this many px of a point")
-    sc.add_argument("--iou-threshold", "--iou_threshold", type=float, default=0.5,
+    sc.add_argument("--iou-threshold", "--iou_threshold", type=finite_float(above=0.0, high=1.0), default=0.5,
                     help="object matching: minimum IoU of a predicted and a true object")
-    sc.add_argument("--pixel-size", "--pixel_size", type=float, default=None,
+    sc.add_argument("--pixel-size", "--pixel_size", type=finite_float(above=0.0), default=None,
                     help="um per px for HD95 in um; unset: the prediction's TIFF tags, then the gt's")
     sc.add_argument("--tracks", type=Path, default=None,
                     help="tracks.csv of SynSeg_Vesicle.py --track (file, track_id, frame, y, x): link recall and "
                          "precision against the track_id of the --gt-points tables")
     pic = parser.add_argument_group("pictures")
     pic.add_argument("--grid", action="store_true", help="write grid.png for a person to look at")
-    pic.add_argument("--grid-n", "--grid_n", type=int, default=4, help="how many images in grid.png")
+    pic.add_argument("--grid-n", "--grid_n", type=finite_int(low=1), default=4, help="how many images in grid.png")
     pic.add_argument("--images", type=Path, default=None,
                      help="folder of raw images for grid.png; unset: GT/../img when --gt is DATA/*/mask")
     return parser
@@ -531,33 +532,37 @@ def main(args: argparse.Namespace) -> int:
     for r in rows[1:]:
         metric_cols += [c for c in r if c not in info_cols and c not in metric_cols]
     summary = summarize(rows, metric_cols)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    write_metrics_csv(args.output_dir / "metrics.csv", rows, info_cols, metric_cols, summary)
-    stacks = stack_summaries(rows, metric_cols)
-    written = ["metrics.csv", "metrics.json"]
-    if stacks:
-        tiffio.write_csv(args.output_dir / "stacks.csv", [{k: _cell(v) for k, v in r.items()} for r in stacks],
-                         list(stacks[0]))
-        write_frame_plot(args.output_dir / "frames.png", rows)
-        written += ["stacks.csv", "frames.png"]
-    track_rows = []
-    if args.tracks is not None:
-        try:
-            track_rows = score_tracks(args.tracks, pts, args.tol_px)
-        except ValueError as err:
-            print(f"evaluate.py: {err}", file=sys.stderr)
-            failed.append(str(err))
-        if track_rows:
-            tiffio.write_csv(args.output_dir / "tracks_metrics.csv",
-                             [{k: _cell(v) for k, v in r.items()} for r in track_rows], list(track_rows[0]))
-            written.append("tracks_metrics.csv")
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    write_json(args.output_dir / "metrics.json",
-               {"settings": settings, "n_images": len(rows), "summary": summary, "images": rows,
-                "stacks": stacks, "tracks": track_rows, "unpaired": unpaired, "failed": failed})
-    if grid_items:
-        write_grid(args.output_dir / "grid.png", grid_items)
-        written.append("grid.png")
+    try:  # a failed write (read-only, disk full) is one line; the files written before are whole
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        write_metrics_csv(args.output_dir / "metrics.csv", rows, info_cols, metric_cols, summary)
+        stacks = stack_summaries(rows, metric_cols)
+        written = ["metrics.csv", "metrics.json"]
+        if stacks:
+            tiffio.write_csv(args.output_dir / "stacks.csv", [{k: _cell(v) for k, v in r.items()} for r in stacks],
+                             list(stacks[0]))
+            write_frame_plot(args.output_dir / "frames.png", rows)
+            written += ["stacks.csv", "frames.png"]
+        track_rows = []
+        if args.tracks is not None:
+            try:
+                track_rows = score_tracks(args.tracks, pts, args.tol_px)
+            except ValueError as err:
+                print(f"evaluate.py: {err}", file=sys.stderr)
+                failed.append(str(err))
+            if track_rows:
+                tiffio.write_csv(args.output_dir / "tracks_metrics.csv",
+                                 [{k: _cell(v) for k, v in r.items()} for r in track_rows], list(track_rows[0]))
+                written.append("tracks_metrics.csv")
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        write_json(args.output_dir / "metrics.json",
+                   {"settings": settings, "n_images": len(rows), "summary": summary, "images": rows,
+                    "stacks": stacks, "tracks": track_rows, "unpaired": unpaired, "failed": failed})
+        if grid_items:
+            write_grid(args.output_dir / "grid.png", grid_items)
+            written.append("grid.png")
+    except OSError as err:
+        print(f"evaluate.py: {tiffio.write_error_line(err)}", file=sys.stderr)
+        return 1
 
     width = max(len(c) for c in metric_cols)
     what = f"{len(rows)} frame(s) of {len(stacks)} stack(s)" if stacks else f"{len(rows)} image(s)"

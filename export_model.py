@@ -27,7 +27,6 @@ PyTorch on a tile of odd size and stop if they differ by more than 1e-4.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import warnings
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import cli
+import tiffio
 from tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent
@@ -416,13 +416,8 @@ def write_package(checkpoint: Path, out: Path, args) -> dict:
         descr = build_description(work, info, model, checkpoint=checkpoint, test_source=test_source,
                                   authors=args.author, license_id=args.license, preprocessing_steps=steps,
                                   halo=halo, minimum=minimum, step=step)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = out.with_name(f".{out.stem}.tmp{os.getpid()}.zip")  # atomic: never a half-written package
-        try:
+        with tiffio.atomic_path(out) as tmp_out:  # never a half-written package; a failed write is one line
             save_bioimageio_package(descr, output_path=tmp_out)
-            os.replace(tmp_out, out)
-        finally:
-            tmp_out.unlink(missing_ok=True)
     return diffs
 
 
@@ -435,15 +430,10 @@ def write_onnx(checkpoint: Path, out: Path, args) -> dict:
     model, info = unet.load_model(checkpoint)
     _, minimum, step = size_hints(info["model_args"])
     trace_shape, check_shape = odd_shapes(minimum, step)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.onnx")
-    try:
+    with tiffio.atomic_path(out) as tmp:
         export_onnx(model, torch.zeros(trace_shape), tmp)
         diffs = check_exports(model, check_shape, onnx_path=tmp, seed=args.seed)
         require_close(diffs, check_shape)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return diffs
 
 
@@ -470,7 +460,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write (.zip package or .onnx)")
     p.add_argument("--format", choices=("bioimageio", "onnx"), default="bioimageio",
                    help="bioimage.io package (state dict + TorchScript + ONNX) or the ONNX file alone")
-    p.add_argument("--test-size", type=int, default=256,
+    p.add_argument("--test-size", type=cli.finite_int(low=1), default=256,
                    help="edge of the test tile in px (raised to the next size the model allows)")
     p.add_argument("--test-image", type=Path, default=None,
                    help="2D image whose central crop is the test input (default: a synthetic image)")
@@ -498,8 +488,13 @@ def main(args: argparse.Namespace) -> int:
     if args.test_image and not args.test_image.is_file():
         print(f"error: --test-image {args.test_image}: no such file", file=sys.stderr)
         return 2
-    if args.test_size < 1:
-        print(f"error: --test-size {args.test_size} must be positive", file=sys.stderr)
+    base = next(p for p in [out.parent, *out.absolute().parents] if p.exists())  # made at the end
+    try:  # a read-only or otherwise unwritable place is refused before the export's work
+        if not base.is_dir():
+            raise tiffio.WriteError(out, f"{base} is a file, not a folder")
+        tiffio.check_writable(base)
+    except OSError as err:
+        print(f"error: -o {out}: cannot write there ({err.strerror or err})", file=sys.stderr)
         return 2
     try:
         if args.format == "onnx":
@@ -508,6 +503,9 @@ def main(args: argparse.Namespace) -> int:
             diffs = write_package(args.checkpoint, out, args)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # disk full while writing: nothing is left under the output name
+        print(f"error: {tiffio.write_error_line(err)}", file=sys.stderr)
         return 1
     print(f"{args.checkpoint} -> {out}; max |exported - PyTorch| on an odd tile: "
           + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))

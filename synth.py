@@ -37,6 +37,9 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+import cli
+
+MAX_IMAGE_SIZE = 8192  # px per side; drawing keeps several float32 planes (each 40 GB at 100000^2)
 
 # --------------------------------------------------------------------------- parameters and flags
 
@@ -48,7 +51,9 @@ def _allowed(low=None, high=None, above=None, below=None) -> str:
 
 
 def check_value(flag: str, value, low=None, high=None, above=None, below=None) -> None:
-    """ValueError naming `flag` and the allowed interval if value is outside it (low/high inclusive)."""
+    """ValueError naming `flag` and the allowed interval if value is outside it (low/high inclusive), or not finite."""
+    if isinstance(value, (int, float)) and not math.isfinite(value):
+        raise ValueError(f"{flag}: {value} is not a finite number")
     bad = ((low is not None and value < low) or (high is not None and value > high)
            or (above is not None and value <= above) or (below is not None and value >= below))
     if bad:
@@ -60,6 +65,9 @@ def check_range(flag: str, values, low=None, high=None, above=None) -> None:
     if values is None or len(values) != 2:
         raise ValueError(f"{flag}: needs two values MIN MAX, got {values}")
     lo, hi = values
+    for v in (lo, hi):
+        if isinstance(v, (int, float)) and not math.isfinite(v):
+            raise ValueError(f"{flag}: {v} is not a finite number")
     if lo > hi:
         raise ValueError(f"{flag}: MIN {lo} is above MAX {hi}")
     for v in (lo, hi):
@@ -73,7 +81,7 @@ class RangeAction(argparse.Action):
         if nargs != 2:
             raise ValueError("RangeAction takes exactly two values")
         kwargs.setdefault("metavar", ("MIN", "MAX"))
-        kwargs.setdefault("type", int if integer else float)
+        kwargs.setdefault("type", cli.number(int if integer else float))  # nan and inf refused while parsing
         super().__init__(option_strings, dest, nargs=2, **kwargs)
         self.low, self.high, self.above, self.integer = low, high, above, integer
 
@@ -133,7 +141,10 @@ class Flags:
                           above=above, integer=m["integer"], dest=f.name)
             else:
                 default = None if f.default is dataclasses.MISSING else f.default
-                group.add_argument(*m["flags"], dest=f.name, default=default, help=m["help"], **m["argparse"])
+                kw = dict(m["argparse"])
+                if kw.get("type") in (int, float):  # nan and inf refused while parsing; the bounds in __post_init__
+                    kw["type"] = cli.number(kw["type"])
+                group.add_argument(*m["flags"], dest=f.name, default=default, help=m["help"], **kw)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **values):
@@ -258,7 +269,7 @@ class Scene(Flags):
     """
 
     structure: Any
-    image_size: int = option("--image-size", "--image_size", default=512, type=int, low=8,
+    image_size: int = option("--image-size", "--image_size", default=512, type=int, low=8, high=MAX_IMAGE_SIZE,
                              help="height and width of each image in pixels")
     bit_depth: int = 16
     optics: Optics = field(default_factory=Optics)

@@ -600,6 +600,11 @@ def restore(cfg: Config, task: str, model: nn.Module, optim: Optimisation, out_d
     return state
 
 
+def has_positive(pairs) -> bool:
+    """True if any mask of `pairs` holds a foreground pixel (memory-mapped; stops at the first)."""
+    return any(np.load(p[1], mmap_mode="r")[p[2] if len(p) > 2 else ...].any() for p in pairs)
+
+
 def train_loop(cfg: Config, model: nn.Module, data: Loaders, optim: Optimisation, state: dict, out_dir: Path,
                rt: Runtime, checkpoint: dict, generator: dict | None = None, fold: int | None = None) -> dict:
     """Epochs state["epoch"] + 1 .. --epochs: train, validate, write best/last checkpoints, metrics.csv, curves.
@@ -710,25 +715,27 @@ def get_args_parser(preset_name: str, description: str | None = None) -> argpars
             data.add_argument(f"--{split}-{kind}-dir", f"--{split}_{kind}_dir", type=Path, default=None,
                               help=f"{'training' if split == 'train' else 'validation'} {what}; "
                                    f"without it, DATA_DIR/{split}/{kind}")
-    data.add_argument("--pixel-size", type=float, default=None,
+    data.add_argument("--pixel-size", type=cli.finite_float(above=0.0), default=None,
                       help="pixel size of the training images in um, stored in the checkpoint; "
                            "without it, pixel_size_um from generator.json")
     model = parser.add_argument_group("model")
-    model.add_argument("--base-channels", type=int, default=64, help="channels of the first level (original: 64)")
-    model.add_argument("--depth", type=int, default=3, help="number of down-sampling levels (original: 3)")
-    model.add_argument("--dropout", type=float, default=0.0, help="dropout rate at the end of the bottleneck block")
+    model.add_argument("--base-channels", type=cli.finite_int(low=1), default=64, help="first-level channels")
+    model.add_argument("--depth", type=cli.finite_int(low=1), default=3, help="number of down-sampling levels")
+    model.add_argument("--dropout", type=cli.finite_float(low=0.0, below=1.0), default=0.0,
+                       help="dropout rate at the end of the bottleneck block")
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=50, help="total epochs (also with --resume)")
-    train.add_argument("--batch-size", "--batch_size", type=int, default=4,
+    train.add_argument("--epochs", type=cli.finite_int(low=1), default=50, help="total epochs (also with --resume)")
+    train.add_argument("--batch-size", "--batch_size", type=cli.finite_int(low=1), default=4,
                        help="samples per step and per process")
-    train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW (warm-up, then cosine)")
-    train.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    train.add_argument("--lr", type=cli.finite_float(above=0.0), default=1e-3,
+                       help="peak learning rate of AdamW (warm-up, then cosine)")
+    train.add_argument("--weight-decay", type=cli.finite_float(low=0.0), default=1e-4, help="AdamW weight decay")
     train.add_argument("--loss", choices=LOSSES, default=task.loss,
                        help="bce+cldice adds the skeleton-aware clDice term for thin filaments")
-    train.add_argument("--crop-size", type=int, default=256,
+    train.add_argument("--crop-size", type=cli.finite_int(low=0), default=256,
                        help="random square training crops in px (0: whole images, which must share one size); "
                             "validation always uses whole images")
-    train.add_argument("--folds", type=int, default=0,
+    train.add_argument("--folds", type=cli.finite_int(low=0), default=0,
                        help="K >= 2: K-fold cross-validation over the training set (validation folders unused); "
                             "writes OUTPUT_DIR/foldK/ and folds.csv with mean and spread")
     train.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and augmentation")
@@ -742,7 +749,7 @@ def get_args_parser(preset_name: str, description: str | None = None) -> argpars
     hw.add_argument("--device", default="cuda", help="cuda, cuda:N, cpu, mps or auto")
     hw.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="auto: bf16 on CUDA and on CPUs with native bf16, fp16 on older CUDA, else fp32")
-    hw.add_argument("--num-workers", "--num_workers", type=int, default=4,
+    hw.add_argument("--num-workers", "--num_workers", type=cli.finite_int(low=0), default=4,
                     help="data-loading processes (use about the number of free CPU cores)")
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", "--output_dir", type=Path, default=Path("checkpoints"),
@@ -773,8 +780,6 @@ def resolve_folders(cfg: Config) -> dict[str, Path | None]:
 def resolve_pixel_size(cfg: Config, generator: dict) -> float | None:
     """--pixel-size, else generator.json's pixel_size_um, else None (with a warning)."""
     if cfg.pixel_size is not None:
-        if cfg.pixel_size <= 0:
-            raise TrainingError(f"--pixel-size {cfg.pixel_size}: must be > 0 (um per pixel)")
         return float(cfg.pixel_size)
     if generator.get("pixel_size_um") is not None:
         return float(generator["pixel_size_um"])
@@ -785,12 +790,7 @@ def resolve_pixel_size(cfg: Config, generator: dict) -> float | None:
 
 def check_args(cfg: Config) -> None:
     """Reject values that would fail later or silently do nothing."""
-    for name in ("epochs", "batch_size", "base_channels", "depth"):
-        if getattr(cfg, name) < 1:
-            raise TrainingError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
-    if cfg.crop_size < 0 or cfg.num_workers < 0 or cfg.lr <= 0:
-        raise TrainingError("--crop-size and --num-workers must be >= 0 and --lr > 0")
-    if cfg.folds == 1 or cfg.folds < 0:
+    if cfg.folds == 1 or cfg.folds < 0:  # the other numbers are checked while parsing (cli.number)
         raise TrainingError(f"--folds {cfg.folds}: use 0 (off) or K >= 2")
     if cfg.resume is not None and cfg.init_weights is not None:
         raise TrainingError("--resume and --init-weights exclude each other: --resume continues a run, "
@@ -840,6 +840,9 @@ def run(cfg: Config, rt: Runtime) -> int:
     generator = read_generator_info(*[p for p in (cfg.data_dir, folders["train_img_dir"].parent.parent) if p])
     pixel_size = resolve_pixel_size(cfg, generator) if rt.main else cfg.pixel_size or generator.get("pixel_size_um")
     train_pairs = find_pairs(folders["train_img_dir"], folders["train_mask_dir"], show=rt.main)
+    if not has_positive(train_pairs):
+        raise TrainingError(f"{folders['train_mask_dir']}: no training mask holds a single foreground pixel; check "
+                            "the masks (0 background, >0 object)")
     if cfg.crop_size == 0 and len(image_shapes(train_pairs)) > 1:
         raise TrainingError("training images differ in size; give --crop-size so they can be batched")
     if rt.main:
@@ -849,6 +852,8 @@ def run(cfg: Config, rt: Runtime) -> int:
 
     if not cfg.folds:
         val_pairs = find_pairs(folders["val_img_dir"], folders["val_mask_dir"], show=rt.main)
+        if not has_positive(val_pairs):  # validation Dice would read 1.0 for a network that finds nothing
+            raise TrainingError(f"{folders['val_mask_dir']}: no validation mask holds a single foreground pixel")
         if rt.main:
             print(f"{len(train_pairs)} training and {len(val_pairs)} validation images, task {task.name}, "
                   f"loss {cfg.loss}, normalisation {task.normalization}, pixel size {pixel_size} um")
@@ -886,6 +891,9 @@ def main(args: argparse.Namespace) -> int:
     except (DatasetError, TrainingError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except tiffio.WriteError as err:  # disk full or read-only mid-run: the files written before are whole
+        print(f"error: {err}; the files written before are kept - free space, then --resume", file=sys.stderr)
+        return 1
     finally:
         if rt is not None and rt.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()

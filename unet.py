@@ -12,7 +12,7 @@ build_model, not UNet(...), makes a network for save_checkpoint: it records the 
 """
 from __future__ import annotations
 
-import os
+import contextlib
 import pickle
 import re
 import sys
@@ -217,11 +217,20 @@ def save_checkpoint(path, model: nn.Module, *, task: str, normalization: dict,
     }
     if extra:  # e.g. optimizer/scheduler state for --resume; tensors and plain containers only
         ckpt.update(extra)
+    _save_atomic(ckpt, path)
+
+
+def _save_atomic(obj, path) -> None:
+    """torch.save through tiffio.atomic_path: a failed write (a full disk makes torch's zip writer raise
+    RuntimeError) is one tiffio.WriteError naming the file and the reason, and no temporary file stays."""
+    import tiffio
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    with tiffio.atomic_path(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:
+            raise tiffio.WriteError(path, tiffio.write_reason(err, path.parent)) from None
 
 
 def export_half(src, dst) -> None:
@@ -235,11 +244,7 @@ def export_half(src, dst) -> None:
         raise ValueError(f"{src}: not a SynSeg checkpoint (no state_dict)")
     keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler")}
     keep["state_dict"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    torch.save(keep, tmp)
-    os.replace(tmp, dst)
+    _save_atomic(keep, dst)
 
 
 def infer_model_args(state_dict: dict) -> dict:
@@ -280,14 +285,22 @@ def load_model(path, device: torch.device | str = "cpu") -> tuple[UNet, dict]:
         what = "an empty file" if not head else "neither a zip archive nor a pickle"
         raise ValueError(f"{path}: not a PyTorch checkpoint ({what}); pass a .pth written by the training scripts "
                          "or an original SynSeg model")
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if any(Path(n).name in ("rdf.yaml", "bioimageio.yaml") for n in names):
+                raise ValueError(f"{path}: is a bioimage.io package, not a checkpoint; pass the .pth it was exported "
+                                 "from, or open the package in a bioimage.io tool (deepImageJ, ilastik, napari)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err) and not pickled:
+        blocked = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(err))
+        if blocked is None and not pickled:
             raise ValueError(f"{path}: not a readable PyTorch checkpoint (damaged or not a checkpoint)") from None
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
         raise ValueError(f"{path}: refused to load: the file holds Python objects "
-                         f"({found.group(1) if found else 'not only tensors'}), not only weights; loading it could "
+                         f"({blocked.group(1) if blocked else 'not only tensors'}), not only weights; loading it could "
                          "run code (weights_only=True). Save model.state_dict() instead") from None
     except Exception as err:  # noqa: BLE001 - torch raises many types for corrupt files
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
@@ -311,7 +324,8 @@ def load_model(path, device: torch.device | str = "cpu") -> tuple[UNet, dict]:
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        msg = str(err).splitlines()[0]
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        msg = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__  # the first key and shapes
         raise ValueError(f"{path}: weights do not fit the recorded architecture {model_args}: {msg}") from None
     model.eval().to(device)
     return model, info
