@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import io
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +127,60 @@ def plan(cfg: Config) -> tuple[list[tuple[Path, Path]], list[str]]:
     return pairs, notes
 
 
+def shown(path) -> str:
+    """A path as printable text: the bytes of a name that is not UTF-8 (x\\xff.tif) as escapes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def name_clashes(pairs: list[tuple[Path, Path]]) -> list[str]:
+    """One line for each output written by more than one input (a.tif, a.tiff and a.ome.tif -> a_mask.tif)."""
+    by_output = {}
+    for src, dst in pairs:
+        by_output.setdefault(dst.resolve(), []).append(src)
+    return [f"{' and '.join(map(str, srcs))} would all write {dst}; rename one, or give them their own folders"
+            for dst, srcs in by_output.items() if len(srcs) > 1]
+
+
+LONG_RUN_PIXELS = 2 ** 27  # a batch declaring more pixels than this (about 11600^2) states its predicted time
+
+
+def check_sizes(pairs: list[tuple[Path, Path]], max_pixels: int) -> tuple[list[tuple[Path, str]], list[str], int]:
+    """From the headers alone: ([(input, why)] over max_pixels, notes (only the first of several series is
+    segmented), total pixels declared by the rest)."""
+    refused, notes, total = [], [], 0
+    for src, _ in pairs:
+        declared = tiffio.declared_image(src)
+        if declared is None:  # unreadable or JPEG: reading says why (OpenCV refuses over 2^30 px itself)
+            continue
+        try:
+            tiffio.check_size(src, declared["shape"], declared["dtype"], max_pixels)
+        except tiffio.SizeError as err:
+            refused.append((src, str(err)))
+            continue
+        total += math.prod(declared["shape"])
+        if declared["series"] > 1:
+            notes.append(f"{src}: holds {declared['series']} image series; only the first "
+                         f"({'x'.join(map(str, declared['shape']))}) is segmented - export the others as their "
+                         "own files to segment them")
+    return refused, notes, total
+
+
+def predicted_time(seg, pixels: int) -> tuple[float, float]:
+    """(predicted seconds for `pixels` input pixels at the input scale, seconds of the one tile timed)."""
+    side = max(seg.tile_size, 2 * seg.overlap + 16)
+    plane = np.random.default_rng(0).random((side, side)).astype(np.float32)
+    t0 = time.perf_counter()
+    seg.probability(plane, 1.0, progress=False)
+    took = time.perf_counter() - t0
+    step = max(side - seg.overlap, 1)  # tiles overlap: each pixel costs (side / step)^2 network pixels
+    return pixels * took / step ** 2, took
+
+
+def _duration(seconds: float) -> str:
+    return (f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200
+            else f"{seconds / 3600:.1f} h")
+
+
 def output_problem(cfg: Config, pairs: list[tuple[Path, Path]]) -> str | None:
     """Why the outputs cannot be written (an existing file where a folder goes, a folder that cannot be
     created or written), or None. Creates the output folder; checked before any image is read."""
@@ -188,6 +244,17 @@ def _json_value(value):
     raise TypeError(f"{type(value).__name__} is not a table value")
 
 
+TEXT_COLUMNS = {"file", "mask", "shape", "axes", "area_unit", "length_unit"}  # every other table column is a number
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _cell(value, fmt: str | None) -> str:
     """A value as tiffio.write_csv writes it."""
     if value is None:
@@ -211,6 +278,8 @@ class Tables:
     def __init__(self, folder: Path, columns: dict[str, tuple], formats: dict[str, str | None], task):
         """task: the tasks.Task whose results these tables hold."""
         self.folder, self.columns, self.formats, self.task = Path(folder), columns, formats, task
+        self.redo: set[str] = set()  # files of this batch whose earlier rows are damaged: segmented again
+        self.bad_rows: set[tuple[str, int]] = set()  # (table, row index) of damaged rows left out when rebuilding
 
     def record_path(self, mask: Path) -> Path:
         """Where the rows of the file whose mask is `mask` are recorded."""
@@ -256,7 +325,7 @@ class Tables:
             if not path.is_file():
                 continue
             try:
-                with open(path, newline="") as fh:
+                with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
                     header = next(csv.reader(fh), None)
             except (OSError, UnicodeDecodeError, csv.Error) as err:
                 out.append(f"{path}: not a readable CSV table ({type(err).__name__}); move it away or choose "
@@ -278,6 +347,72 @@ class Tables:
                 break
         return out
 
+    def check_rows(self, pairs: list[tuple[Path, Path]]) -> tuple[list[str], list[str]]:
+        """Validate the earlier tables row by row (cell count, numbers, one summary row per file, as many object
+        rows as its count, a last line that ends); returns (notes, problems).
+
+        A damaged row of a file in this batch makes that file one to segment again (`redo`); a cut last row is
+        left out; a damaged row of a file outside the batch is a problem: this run cannot rebuild it.
+        Call after `problems` (which checks the headers).
+        """
+        batch = {str(src) for src, _ in pairs}
+        notes, problems, counts, objects = [], [], {}, {}
+
+        def damaged(path, n, f, why, last):
+            where = f"row {n + 1} " if n >= 0 else ""
+            if f in batch:
+                if f not in self.redo:
+                    notes.append(f"{path}: {where}({f}) is damaged ({why}); segmenting {Path(f).name} again")
+                self.redo.add(f)
+            elif last:
+                notes.append(f"{path}: the last row is cut ({why}); left out")
+            else:
+                problems.append(f"{path}: {where}({f or 'no file name'}) is damaged ({why}) and is not an "
+                                "input of this run; run again with that file among the inputs, or move the table away")
+            self.bad_rows.add((path.name, n))
+
+        for name, columns in self.columns.items():
+            path = self.folder / name
+            if not path.is_file():
+                continue
+            try:
+                text = path.read_text(encoding="utf-8", errors="surrogateescape")
+            except OSError as err:
+                problems.append(f"{path}: cannot be read ({err.strerror or err})")
+                continue
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            rows = list(reader)
+            header = reader.fieldnames or []
+            for n, row in enumerate(rows):
+                f, last = row.get("file") or "", n == len(rows) - 1
+                cells = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+                if cells != len(header):
+                    why = f"{cells} of {len(header)} cells"
+                else:
+                    bad = next((c for c in header if c not in TEXT_COLUMNS and row[c] and not _is_number(row[c])), None)
+                    why = (f"{bad} {row[bad]!r} is not a number" if bad else
+                           "the line is cut (no line end)" if last and not text.endswith("\n") else
+                           "a second row for this file" if name == "summary.csv" and f in counts else
+                           "no file name" if not f else None)
+                if why:
+                    damaged(path, n, f, why, last)
+                elif name == "summary.csv":
+                    counts[f] = row.get("count")
+                elif name == "objects.csv":
+                    objects[f] = objects.get(f, 0) + 1
+        if "objects.csv" in self.columns and (self.folder / "objects.csv").is_file():
+            for f, count in counts.items():  # a file's object rows: all of them, or none (segmented without)
+                found = objects.get(f, 0)
+                if found and count not in (None, "") and str(found) != count:
+                    damaged(self.folder / "objects.csv", -1, f, f"{found} object rows, its count is {count}", False)
+        if self.redo or self.bad_rows:  # rows were lost: a batch file with a mask but no summary row is redone too
+            for f in sorted(batch - set(counts) - self.redo):
+                dst = dict(pairs)[Path(f)]
+                if dst.exists() and not self.record_path(dst).is_file():
+                    notes.append(f"{self.folder / 'summary.csv'}: no row for {f}; segmenting {Path(f).name} again")
+                    self.redo.add(f)
+        return notes, problems
+
     def finish(self, pairs: list[tuple[Path, Path]]) -> tuple[list[Path], list[tuple[Path, str]]]:
         """Rebuild the tables from the earlier tables and the records; write those that change.
 
@@ -285,14 +420,16 @@ class Tables:
         """
         records = self.records()
         old = {name: tiffio.read_csv(self.folder / name) for name in self.columns}
-        old_rows = {name: {} for name in self.columns}  # table -> file -> its earlier rows
+        old_rows = {name: {} for name in self.columns}  # table -> file -> its earlier rows (damaged ones left out)
         for name, rows in old.items():
-            for r in rows:
-                old_rows[name].setdefault(r.get("file"), []).append(r)
+            for n, r in enumerate(rows):
+                if (name, n) not in self.bad_rows and r.get("file") not in self.redo:
+                    old_rows[name].setdefault(r.get("file"), []).append(r)
         batch = {str(src): dst for src, dst in pairs}
         mine = {str(src): records.pop(self.record_path(dst), None) for src, dst in pairs}
         others = {r["file"]: r for r in records.values()}  # records of an earlier, interrupted batch
-        earlier = [r.get("file") for r in old["summary.csv"]] + list(others)
+        earlier = [r.get("file") for n, r in enumerate(old["summary.csv"])
+                   if ("summary.csv", n) not in self.bad_rows] + list(others)
         order = list(dict.fromkeys(f for f in earlier if f not in batch)) + list(batch)
         new = {name: [] for name in self.columns}
         missing = []
@@ -301,7 +438,7 @@ class Tables:
             mask = batch.get(f, f)
             if record is not None:
                 tables = record["tables"]
-            elif f in old_rows["summary.csv"]:
+            elif f in old_rows["summary.csv"] and f not in self.redo:
                 tables = {name: old_rows[name].get(f, []) for name in self.columns}
             else:
                 if f in batch and batch[f].exists():
@@ -321,7 +458,8 @@ class Tables:
             cells = [[_cell(r.get(c), fmt) for c in columns] for r in new[name]]
             before = [[r.get(c) or "" for c in columns] for r in old[name]]
             path = self.folder / name
-            if cells != before or (not path.is_file() and new["summary.csv"]):
+            damaged = any(t == name for t, _ in self.bad_rows)
+            if cells != before or damaged or (not path.is_file() and new["summary.csv"]):
                 tiffio.write_csv(path, new[name], columns, float_format=fmt)
                 written.append(path)
         for src, dst in pairs:  # the tables hold these rows now
@@ -358,8 +496,9 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                     help="output folder (NAME_mask.tif per input, summary.csv); a .tif file path when -i is one file")
     io.add_argument("--pattern", default="*.tif*", help="file pattern when -i is a folder")
     io.add_argument("--recursive", action="store_true", help="also search the subfolders of a folder input")
-    io.add_argument("--channel", type=int, default=None, help="channel to segment in multi-channel images (0-based)")
-    io.add_argument("--pixel-size", type=float, default=None,
+    io.add_argument("--channel", type=cli.finite_int(low=0), default=None,
+                    help="channel to segment in multi-channel images (0-based)")
+    io.add_argument("--pixel-size", type=cli.finite_float(above=0.0), default=None,
                     help="input pixel size in um, overriding the file's tags")
     io.add_argument("--save-prob", action="store_true", help="also write NAME_prob.tif (float32 probability, 0..1)")
     io.add_argument("--overlay", action="store_true",
@@ -372,6 +511,9 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                              "peak probability)")
     io.add_argument("--overwrite", action="store_true", help="redo inputs whose mask already exists")
     io.add_argument("--dry-run", action="store_true", help="list input -> output and stop")
+    io.add_argument("--max-pixels", type=cli.finite_int(low=1), default=tiffio.MAX_PIXELS,
+                    help="refuse an input whose header declares more pixels (all planes together) than this, "
+                         "before reading it: a small compressed file can declare terabytes")
 
     m = p.add_argument_group("model and device")
     m.add_argument("-m", "--model", "--model_path", dest="model", type=Path, default=ROOT / record.model,
@@ -381,17 +523,18 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     m.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast dtype; auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
-    m.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    m.add_argument("--threads", type=cli.finite_int(low=1), default=None,
+                   help="CPU threads for torch (default: torch's choice)")
 
     t = p.add_argument_group("tiling and scale")
-    t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=int, default=0,
+    t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=cli.finite_int(low=0), default=0,
                    help="largest tile edge in px; tiles are shrunk to cover the image evenly. 0: on the CPU the "
                         "largest tile whose network memory stays near 1.6 GB (1024 px for the shipped base-32 "
                         "models, and for base 64 under bf16; 880 px for base 64 in fp32), 1024 px on a GPU")
-    t.add_argument("--overlap", type=int, default=None,
+    t.add_argument("--overlap", type=cli.finite_int(low=0), default=None,
                    help="least overlap between tiles in px (default: twice the network's receptive radius "
                         "plus 16, which makes tiled and whole-image predictions identical)")
-    t.add_argument("--batch-size", type=int, default=0,
+    t.add_argument("--batch-size", type=cli.finite_int(low=0), default=0,
                    help="tiles per forward pass; 0: 4 on a GPU; on the CPU as many small tiles as fit the "
                         "tile memory (at most 4), one full-size tile")
     t.add_argument("--tta", action="store_true", help="average the predictions of the four flips (4x slower)")
@@ -399,7 +542,7 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                    help="predict at the input's own pixel size even if it differs from the model's")
     t.add_argument("--use_tiling", action="store_true",
                    help="accepted for old commands; tiling is always on (small images are one tile)")
-    t.add_argument("--resize_size", type=int, default=None,
+    t.add_argument("--resize_size", type=cli.finite_int(low=16), default=None,
                    help="old option, still honoured: resize each plane so its longer side is N px for "
                         "prediction (aspect ratio kept, mask back on the input grid); overrides the physical rescale")
 
@@ -409,7 +552,7 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
     if record.split:
         post.add_argument("--no-split", action="store_true",
                           help="do not split touching vesicles with the seeded watershed")
-        post.add_argument("--min-distance", type=float, default=None,
+        post.add_argument("--min-distance", type=cli.finite_float(above=0.0), default=None,
                           help="least distance in px between two vesicle centres for the split "
                                "(default: median vesicle radius in the image)")
     if record.contrast_cut:
@@ -427,12 +570,12 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                         help="link the vesicles of consecutive frames of a TYX stack into tracks (laptrack): "
                              "tracks.csv (file, track_id, frame, y, x, area, intensity) and track_summary.csv "
                              "(duration, mean speed; in s and um/s when pixel size and frame interval are known)")
-        tr.add_argument("--search-range", type=float, default=None,
+        tr.add_argument("--search-range", type=cli.finite_float(above=0.0), default=None,
                         help="largest step in px between frames; default: 2 um/s times the frame interval, "
                              "or 5 px when pixel size or frame interval is unknown")
-        tr.add_argument("--track-memory", type=int, default=1,
+        tr.add_argument("--track-memory", type=cli.finite_int(low=0), default=1,
                         help="frames in a row a vesicle may go undetected and keep its track")
-        tr.add_argument("--frame-interval", type=float, default=None,
+        tr.add_argument("--frame-interval", type=cli.finite_float(above=0.0), default=None,
                         help="seconds between frames, overriding the file's ImageJ tags")
     p.set_defaults(task=record.name, object_csv=False, no_split=not record.split, min_distance=None,
                    no_contrast_cut=not record.contrast_cut, min_snr=0.0, track=False, search_range=None, track_memory=1,
@@ -494,10 +637,15 @@ def run(args: argparse.Namespace, task: str) -> int:
         where = f" with pattern {cfg.pattern!r}" if cfg.input.is_dir() else ""
         log(f"{name}: no input matches {cfg.input}{where}")
         return 2
+    clashes = name_clashes(pairs)
+    if clashes:
+        for line in clashes:
+            log(f"{name}: {line}")
+        return 2
     if cfg.dry_run:
         for src, dst in pairs:
             state = "exists, skip" if dst.exists() and not cfg.overwrite else "new"
-            print(f"{src} -> {dst} ({state})")
+            print(f"{shown(src)} -> {shown(dst)} ({state})")
         return 0
     if not cfg.model.is_file():
         shipped = cfg.model.resolve() == (ROOT / record.model).resolve()
@@ -518,6 +666,11 @@ def run(args: argparse.Namespace, task: str) -> int:
         model, info = unet.load_model(cfg.model, device)
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         log(f"{name}: {err}")
+        return 2
+    broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        log(f"{name}: {cfg.model}: {len(broken)} weight tensor(s) hold NaN or inf (first: {broken[0]}); the "
+            "checkpoint is damaged - use another one, e.g. the best_*.pth of the training run")
         return 2
     if info.get("task") != record.name:
         recorded = info.get("format") == unet.CHECKPOINT_FORMAT
@@ -548,55 +701,69 @@ def run(args: argparse.Namespace, task: str) -> int:
     problem = output_problem(cfg, pairs)
     tables = batch_tables(cfg, record, cfg.output.parent if one_file else cfg.output)
     problems = [problem] if problem else tables.problems()
+    notes = []
+    if not problems:
+        notes, problems = tables.check_rows(pairs)
     if problems:
         for line in problems:
             log(f"{name}: {line}")
         return 2
+    for line in notes:
+        log(line)
+    stale = tiffio.remove_stale_parts(tables.folder, recursive=True)
+    if stale:
+        log(f"{name}: removed {len(stale)} partial file(s) that a killed run left in {tables.folder}")
+    todo = [(src, dst) for src, dst in pairs if cfg.overwrite or not dst.exists() or str(src) in tables.redo]
+    too_big, notes, pixels = check_sizes(todo, opts.max_pixels)
+    for line in notes:
+        log(line)
     log(f"{name}: model {cfg.model} ({info.get('format', 'checkpoint')}, normalisation {seg.norm}, "
         f"model pixel size {seg.model_px or 'unknown'} um), device {device}, "
         f"precision {seg.amp or 'fp32'}{' channels_last' if seg.net.channels_last else ''}, tiles up to "
         f"{seg.tile_size} px, overlap {seg.overlap} px, batch {seg.batch_size}")
+    if pixels > LONG_RUN_PIXELS:
+        seconds, took = predicted_time(seg, pixels)
+        log(f"{name}: {len(todo) - len(too_big)} file(s) of {pixels / 1e6:.0f} Mpx to segment; predicted time about "
+            f"{_duration(seconds)} on {device} (one {max(seg.tile_size, 2 * seg.overlap + 16)} px tile took "
+            f"{took:.2f} s; rescaling to the model's pixel size changes it)")
 
     failed, done, skipped = [], [], []
     t0, megapixels = time.perf_counter(), 0.0
     inputs = {p.resolve() for p, _ in pairs}
     interrupted = False
-    files = iter(tqdm(pairs, desc=record.name, unit="file", disable=None if len(pairs) > 1 else True))
-    while True:
-        try:
-            src, dst = next(files)
-        except StopIteration:
-            break
-        except KeyboardInterrupt:  # between files: the tables below still get the finished ones
-            interrupted = True
-            break
-        if dst.resolve() in inputs:
-            failed.append(src)
-            log(f"{src}: refusing to write {dst}: it is an input file")
-            continue
-        if dst.exists() and not cfg.overwrite:
-            skipped.append(src)
-            continue
+    refused = dict(too_big)
+    try:  # the whole loop: Ctrl-C anywhere in it still writes the tables of the files done
+        for src, dst in tqdm(pairs, desc=record.name, unit="file", disable=None if len(pairs) > 1 else True):
+            if dst.resolve() in inputs:
+                failed.append(src)
+                log(f"{src}: refusing to write {dst}: it is an input file")
+                continue
+            if dst.exists() and not cfg.overwrite and str(src) not in tables.redo:
+                skipped.append(src)
+                continue
+            if src in refused:
+                failed.append(src)
+                log(refused[src])
+                continue
 
-        def record_rows(row, objs, src=src, dst=dst):
-            """The file's rows of every table, recorded before its mask is written."""
-            rows = {"summary.csv": [row], "objects.csv": objs}
-            if cfg.tracking is not None:
-                rows["tracks.csv"], rows["track_summary.csv"] = track_objects(row, objs, cfg.tracking)
-            tables.write_record(src, dst, rows)
+            def record_rows(row, objs, src=src, dst=dst):
+                """The file's rows of every table, recorded before its mask is written."""
+                rows = {"summary.csv": [row], "objects.csv": objs}
+                if cfg.tracking is not None:
+                    rows["tracks.csv"], rows["track_summary.csv"] = track_objects(row, objs, cfg.tracking)
+                tables.write_record(src, dst, rows)
 
-        try:
-            row, _ = seg.segment(src, dst, before_mask=record_rows)
-        except KeyboardInterrupt:
-            interrupted = True
-            break
-        except (ValueError, OSError, MemoryError, RuntimeError) as err:
-            failed.append(src)
-            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-            log(msg if str(src) in msg else f"{src}: {msg}")
-            continue
-        done.append((src, dst))
-        megapixels += math.prod(int(v) for v in row["shape"].split("x")) / 1e6
+            try:
+                row, _ = seg.segment(src, dst, before_mask=record_rows)
+            except (ValueError, OSError, MemoryError, RuntimeError) as err:
+                failed.append(src)
+                msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+                log(msg if str(src) in msg else f"{src}: {msg}")
+                continue
+            done.append((src, dst))
+            megapixels += math.prod(int(v) for v in row["shape"].split("x")) / 1e6
+    except KeyboardInterrupt:
+        interrupted = True
 
     if interrupted:
         log(f"{name}: interrupted; writing the tables of the {len(done)} file(s) done (the same command "
@@ -611,7 +778,7 @@ def run(args: argparse.Namespace, task: str) -> int:
     for src, line in missing:
         log(line)
     for src, dst in done:
-        print(f"{src} -> {dst}")
+        print(f"{shown(src)} -> {shown(dst)}")
     seconds = time.perf_counter() - t0
     summary = tables.folder / "summary.csv"
     where = (f"; summary: {summary}" if summary in written else

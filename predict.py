@@ -163,6 +163,7 @@ class Options:
     overlay: bool = False  # also write NAME_overlay.png
     contrast_cut: bool = False  # apply spots.filter_spots per plane (presets that offer it)
     min_snr: float = 0.0  # spots.filter_spots: also drop objects whose local SNR is below this (0: none)
+    max_pixels: int = tiffio.MAX_PIXELS  # refuse inputs whose header declares more pixels (tiffio.check_size)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -171,7 +172,8 @@ class Options:
                    rescale=not args.no_rescale, resize_size=args.resize_size, tile_size=args.tile_size,
                    overlap=args.overlap, batch_size=args.batch_size, precision=args.precision, tta=args.tta,
                    split=not args.no_split, min_distance=args.min_distance, save_prob=args.save_prob,
-                   overlay=args.overlay, contrast_cut=not args.no_contrast_cut, min_snr=args.min_snr)
+                   overlay=args.overlay, contrast_cut=not args.no_contrast_cut, min_snr=args.min_snr,
+                   max_pixels=getattr(args, "max_pixels", tiffio.MAX_PIXELS))
 
 
 class Segmenter:
@@ -239,7 +241,7 @@ class Segmenter:
         when given, runs just before it (run() records the file's table rows there).
         """
         o = self.options
-        data, meta = tiffio.read_image(src)
+        data, meta = tiffio.read_image(src, max_pixels=o.max_pixels)
         data = check_values(data, src)
         planes, axes = as_planes(data, meta["axes"], o.channel, src)
         px = o.pixel_size or meta.get("pixel_size_um")
@@ -260,6 +262,10 @@ class Segmenter:
                 thresholds.append(float("nan"))
                 continue
             prob = self.probability(plane, factor, progress=big)
+            if not np.isfinite(prob.max()):  # max propagates NaN: one pass, no copy
+                where = f" (plane {k})" if len(planes) > 1 else ""
+                raise ValueError(f"{src}: the model's output holds NaN{where} (damaged weights, or an overflow at "
+                                 "this precision: try --precision fp32); no mask written")
             t = postprocess.resolve_threshold(prob, o.threshold)
             thresholds.append(t)
             mask = prob > t
