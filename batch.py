@@ -523,6 +523,9 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     m.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast dtype; auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
+    m.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="fp32 on the CPU: auto runs ONNX Runtime when installed (requirements-export.txt; ~2x "
+                        "PyTorch on AVX2 CPUs), else PyTorch channels_last; CPU bf16 and GPUs always use PyTorch")
     m.add_argument("--threads", type=cli.finite_int(low=1), default=None,
                    help="CPU threads for torch (default: torch's choice)")
 
@@ -683,7 +686,11 @@ def run(args: argparse.Namespace, task: str) -> int:
             return 2
         log(f"{name}: warning: {cfg.model} was {'trained' if recorded else 'guessed to be'} for "
             f"{info.get('task')!r}, not {record.name!r}")
-    seg = predict.Segmenter(model, info, record, opts, device)
+    try:
+        seg = predict.Segmenter(model, info, record, opts, device)
+    except ValueError as err:  # e.g. --backend onnx on a GPU
+        log(f"{name}: {err}")
+        return 2
     if seg.tile_size <= seg.overlap:
         log(f"{name}: --tile-size {seg.tile_size} must be larger than the overlap ({seg.overlap} px for this "
             f"model); use --tile-size {4 * seg.overlap} or more, or a smaller --overlap (then tiling is approximate)")
@@ -719,7 +726,7 @@ def run(args: argparse.Namespace, task: str) -> int:
         log(line)
     log(f"{name}: model {cfg.model} ({info.get('format', 'checkpoint')}, normalisation {seg.norm}, "
         f"model pixel size {seg.model_px or 'unknown'} um), device {device}, "
-        f"precision {seg.amp or 'fp32'}{' channels_last' if seg.net.channels_last else ''}, tiles up to "
+        f"{seg.path}, tiles up to "
         f"{seg.tile_size} px, overlap {seg.overlap} px, batch {seg.batch_size}")
     if pixels > LONG_RUN_PIXELS:
         seconds, took = predicted_time(seg, pixels)

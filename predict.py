@@ -141,6 +141,20 @@ def write_overlay(path: Path, plane: np.ndarray, mask: np.ndarray, style: str = 
             raise OSError(f"{path}: could not write PNG")
 
 
+def onnx_network(net, threads: int) -> tiling.OnnxNet:
+    """`net` (tiling.prepare_model on the CPU) exported to ONNX in a temporary folder and loaded into ONNX Runtime."""
+    import tempfile
+
+    import torch
+
+    import export_model
+
+    with tempfile.TemporaryDirectory(prefix="synseg_onnx_") as tmp:
+        path = Path(tmp) / "net.onnx"
+        export_model.export_onnx(net, torch.zeros(1, 1, 17, 19), path)  # odd example: any input size runs
+        return tiling.OnnxNet(path.read_bytes(), net.depth, threads)
+
+
 # --------------------------------------------------------------------------- settings and one file
 
 @dataclass(frozen=True)
@@ -163,6 +177,8 @@ class Options:
     overlay: bool = False  # also write NAME_overlay.png
     contrast_cut: bool = False  # apply spots.filter_spots per plane (presets that offer it)
     min_snr: float = 0.0  # spots.filter_spots: also drop objects whose local SNR is below this (0: none)
+    backend: str = "auto"  # fp32 on the CPU: "onnx" (ONNX Runtime), "torch", or "auto" (ONNX Runtime when installed)
+    stack_planes: bool = True  # small planes of a stack share forward passes (False: one plane per pass)
     max_pixels: int = tiffio.MAX_PIXELS  # refuse inputs whose header declares more pixels (tiffio.check_size)
 
     @classmethod
@@ -173,6 +189,7 @@ class Options:
                    overlap=args.overlap, batch_size=args.batch_size, precision=args.precision, tta=args.tta,
                    split=not args.no_split, min_distance=args.min_distance, save_prob=args.save_prob,
                    overlay=args.overlay, contrast_cut=not args.no_contrast_cut, min_snr=args.min_snr,
+                   backend=getattr(args, "backend", "auto"),
                    max_pixels=getattr(args, "max_pixels", tiffio.MAX_PIXELS))
 
 
@@ -186,14 +203,37 @@ class Segmenter:
         self.task, self.options, self.info, self.device = task, options, info, device
         self.amp = autocast_dtype(device, options.precision)
         cpu_bf16 = device.type == "cpu" and self.amp is not None
-        # channels_last: on CUDA, and under CPU bf16 autocast, where oneDNN is ~2.5x faster in it
-        self.net = tiling.prepare_model(model, device, channels_last=device.type == "cuda" or cpu_bf16)
+        self.net, self.path = self._network(model, device, options.backend)
         self.overlap = tiling.default_overlap(info["model_args"]) if options.overlap is None else options.overlap
         self.tile_size = options.tile_size or tiling.auto_tile_size(info["model_args"], device.type, half=cpu_bf16)
         self.batch_size = options.batch_size or tiling.auto_batch_size(info["model_args"], device.type, self.tile_size,
                                                                 half=cpu_bf16)
         self.norm = info["normalization"]
         self.model_px = info.get("pixel_size_um")
+
+    def _network(self, model, device, backend: str):
+        """(network, one line naming the path) for this machine: the fastest we measured (bench/bench_predict.py).
+
+        fp32 on the CPU (no native bf16): ONNX Runtime when installed (auto, or --backend onnx), else PyTorch in
+        channels_last (1.4-1.8x NCHW there). CPU bf16 autocast and CUDA: PyTorch in channels_last; MPS: NCHW.
+        """
+        import torch
+
+        if backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"backend {backend!r} not understood; use auto, torch or onnx")
+        fp32_cpu = device.type == "cpu" and self.amp is None
+        if backend == "onnx" and not fp32_cpu:
+            raise ValueError(f"--backend onnx runs fp32 on the CPU only (here: device {device}, precision "
+                             f"{self.amp}); use --device cpu --precision fp32, or --backend auto")
+        if backend == "onnx" and not tiling.onnx_available():
+            raise ValueError("--backend onnx needs onnx and onnxruntime: pip install -r requirements-export.txt")
+        if fp32_cpu and backend != "torch" and tiling.onnx_available():
+            net = onnx_network(tiling.prepare_model(model, device, channels_last=False), torch.get_num_threads())
+            return net, f"ONNX Runtime fp32 on the CPU, {net.threads} thread(s)"
+        channels_last = device.type in ("cpu", "cuda")
+        net = tiling.prepare_model(model, device, channels_last=channels_last)
+        return net, (f"PyTorch {device.type} {str(self.amp).removeprefix('torch.') if self.amp else 'fp32'}"
+                     f"{', channels_last' if channels_last else ''}")
 
     def scale_for(self, shape: tuple[int, int], input_px: float | None, source: str = "") -> tuple[float, str]:
         """Resize factor for a plane and a sentence saying why.
@@ -234,6 +274,27 @@ class Segmenter:
                                         overlap=self.overlap, batch_size=self.batch_size, device=self.device,
                                         amp_dtype=self.amp, tta=self.options.tta, progress=progress)
 
+    def probabilities(self, planes: np.ndarray, live: list[int], factor: float, progress: bool):
+        """Yield the probability map of each plane listed in `live`, in order.
+
+        Planes that fit one tile go through the network several at a time (tiling.stack_probability; a
+        60-frame 256 px movie is 4 forward passes with 1024 px tiles), each normalised on its own; larger
+        planes one at a time, tiled.
+        """
+        per_pass = tiling.planes_per_pass(planes.shape[1:], factor, self.tile_size, self.batch_size,
+                                          self.net.depth) if self.options.stack_planes else 0
+        if per_pass <= 1 or len(live) <= 1:
+            for k in live:
+                yield self.probability(planes[k], factor, progress)
+            return
+        for i in range(0, len(live), per_pass):
+            group = live[i:i + per_pass]
+            if len(group) == 1:
+                yield self.probability(planes[group[0]], factor, progress)
+                continue
+            yield from tiling.stack_probability(self.net, [planes[k] for k in group], factor, self.norm,
+                                                device=self.device, amp_dtype=self.amp, tta=self.options.tta)
+
     def segment(self, src: Path, dst: Path, before_mask=None) -> tuple[dict, list[dict]]:
         """Segment one file, write its outputs; returns (summary row, object rows).
 
@@ -255,13 +316,15 @@ class Segmenter:
         measure = self.task.measure(src)
         thresholds = []
         big = planes.shape[1] * planes.shape[2] > 4 * self.tile_size ** 2
+        live = [k for k, plane in enumerate(planes) if plane.min() != plane.max()]
+        maps = self.probabilities(planes, live, factor, progress=big)
         for k, plane in enumerate(planes):
             if plane.min() == plane.max():  # constant plane: nothing to find, and nothing to normalise
                 if len(planes) == 1:
                     log(f"{src}: constant image (all {plane.flat[0]}); writing an empty mask")
                 thresholds.append(float("nan"))
                 continue
-            prob = self.probability(plane, factor, progress=big)
+            prob = next(maps)
             if not np.isfinite(prob.max()):  # max propagates NaN: one pass, no copy
                 where = f" (plane {k})" if len(planes) > 1 else ""
                 raise ValueError(f"{src}: the model's output holds NaN{where} (damaged weights, or an overflow at "

@@ -159,6 +159,74 @@ def prepare_model(model, device, channels_last: bool | None = None):
     return net
 
 
+def forward_tiles(model, tiles: np.ndarray, device, amp_dtype=None, tta: bool = False) -> np.ndarray:
+    """Sigmoid of the network on a stack of normalised tiles (B, th, tw) float32 -> (B, th, tw) float32.
+
+    Under autocast when amp_dtype is set; with tta the four flips are averaged. The one forward pass that
+    tiled planes and stacked small planes share, so both compute the same numbers.
+    """
+    import torch
+
+    x = torch.from_numpy(tiles)[:, None].to(device)  # (B, 1, th, tw)
+    if getattr(model, "channels_last", False):
+        x = x.contiguous(memory_format=torch.channels_last)
+    prob = None
+    with torch.inference_mode():
+        for dims in [(), (-1,), (-2,), (-2, -1)] if tta else [()]:
+            xin = torch.flip(x, dims) if dims else x
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(xin)
+            p = torch.sigmoid(logits.float())
+            p = torch.flip(p, dims) if dims else p
+            prob = p if prob is None else prob + p
+        return (prob[:, 0] / (4 if tta else 1)).cpu().numpy()
+
+
+def onnx_available() -> bool:
+    """True when ONNX Runtime and onnx (for the export) can be imported (requirements-export.txt)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OnnxNet:
+    """A prepared (BN-folded) network run by ONNX Runtime's CPU provider in fp32; called like the torch module.
+
+    On CPUs without native bf16 it is the fastest fp32 path we measured (bench/bench_predict.py --filters).
+    Built from the exported ONNX bytes (predict.onnx_network exports them to a temporary folder; nothing is
+    cached on disk).
+    """
+
+    channels_last = False
+
+    def __init__(self, onnx_bytes: bytes, depth: int, threads: int):
+        """onnx_bytes: the network with input "input" (B, 1, H, W); depth: its pooling steps; threads: intra-op."""
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        # spinning threads would keep the cores busy between tiles, when NumPy does the blending
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        self.depth, self.threads = depth, options.intra_op_num_threads
+
+    def __call__(self, x):
+        """Logits (B, 1, H, W) of a float32 CPU tensor (B, 1, H, W)."""
+        import torch
+
+        return torch.from_numpy(self.session.run(None, {"input": x.numpy()})[0])
+
+    def parameters(self):
+        """A CPU tensor, so that `next(net.parameters()).device` works as for a torch module."""
+        import torch
+
+        yield torch.zeros(0)
+
+
 def read_tile(image: np.ndarray, y: int, x: int, th: int, tw: int, mode: str) -> np.ndarray:
     """image[y:y+th, x:x+tw] as if the image had been padded at the bottom and right with np.pad(mode).
 
@@ -186,7 +254,6 @@ def predict_probability(model, image: np.ndarray, *, tile_size: int = 512, overl
     the blend is summed in a buffer one tile row high, and finished rows are divided by their summed window
     and written to the output, so the only full-size array is the output itself.
     """
-    import torch
     from tqdm import tqdm
 
     device = device or next(model.parameters()).device
@@ -226,32 +293,18 @@ def predict_probability(model, image: np.ndarray, *, tile_size: int = 512, overl
         state["band_y"] = upto
 
     jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
-    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
-    channels_last = getattr(model, "channels_last", False)
     bar = tqdm(total=len(jobs), desc="tiles", unit="tile", leave=False, disable=not progress, mininterval=1.0)
-    with torch.inference_mode():
-        for k in range(0, len(jobs), batch_size):
-            batch = jobs[k:k + batch_size]
-            tiles = np.stack([normalize(read_tile(image, ys[i], xs[j], ty, tx, mode)) for i, j in batch])
-            x = torch.from_numpy(tiles)[:, None].to(device)  # (B, 1, ty, tx)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            prob = None
-            for dims in flips:
-                xin = torch.flip(x, dims) if dims else x
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(xin)
-                p = torch.sigmoid(logits.float())
-                p = torch.flip(p, dims) if dims else p
-                prob = p if prob is None else prob + p
-            prob = (prob[:, 0] / len(flips)).cpu().numpy()  # (B, ty, tx)
-            for (i, j), p in zip(batch, prob):
-                if i != state["row"]:  # first tile of a new tile row: the rows above its start are final
-                    flush(ys[i])
-                    state["row"] = i
-                r = ys[i] - state["band_y"]
-                band[r:r + ty, xs[j]:xs[j] + tx] += p * wy[i][:, None] * wx[j][None, :]
-            bar.update(len(batch))
+    for k in range(0, len(jobs), batch_size):
+        batch = jobs[k:k + batch_size]
+        tiles = np.stack([normalize(read_tile(image, ys[i], xs[j], ty, tx, mode)) for i, j in batch])
+        prob = forward_tiles(model, tiles, device, amp_dtype, tta)  # (B, ty, tx)
+        for (i, j), p in zip(batch, prob):
+            if i != state["row"]:  # first tile of a new tile row: the rows above its start are final
+                flush(ys[i])
+                state["row"] = i
+            r = ys[i] - state["band_y"]
+            band[r:r + ty, xs[j]:xs[j] + tx] += p * wy[i][:, None] * wx[j][None, :]
+        bar.update(len(batch))
     bar.close()
     flush(H)
     return out
@@ -272,6 +325,54 @@ def resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         raise MemoryError(f"could not resize a {plane.shape[0]}x{plane.shape[1]} plane to {h}x{w}: "
                           f"{str(err).strip().splitlines()[-1]}") from None
     return out.reshape(h, w)
+
+
+def planes_per_pass(shape: tuple[int, int], factor: float, tile_size: int, batch_size: int, depth: int) -> int:
+    """How many planes of `shape` stack_probability may send through the network together; 0: one at a time.
+
+    A plane qualifies when, resized by `factor` and padded to the pooling grid, it fits one tile (then
+    predict_probability too would predict it whole); a pass holds as many as fit batch_size full tiles of pixels.
+    """
+    align = 2 ** depth
+    h, w = (max(1, round(n * factor)) for n in shape) if factor != 1.0 else shape
+    hp, wp = -(-h // align) * align, -(-w // align) * align
+    edge = -(-tile_size // align) * align
+    if hp > edge or wp > edge:
+        return 0
+    return max(1, (max(1, batch_size) * tile_size * tile_size) // (hp * wp))
+
+
+def stack_probability(net, planes, factor: float, normalization: dict, *, device, amp_dtype=None,
+                      tta: bool = False) -> list[np.ndarray]:
+    """Probability maps (float32, each on its plane's grid) of raw 2D planes of one shape, in one forward pass.
+
+    For planes that fit one tile (planes_per_pass > 0): each is resized, normalised with its own statistics and
+    padded exactly as plane_probability does it, so the maps equal plane_probability's up to float rounding
+    (a batch may sum the convolutions in another order; tests/test_predict.py).
+    """
+    from normalization import apply_normalization, normalization_stats
+
+    align = 2 ** net.depth
+    tiles, shape = [], None
+    for plane in planes:
+        h, w = plane.shape
+        x = plane
+        if factor != 1.0:
+            x = resize_plane(plane.astype(np.float32), (max(1, round(h * factor)), max(1, round(w * factor))))
+        hh, ww = x.shape
+        ph, pw = (-hh) % align, (-ww) % align
+        mode = "reflect" if (ph < hh and pw < ww) else "edge"
+        stats = normalization_stats(x, normalization)
+        tiles.append(apply_normalization(read_tile(x, 0, 0, hh + ph, ww + pw, mode), normalization, stats))
+        shape = (h, w, hh, ww)
+    h, w, hh, ww = shape
+    prob = forward_tiles(net, np.stack(tiles), device, amp_dtype, tta)[:, :hh, :ww]  # (N, hh, ww)
+    out = []
+    for p in prob:
+        if (hh, ww) != (h, w):
+            p = np.clip(resize_plane(p, (h, w)), 0.0, 1.0)
+        out.append(np.ascontiguousarray(p, dtype=np.float32))
+    return out
 
 
 def plane_probability(net, plane: np.ndarray, factor: float, normalization: dict, *, tile_size: int, overlap: int,
