@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -392,16 +393,24 @@ def smooth_noise(rng: np.random.Generator, shape, scale_px: float) -> np.ndarray
 def blob_polygon(rng: np.random.Generator, cy: float, cx: float, radius: float, roughness: float = 0.15,
                  aspect: float = 1.0, n: int = 48) -> np.ndarray:
     """Irregular closed outline (n x 2 int32 x,y points for cv2.fillPoly) around (cy, cx)."""
-    theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    multiples, cos_t, sin_t = _polygon_angles(n)
     log_r = np.zeros(n)
-    for k in range(2, 7):
-        log_r += rng.normal(0, roughness / k) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    for k, k_theta in zip(range(2, 7), multiples):
+        log_r += rng.normal(0, roughness / k) * np.cos(k_theta + rng.uniform(0, 2 * np.pi))
     r = radius * np.exp(log_r)
     angle = rng.uniform(0, np.pi)
-    ex, ey = r * np.cos(theta) * aspect, r * np.sin(theta)
+    ex, ey = r * cos_t * aspect, r * sin_t
     x = cx + ex * np.cos(angle) - ey * np.sin(angle)
     y = cy + ex * np.sin(angle) + ey * np.cos(angle)
     return np.round(np.stack([x, y], axis=1) * 4).astype(np.int32)  # 2 fractional bits for cv2 shift=2
+
+
+@functools.lru_cache(maxsize=8)
+def _polygon_angles(n: int) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
+    """(k theta for k = 2..6, cos theta, sin theta) of blob_polygon's n angles: the same arrays every call
+    (thousands of granules per autofluorescent image), computed once."""
+    theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return tuple(k * theta for k in range(2, 7)), np.cos(theta), np.sin(theta)
 
 
 # --------------------------------------------------------------------------- cell context
@@ -569,6 +578,38 @@ def bright_region_layer(rng: np.random.Generator, shape, background: Background,
     return layer
 
 
+def disc_filter(a: np.ndarray, size: int, op) -> np.ndarray:
+    """op(a, ellipse kernel size x size) for op cv2.erode or cv2.dilate, float32, the same values bit for bit.
+
+    OpenCV runs a large elliptical kernel point by point (size^2 work per pixel: 0.56 s for a 101 px opening of
+    a 512^2 image); here each kernel row is a horizontal run, so the runs of growing half-width come from
+    repeated 1 x 3 steps and are combined row offset by row offset: about 3 x size passes over the image (5-8x
+    faster at 101 px). Min and max are exact, and pixels beyond the border are ignored as OpenCV ignores them.
+    """
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    a = np.asarray(a, np.float32)
+    if size < 15:
+        return op(a, kernel)
+    c = size // 2
+    rows: dict[int, list[int]] = {}  # half-width of a kernel row -> its row offsets
+    for i, row in enumerate(kernel):
+        cols = np.flatnonzero(row)
+        if cols.size:
+            rows.setdefault(int(c - cols[0]), []).append(i - c)
+    extreme = np.minimum if op is cv2.erode else np.maximum
+    h, w = a.shape
+    out = np.full((h + 2 * c, w), np.inf if op is cv2.erode else -np.inf, np.float32)
+    line = np.ones((1, 3), np.uint8)
+    run = a  # extreme over a horizontal run of half-width r
+    for r in range(max(rows) + 1):
+        if r:
+            run = op(run, line)
+        for d in rows.get(r, ()):
+            band = out[c - d:c - d + h]  # out row c + y collects run row y + d
+            extreme(band, run, out=band)
+    return out[c:c + h]
+
+
 def subtract_background(rng: np.random.Generator, image: np.ndarray, background: Background,
                         pixel_size: float) -> np.ndarray:
     """A pipeline's background subtraction: the image minus its smooth floor, clipped at 0, same dtype.
@@ -578,8 +619,7 @@ def subtract_background(rng: np.random.Generator, image: np.ndarray, background:
     """
     a = image.astype(np.float32)
     size = max(3, int(round(draw(rng, (3.0, 10.0)) / pixel_size)) | 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    floor = blur(cv2.dilate(cv2.erode(a, kernel), kernel), size / 3.0)
+    floor = blur(disc_filter(disc_filter(a, size, cv2.erode), size, cv2.dilate), size / 3.0)
     rest = a - floor
     zero = draw(rng, background.subtracted_zero)
     rest -= float(np.percentile(rest[::2, ::2], 100.0 * zero))
