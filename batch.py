@@ -567,6 +567,13 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                           help="also drop spots whose local SNR (the snr column of objects.csv: peak minus the "
                                "local background over the local noise) is below SNR, for counting only bright "
                                "spots; 0 keeps every spot the network and the contrast cut report")
+    if record.spot_core:
+        post.add_argument("--spot-core", type=cli.finite_float(low=0.0, high=0.95), default=record.spot_core,
+                          metavar="FRACTION",
+                          help="trim each spot's mask to the pixels at least its local background + FRACTION x "
+                               "its contrast, connected to its peak (0.5: the half-maximum area), so a bright "
+                               "spot's mask and centre follow its signal, not its blur; 0 keeps the network's "
+                               "mask")
     if record.track:
         tr = p.add_argument_group("time-lapse tracking")
         tr.add_argument("--track", action="store_true",
@@ -581,8 +588,8 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
         tr.add_argument("--frame-interval", type=cli.finite_float(above=0.0), default=None,
                         help="seconds between frames, overriding the file's ImageJ tags")
     p.set_defaults(task=record.name, object_csv=False, no_split=not record.split, min_distance=None,
-                   no_contrast_cut=not record.contrast_cut, min_snr=0.0, track=False, search_range=None, track_memory=1,
-                   frame_interval=None)
+                   no_contrast_cut=not record.contrast_cut, min_snr=0.0, spot_core=record.spot_core, track=False,
+                   search_range=None, track_memory=1, frame_interval=None)
     return p
 
 

@@ -177,6 +177,7 @@ class Options:
     overlay: bool = False  # also write NAME_overlay.png
     contrast_cut: bool = False  # apply spots.filter_spots per plane (presets that offer it)
     min_snr: float = 0.0  # spots.filter_spots: also drop objects whose local SNR is below this (0: none)
+    spot_core: float = 0.0  # spots.filter_spots: trim each object to its pixels above this share of its contrast
     backend: str = "auto"  # fp32 on the CPU: "onnx" (ONNX Runtime), "torch", or "auto" (ONNX Runtime when installed)
     stack_planes: bool = True  # small planes of a stack share forward passes (False: one plane per pass)
     max_pixels: int = tiffio.MAX_PIXELS  # refuse inputs whose header declares more pixels (tiffio.check_size)
@@ -189,7 +190,7 @@ class Options:
                    overlap=args.overlap, batch_size=args.batch_size, precision=args.precision, tta=args.tta,
                    split=not args.no_split, min_distance=args.min_distance, save_prob=args.save_prob,
                    overlay=args.overlay, contrast_cut=not args.no_contrast_cut, min_snr=args.min_snr,
-                   backend=getattr(args, "backend", "auto"),
+                   spot_core=getattr(args, "spot_core", 0.0), backend=getattr(args, "backend", "auto"),
                    max_pixels=getattr(args, "max_pixels", tiffio.MAX_PIXELS))
 
 
@@ -336,10 +337,11 @@ class Segmenter:
                 probs[k] = prob
             if o.split:
                 mask = postprocess.split_touching(mask, plane, o.min_distance, in_place=True)
-            if o.contrast_cut or o.min_snr > 0:
+            if o.contrast_cut or o.min_snr > 0 or o.spot_core > 0:
                 import spots
 
-                mask, cut = spots.filter_spots(mask, plane, in_place=True, cut=o.contrast_cut, min_snr=o.min_snr)
+                mask, cut = spots.filter_spots(mask, plane, in_place=True, cut=o.contrast_cut, min_snr=o.min_snr,
+                                               core=o.spot_core)
                 log(f"{src}: {'plane ' + str(k) + ': ' if len(planes) > 1 else ''}{spots.describe_cut(cut)}")
             if not measure.uses_prob:
                 del prob  # a big plane's map is the largest array here; free it before measuring

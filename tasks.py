@@ -47,6 +47,7 @@ class Task:
     loss: str = "bce+dice"  # training's default --loss
     threshold: str = "0.5"  # default --threshold
     contrast_cut: bool = False  # spots.filter_spots: drop the image's dim group of objects (--no-contrast-cut)
+    spot_core: float = 0.0  # spots.filter_spots: default --spot-core (0: the task has no such flag)
     track: bool = False  # --track: link the objects of a time-lapse's frames into tracks (tracking.py)
 
     @property
@@ -70,7 +71,8 @@ TASKS = {t.name: t for t in (
          script="SynSeg_Vesicle.py", model="models/vesicle.pth",
          first_kernel=3, normalization=dict(LOCAL_CONTRAST), original_normalization={"mode": "median", "target": 500.0},
          augmentation=augment.BlobAugmentation(),
-         measure=postprocess.ObjectMeasure, overlay_style="outline", split=True, contrast_cut=True, track=True,
+         measure=postprocess.ObjectMeasure, overlay_style="outline", split=True, contrast_cut=True, spot_core=0.5,
+         track=True,
          description="vesicles, puncta and diffraction-limited spots (e.g. smFISH)",
          tags=("vesicles", "puncta", "spots", "smfish"),
          report_metrics=(("dice", "Dice"), ("iou", "IoU"), ("precision", "precision"), ("recall", "recall"),

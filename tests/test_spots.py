@@ -76,3 +76,42 @@ def test_contrast_cut_needs_enough_candidates():
     rows = [{"contrast": c} for c in (1.0, 1.0, 500.0, 600.0)]
     keep, info = spots.contrast_cut(rows)
     assert keep.all() and "fewer than" in info["reason"]
+
+
+def test_spot_core_trims_each_mask_to_its_half_maximum_around_the_peak():
+    centres = [(20.0, 20.0), (20.0, 60.0), (60.4, 40.3)]
+    img = gaussian_spots((80, 80), centres, [400.0, 400.0, 400.0], sigma=1.5, noise=0.5)
+    yy, xx = np.indices(img.shape)
+    # masks far wider than the spots (radius 6 px discs), the third one lopsided towards +x
+    mask = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 36) | ((yy - 20) ** 2 + (xx - 60) ** 2 <= 36)
+    mask |= (np.abs(yy - 60) <= 3) & (xx >= 38) & (xx <= 50)
+    out, info = spots.filter_spots(mask, img, cut=False, core=0.5)
+    lab, n = ndimage.label(out, np.ones((3, 3)))
+    assert n == 3 and info["kept"] == 3 and info["trimmed_pixels"] > 0
+    half_max_area = np.pi * (1.1774 * 1.5) ** 2  # the disc where a Gaussian of sigma 1.5 px is above half its peak
+    for k, (cy, cx) in enumerate(centres, start=1):
+        k = lab[int(round(cy)), int(round(cx))]
+        assert abs(np.sum(lab == k) - half_max_area) < 4
+        my, mx = ndimage.center_of_mass(lab == k)
+        assert abs(my - cy) < 0.5 and abs(mx - cx) < 0.5  # the lopsided mask no longer drags the centre
+    untouched, _ = spots.filter_spots(mask, img, cut=False, core=0.0)
+    assert np.array_equal(untouched, mask)
+
+
+def test_spot_core_leaves_an_object_no_brighter_than_its_ring_whole():
+    img = np.full((40, 40), 100.0)
+    img[18:23, 18:23] = 90.0  # a dim dent, not a spot: contrast <= 0
+    mask = np.zeros(img.shape, bool)
+    mask[18:23, 18:23] = True
+    out, _ = spots.filter_spots(mask, img, cut=False, core=0.5)
+    assert np.array_equal(out, mask)
+
+
+def test_vesicle_script_trims_to_spot_cores_by_default_and_the_cytoskeleton_script_does_not():
+    import batch
+
+    def parsed(task, *extra):
+        return batch.get_args_parser(task).parse_args(["-i", "x.tif", "-o", "out", *extra])
+
+    assert parsed("vesicle").spot_core == 0.5 and parsed("vesicle", "--spot-core", "0").spot_core == 0.0
+    assert parsed("cytoskeleton").spot_core == 0.0
