@@ -41,6 +41,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from faint_spots import crops_of  # noqa: E402
 
 TOL_PX = 2.0
 BESIDE_PX = 50.0
@@ -206,19 +209,6 @@ def beside_region(plateau: np.ndarray, within: float = BESIDE_PX) -> np.ndarray:
     return (d > 0) & (d <= within)
 
 
-def crop_corners(image: np.ndarray, size: int = CROP) -> list[tuple[int, int]]:
-    """Top-left corners of the centre crop and of the crop around the brightest large region (deduplicated)."""
-    from scipy import ndimage
-
-    h, w = image.shape
-    centre = (max(0, (h - size) // 2), max(0, (w - size) // 2))
-    smooth = ndimage.gaussian_filter(image.astype(np.float32), 20.0)
-    py, px = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
-    bright = (int(np.clip(py - size // 2, 0, max(0, h - size))), int(np.clip(px - size // 2, 0, max(0, w - size))))
-    far = abs(bright[0] - centre[0]) > size // 3 or abs(bright[1] - centre[1]) > size // 3
-    return [centre, bright] if far else [centre]
-
-
 # ---------------------------------------------------------------- building the sets
 
 def write_tif(path: Path, image: np.ndarray, pixel_um: float | None) -> None:
@@ -278,7 +268,7 @@ def build_real(args, images: Path) -> list[dict]:
         if image.ndim != 2:
             print(f"  skipping background {path}: not 2D ({image.shape})")
             continue
-        corners = crop_corners(image)[: 1 if args.quick else 2]
+        corners = crops_of(image, CROP)[: 1 if args.quick else 2]
         for k, (y0, x0) in enumerate(corners):
             crop = image[y0:y0 + CROP, x0:x0 + CROP]
             noise = local_noise(crop)

@@ -52,16 +52,16 @@ LOG_THRESHOLDS = (0.05, 0.1, 0.2)
 TOL_PX = 3.0
 
 
-def crops_of(image: np.ndarray) -> list[tuple[int, int]]:
+def crops_of(image: np.ndarray, size: int = CROP) -> list[tuple[int, int]]:
     """Top-left corners of the centre crop and of the crop around the brightest large region (deduplicated)."""
     from scipy import ndimage
 
     h, w = image.shape
-    centre = (max(0, (h - CROP) // 2), max(0, (w - CROP) // 2))
+    centre = (max(0, (h - size) // 2), max(0, (w - size) // 2))
     smooth = ndimage.gaussian_filter(image.astype(np.float32), 20.0)
     py, px = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
-    bright = (int(np.clip(py - CROP // 2, 0, max(0, h - CROP))), int(np.clip(px - CROP // 2, 0, max(0, w - CROP))))
-    far = abs(bright[0] - centre[0]) > CROP // 3 or abs(bright[1] - centre[1]) > CROP // 3
+    bright = (int(np.clip(py - size // 2, 0, max(0, h - size))), int(np.clip(px - size // 2, 0, max(0, w - size))))
+    far = abs(bright[0] - centre[0]) > size // 3 or abs(bright[1] - centre[1]) > size // 3
     return [centre, bright] if far else [centre]
 
 
