@@ -7,6 +7,11 @@ Prints one table. Rows: the vesicle generator at 512x512, the cytoskeleton gener
 1024x1024 (synth.render_one with each generator's default flags), and, for scale, a naive vesicle
 renderer in the style of the original SynSeg generator (a whole-image array and a whole-image Gaussian
 blur per spot, 300-500 spots; written here from its description, not its code).
+Before / after (--compare): the vesicle and cytoskeleton renders are also timed with the two generator hot spots
+as they were before issue 22 (OpenCV's point-by-point elliptical opening in the background subtraction, polygon
+angles recomputed for every autofluorescent granule; re-created here by swapping synth.disc_filter and
+synth.blob_polygon), interleaved image by image with the current code: the same images, bit for bit, so the
+ratio is the speed-up alone. The table also gives each row's speed-up over the naive original-style renderer.
 Then a small dataset is written with --workers 1 and --workers 2 (wall time including process start).
 The machine's load average is printed: numbers from a busy machine are upper bounds.
 """
@@ -50,6 +55,54 @@ def time_render(scene, repeats: int) -> tuple[list[float], list[float]]:
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return wall, cpu
+
+
+def interleaved(scenes: dict, repeats: int, patches: dict) -> dict:
+    """{name: (wall, CPU) lists} of synth.render_one per scene, image by image in turn (images 0..repeats-1).
+
+    patches: {name: {attribute of synth: replacement}} applied only while that name renders.
+    """
+    import synth
+
+    times = {name: ([], []) for name in scenes}
+    for name, scene in scenes.items():  # warm-up
+        synth.render_one(synth.image_rng(0, 10_000), scene)
+    for index in range(repeats):
+        for name, scene in scenes.items():
+            saved = {k: getattr(synth, k) for k in patches.get(name, {})}
+            for k, v in patches.get(name, {}).items():
+                setattr(synth, k, v)
+            try:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                synth.render_one(synth.image_rng(0, index), scene)
+                times[name][0].append(time.perf_counter() - start)
+                times[name][1].append(time.process_time() - start_cpu)
+            finally:
+                for k, v in saved.items():
+                    setattr(synth, k, v)
+    return times
+
+
+def before_patches() -> dict:
+    """synth functions as they were before issue 22 (same output, slower): see the module docstring."""
+    import cv2
+
+    def disc_filter(a, size, op):
+        return op(np.asarray(a, np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+
+    def blob_polygon(rng, cy, cx, radius, roughness=0.15, aspect=1.0, n=48):
+        theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        log_r = np.zeros(n)
+        for k in range(2, 7):
+            log_r += rng.normal(0, roughness / k) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+        r = radius * np.exp(log_r)
+        angle = rng.uniform(0, np.pi)
+        ex, ey = r * np.cos(theta) * aspect, r * np.sin(theta)
+        x = cx + ex * np.cos(angle) - ey * np.sin(angle)
+        y = cy + ex * np.sin(angle) + ey * np.cos(angle)
+        return np.round(np.stack([x, y], axis=1) * 4).astype(np.int32)
+
+    return {"disc_filter": disc_filter, "blob_polygon": blob_polygon}
 
 
 def naive_vesicle(rng: np.random.Generator, size: int = 512):
@@ -104,6 +157,33 @@ def row(name: str, times: tuple[list[float], list[float]]) -> str:
             f"{statistics.median(cpu):>9.1f} {len(wall):>5d}")
 
 
+def compare(args) -> int:
+    """Before / after per-image render times, interleaved, and both against the naive original-style renderer."""
+    import Cytoskeleton_generator
+    import filaments
+    import Vesicle_generator
+    import vesicles
+
+    ves = default_scene(Vesicle_generator, Vesicle_generator.BIT_DEPTH, vesicles.Vesicles)
+    cyto = default_scene(Cytoskeleton_generator, Cytoskeleton_generator.BIT_DEPTH, filaments.Filaments)
+    scenes = {"vesicle 512 before": ves, "vesicle 512": ves, "cytoskeleton 512 before": cyto, "cytoskeleton 512": cyto}
+    patches = {name: before_patches() for name in scenes if name.endswith("before")}
+    times = interleaved(scenes, args.repeats, patches)
+    naive = time_naive(args.naive_repeats) if args.naive_repeats > 0 else None
+    print(f"{'per-image render (1 process)':<34} {'median ms':>9} {'mean ms':>9} {'CPU ms':>9} {'n':>5} "
+          f"{'vs naive':>9} {'vs before':>9}")
+    ref = statistics.median(naive[0]) if naive else float("nan")
+    for name, t in times.items():
+        med = statistics.median(t[0])
+        before = times.get(f"{name} before")
+        gain = f"{statistics.median(before[0]) / med:>8.2f}x" if before else f"{'':>9}"
+        vs_naive = f"{ref / med:>8.1f}x" if name.startswith("vesicle") else f"{'':>9}"
+        print(f"{row(name, t)} {vs_naive} {gain}")
+    if naive:
+        print(row("naive vesicle 512 (original style)", naive))
+    return 0
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,6 +191,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--naive-repeats", type=int, default=2, help="images of the naive reference (slow)")
     parser.add_argument("--images", type=int, default=40, help="images per dataset in the 1 vs 2 worker run")
     parser.add_argument("--no-datasets", action="store_true", help="skip the 1 vs 2 worker dataset runs")
+    parser.add_argument("--compare", action="store_true",
+                        help="also time the renders as before issue 22, interleaved (see above)")
     parser.add_argument("--workdir", type=Path, default=None, help="where the datasets go (default: a temp dir)")
     return parser
 
@@ -122,8 +204,12 @@ def main(args: argparse.Namespace) -> int:
     import Vesicle_generator
     import vesicles
 
+    from bench_predict import cpu_flags
+
     print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs; CPU flags: {cpu_flags()}")
+    if args.compare:
+        return compare(args)
     print(f"{'per-image render (1 process)':<34} {'median ms':>9} {'mean ms':>9} {'CPU ms':>9} {'n':>5}")
     ves = default_scene(Vesicle_generator, Vesicle_generator.BIT_DEPTH, vesicles.Vesicles)
     print(row("vesicle 512x512", time_render(ves, args.repeats)))

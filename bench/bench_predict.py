@@ -22,6 +22,13 @@ export_model.py, run by ONNX Runtime's CPU provider beside PyTorch the way predi
 unet.autocast_dtype precision; also fp32 when that is not fp32), on the same --onnx-tile tile (default: the tile
 predict.py picks on the CPU), interleaved, same thread count. Reported: ms per tile, megapixels per second, the
 max logit difference and the CPU's bf16/AMX flags. --skip-onnx leaves it out.
+Shipped models vs filters (--filters): the SIZE x SIZE image segmented by SynSeg_Vesicle.py's and
+SynSeg_Cytoskeleton.py's engine (predict.Segmenter with the scripts' defaults, models/*.pth, file to written mask)
+through each CPU path - PyTorch fp32 NCHW (the path before backends were chosen), PyTorch channels_last, ONNX
+Runtime, and "auto", the path the scripts pick here - beside LoG (skimage blob_log, realdata_benchmark.py's
+shared-image settings) and Sato + Otsu (realdata_benchmark.ridge_mask), interleaved per repeat. Reported: seconds,
+the ratio to the filter (target on an AVX2-only CPU: vesicle <= 1.5x LoG, cytoskeleton <= 2x Sato + Otsu), and
+the mask pixels that differ from the NCHW path's.
 The machine is shared: the load average is printed before and after; compare figures from one run only.
 """
 from __future__ import annotations
@@ -56,6 +63,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-base", type=int, default=32, help="base channels of the network for the memory test")
     p.add_argument("--skip-speed", action="store_true", help="leave out the original-vs-ours speed test")
     p.add_argument("--skip-onnx", action="store_true", help="leave out ONNX Runtime vs PyTorch")
+    p.add_argument("--filters", action="store_true", help="shipped models per CPU path vs LoG and Sato + Otsu")
     p.add_argument("--onnx-tile", type=int, default=0,
                    help="tile edge in px for ONNX Runtime vs PyTorch; 0: tiling.auto_tile_size on the CPU")
     p.add_argument("--work-dir", type=Path, default=None, help="folder for the test files (default: a temp folder)")
@@ -190,13 +198,14 @@ def speed(args, work: Path) -> None:
 
 
 def cpu_flags() -> str:
-    """The CPU's bf16 and AMX flags (what makes bf16 pay off on a CPU), from /proc/cpuinfo."""
+    """The CPU's vector, bf16 and AMX flags (what sets the fastest path on a CPU), from /proc/cpuinfo."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return "unknown (no /proc/cpuinfo)"
-    flags = sorted(set(re.findall(r"\b(avx512_bf16|amx\w*)\b", text)))
-    return " ".join(flags) or "none (no avx512_bf16, no AMX)"
+    flags = sorted(set(re.findall(r"\b(avx2|avx512f|avx512_bf16|amx\w*)\b", text)))
+    bf16 = any(f == "avx512_bf16" or f.startswith("amx") for f in flags)
+    return " ".join(flags) + ("" if bf16 else " (no avx512_bf16, no AMX)") + f", {os.cpu_count()} cores"
 
 
 def onnx_vs_torch(args, work: Path) -> None:
@@ -257,6 +266,83 @@ def onnx_vs_torch(args, work: Path) -> None:
     print(f"  onnxruntime speed-up (> 1: ONNX Runtime faster): {ratios}; load after {load()}", flush=True)
 
 
+def models_vs_filters(args, work: Path) -> None:
+    """Shipped models through each CPU path beside the classical filters, on one SIZE^2 uint16 file, interleaved."""
+    import dataclasses
+
+    import tifffile
+    import torch
+
+    import predict
+    import realdata_benchmark
+    import SynSeg_Cytoskeleton
+    import SynSeg_Vesicle
+    import tasks
+    import tiling
+    import unet
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    src = work / "filters.tif"
+    image = test_image(args.size, args.seed)
+    tifffile.imwrite(src, image)
+    cpu = torch.device("cpu")
+    print(f"models vs filters: {args.size}x{args.size} uint16, CPU flags: {cpu_flags()}, torch threads "
+          f"{torch.get_num_threads()}, load before {load()}", flush=True)
+    jobs = {}  # task -> {method: (function, is the filter)}
+    for task, script, name, filt in (("vesicle", SynSeg_Vesicle, "LoG", lambda: realdata_benchmark.log_points(
+            image, 0.2)), ("cytoskeleton", SynSeg_Cytoskeleton, "Sato + Otsu", lambda: realdata_benchmark.ridge_mask(
+            image))):
+        record = tasks.TASKS[task]
+        model, info = unet.load_model(ROOT / record.model, cpu)
+        opts = predict.Options.from_args(script.get_args_parser().parse_args(["-i", str(src), "-o", str(work)]))
+        segs = {}
+        for label, backend, nchw in (("PyTorch fp32 NCHW", "torch", True), ("PyTorch channels_last", "torch", False),
+                                     ("ONNX Runtime", "onnx", False), ("auto", "auto", False)):
+            if backend == "onnx" and not tiling.onnx_available():
+                continue
+            try:
+                seg = predict.Segmenter(model, info, record, dataclasses.replace(opts, backend=backend), cpu)
+            except ValueError as err:  # onnx on a bf16 CPU: the scripts' auto precision is bf16 there
+                print(f"  {task} {label}: n/a ({err})")
+                continue
+            if nchw:
+                seg.net, seg.path = tiling.prepare_model(model, cpu, channels_last=False), "PyTorch cpu fp32, NCHW"
+            if label == "auto":
+                same = [other for other, s in segs.items() if s.path == seg.path and other != "PyTorch fp32 NCHW"]
+                print(f"  {task}: auto picks {seg.path}"
+                      + (f" (the same path as {same[0]}, timed once)" if same else ""))
+                if same:
+                    continue
+            segs[label if label != "auto" else f"auto ({seg.path})"] = seg
+        methods = {name: (filt, None)}
+        for label, seg in segs.items():
+            methods[label] = (lambda seg=seg, label=label: seg.segment(src, work / f"{task}_{label[:4]}_mask.tif"),
+                              work / f"{task}_{label[:4]}_mask.tif")
+        jobs[task] = (name, methods)
+    times = {(task, m): [] for task, (_, methods) in jobs.items() for m in methods}
+    for r in range(args.repeats):
+        for task, (_, methods) in jobs.items():
+            for m, (run, _) in methods.items():
+                t = time.perf_counter()
+                run()
+                times[(task, m)].append(time.perf_counter() - t)
+                print(f"  round {r + 1}: {task} {m}: {times[(task, m)][-1]:.1f} s, load {load()}", flush=True)
+    for task, (name, methods) in jobs.items():
+        base = min(times[(task, name)])
+        ref = None
+        for m, (_, mask_path) in methods.items():
+            best = min(times[(task, m)])
+            note = ""
+            if mask_path is not None:
+                mask = tifffile.imread(mask_path)
+                ref = mask if ref is None else ref
+                note = f", mask pixels differing from the first path's: {int(np.count_nonzero(mask != ref))}"
+            print(f"  {task} {m}: {best:.1f} s, {best / base:.2f}x {name}{note}")
+    print(f"  (targets on an AVX2-only CPU: vesicle <= 1.5x LoG, cytoskeleton <= 2x Sato + Otsu); load after {load()}",
+          flush=True)
+
+
 def memory(args, work: Path) -> None:
     """Peak resident memory of SynSeg_Vesicle.py on a big image, in a child process."""
     import tifffile
@@ -290,6 +376,8 @@ def main(args: argparse.Namespace) -> int:
             speed(args, work)
         if not args.skip_onnx:
             onnx_vs_torch(args, work)
+        if args.filters:
+            models_vs_filters(args, work)
         if args.memory_size:
             memory(args, work)
     return 0

@@ -15,6 +15,14 @@ Example (from the repository root):
 2. Filaments: the same number of videos with every flag at its default; SynSeg_Cytoskeleton.py;
    evaluate.py. Figure: the standard deviation of per-frame Dice within each video (and their mean).
 
+3. Speed (--speed): --speed-videos vesicle videos of --frames frames (defaults 5 x 60, 256 px) segmented with
+   tracking in this process (predict.Segmenter with SynSeg_Vesicle.py's defaults, then batch.track_objects),
+   interleaved per repeat: "before", one frame per forward pass in PyTorch fp32 NCHW (the path before stacking
+   and backend choice), beside "one pass per frame group" with PyTorch and with each backend, and "auto", what
+   the script picks on this machine (its path is named). Reported: megapixels per second including linking,
+   the ratios to "before", the CPU flags, and whether every method gave the same masks (pixels that differ).
+   Target: >= 1 MP/s on 2 cores. --only speed runs this alone.
+
 Targets: |spot F1 last - first| <= 0.05; link recall and precision >= 0.95; per-frame Dice
 s.d. <= 0.03. The printed table says which hold. Everything is written under --output-dir (never into
 the repository), each step's command is printed before it runs.
@@ -104,6 +112,86 @@ def filament_figures(out: Path, args) -> dict:
     return {"dice_sd": sds, "dice_mean": {k: float(np.mean(v)) for k, v in by_video.items()}, "report": report}
 
 
+def speed_figures(out: Path, args) -> list[str]:
+    """Segment + link the same videos with each path, interleaved; MP/s including linking, ratios, mask agreement."""
+    import dataclasses
+    import time
+
+    import torch
+
+    import batch
+    import predict
+    import SynSeg_Vesicle
+    import tasks
+    import tiffio
+    import tiling
+    import unet
+    from bench_predict import cpu_flags, load
+
+    data = out / "speed_data"
+    sh([sys.executable, "Vesicle_generator.py", "--output-dir", data, "--num-images", args.speed_videos,
+        "--val-fraction", 0, "--image-size", args.image_size, "--frames", args.frames, "--seed", args.seed,
+        "--overwrite", "--workers", args.workers])
+    videos = sorted((data / "train" / "img").glob("*.tif"))
+    cli_args = SynSeg_Vesicle.get_args_parser().parse_args(["-i", str(videos[0]), "-o", str(out), "--track"])
+    opts = predict.Options.from_args(cli_args)
+    track = batch.Tracking(cli_args.search_range, cli_args.track_memory, cli_args.frame_interval)
+    cpu = torch.device("cpu")
+    model, info = unet.load_model(ROOT / tasks.TASKS["vesicle"].model, cpu)
+    record = tasks.TASKS["vesicle"]
+
+    def segmenter(backend: str, stack: bool, nchw: bool = False):
+        seg = predict.Segmenter(model, info, record, dataclasses.replace(opts, backend=backend, stack_planes=stack),
+                                cpu)
+        if nchw:  # the path before this bench's changes: PyTorch fp32 in NCHW
+            seg.net, seg.path = tiling.prepare_model(model, cpu, channels_last=False), "PyTorch cpu fp32, NCHW"
+        return seg
+
+    methods = {"before: one frame per pass, PyTorch fp32 NCHW": segmenter("torch", False, nchw=True),
+               "frame groups, PyTorch fp32 NCHW": segmenter("torch", True, nchw=True),
+               "frame groups, PyTorch channels_last": segmenter("torch", True)}
+    if tiling.onnx_available():
+        methods["one frame per pass, ONNX Runtime"] = segmenter("onnx", False)
+    auto = segmenter("auto", True)
+    methods[f"auto: frame groups, {auto.path}"] = auto
+    mp = sum(np.prod(tiffio.read_image(v)[0].shape) for v in videos) / 1e6
+    per_pass = tiling.planes_per_pass((args.image_size,) * 2, 1.0, auto.tile_size, auto.batch_size, auto.net.depth)
+    lines = [f"speed: {len(videos)} vesicle videos x {args.frames} frames of {args.image_size}^2 px ({mp:.1f} MP), "
+             f"SynSeg_Vesicle.py defaults with --track; CPU flags: {cpu_flags()}; torch threads "
+             f"{torch.get_num_threads()}; frames per pass {per_pass}; load before {load()}"]
+    print(lines[0], flush=True)
+    seg_dir = out / "speed_seg"
+    seg_dir.mkdir(parents=True, exist_ok=True)
+    clip = seg_dir / "warmup.tif"  # warm-up on 20 frames: imports (laptrack), first-call allocations
+    frames, meta = tiffio.read_image(videos[0])
+    tiffio.write_tiff(clip, frames[:20], pixel_size_um=meta.get("pixel_size_um"), axes="TYX")
+    for name, seg in methods.items():
+        row, objects = seg.segment(clip, seg_dir / "warmup_mask.tif")
+        batch.track_objects(row, objects, track)
+    times = {name: [] for name in methods}
+    masks = {}
+    for r in range(args.repeats):
+        for i, (name, seg) in enumerate(methods.items()):
+            t = time.perf_counter()
+            for v in videos:
+                row, objects = seg.segment(v, seg_dir / f"{i}_{v.stem}_mask.tif")
+                batch.track_objects(row, objects, track)
+            times[name].append(time.perf_counter() - t)
+            print(f"  round {r + 1}: {name}: {times[name][-1]:.1f} s, load {load()}", flush=True)
+            if r == 0:
+                masks[name] = [tiffio.read_image(seg_dir / f"{i}_{v.stem}_mask.tif")[0] for v in videos]
+    first = next(iter(methods))
+    for name in methods:
+        best = min(times[name])
+        diff = sum(int(np.count_nonzero(a != b)) for a, b in zip(masks[name], masks[first]))
+        lines.append(f"  {name}: {mp / best:.3f} MP/s ({best:.1f} s), {min(times[first]) / best:.2f}x before; "
+                     f"mask pixels differing from before: {diff}")
+    best_auto = mp / min(times[next(reversed(methods))])
+    lines.append(f"  target >= 1 MP/s including linking: {'met' if best_auto >= 1 else 'NOT met'} "
+                 f"({best_auto:.3f} MP/s); load after {load()}")
+    return lines
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments."""
     import cli
@@ -117,7 +205,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="generator seed")
     p.add_argument("--device", default="auto", help="segmentation device: auto, cpu, cuda")
     p.add_argument("--workers", type=int, default=1, help="generator worker processes")
-    p.add_argument("--only", choices=["vesicle", "filament"], default=None, help="run one half only")
+    p.add_argument("--only", choices=["vesicle", "filament", "speed"], default=None, help="run one part only")
+    p.add_argument("--speed", action="store_true", help="also run the speed comparison (part 3)")
+    p.add_argument("--speed-videos", type=int, default=5, help="vesicle videos for the speed comparison")
+    p.add_argument("--repeats", type=int, default=1, help="interleaved rounds of the speed comparison")
     return p
 
 
@@ -154,6 +245,8 @@ def main(args: argparse.Namespace) -> int:
                       f"{k} {sd:.4f} (mean Dice {f['dice_mean'][k]:.3f})" for k, sd in f["dice_sd"].items()),
                   f"  largest {worst:.4f}  (target <= 0.03: {'met' if worst <= 0.03 else 'NOT met'})",
                   f"  report: {f['report']}/{{metrics.csv,stacks.csv,frames.png}}"]
+    if args.only == "speed" or (args.speed and args.only is None):
+        lines += speed_figures(out, args)
     print("\n".join(lines))
     return 0
 
