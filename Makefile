@@ -26,10 +26,11 @@ demo: $(STAMP)
 clean:
 	rm -rf demo_output .pytest_cache
 
-# make bench : real-data benchmark (needs ../shared/realdata); installs the Big-FISH peer first
+# make bench : real-data benchmarks and faint-structure proxies (needs ../shared/realdata); installs the Big-FISH peer first
 bench: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check big-fish-reloaded==0.6.3 torch==2.13.0
 	$(PY) bench/realdata_benchmark.py --output-dir /tmp/synseg_bench
+	$(PY) bench/faint_spots.py --output-dir /tmp/synseg_faint
 	$(PY) bench/isbi_tracking.py --output-dir /tmp/synseg_isbi
 	$(PY) bench/faint_filaments.py --output-dir /tmp/synseg_filaments
 
