@@ -198,8 +198,11 @@ def preprocessing(normalization: dict) -> list:
     if mode == "minmax255":
         return [bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(axes=axes, min_percentile=0.0, max_percentile=100.0)),
                 bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=255.0))]
-    raise ValueError(f"normalization {mode!r} has no bioimage.io equivalent (it divides by the median of the "
-                     f"positive pixels); export a checkpoint trained with 'percentile' or 'standardize'")
+    why = {"median": "it divides by the median of the positive pixels",
+           "local": "it subtracts a grey-opening background and divides by a noise model fitted to the image"}
+    raise ValueError(f"normalization {mode!r} has no bioimage.io equivalent ({why.get(mode, 'no such step')}); "
+                     f"export a checkpoint trained with 'percentile' or 'standardize', or the network alone with "
+                     f"--format onnx and normalise with normalization.normalize_image")
 
 
 def shipped_scores(checkpoint: Path, task: str) -> list[str]:
