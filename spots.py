@@ -12,8 +12,8 @@ distribution of spot contrasts (no annotation, nothing tuned per dataset):
 Contrast of a spot = its peak pixel minus the median of a ring 4-9 px around it (pixels of other
 objects excluded). When the log-contrasts of an image's candidates form two clearly separated groups
 (a two-component Gaussian mixture with Ashman's D >= MIN_SEPARATION and a valley in the smoothed
-density between them), the dim group is dropped: objects below the contrast where the bright group's
-posterior reaches 0.5. Otherwise every object is kept.
+density between them), the dim group is dropped: objects below the bottom of that valley. Otherwise every
+object is kept.
 Coordinates follow the project's convention: the centre of pixel (i, j) is the point (i, j).
 """
 from __future__ import annotations
@@ -199,25 +199,22 @@ def contrast_cut(rows: list[dict], min_separation: float = MIN_SEPARATION) -> tu
     gmm = GaussianMixture(2, covariance_type="full", random_state=0, n_init=1).fit(x)
     means = gmm.means_.ravel()
     sds = np.sqrt(gmm.covariances_.ravel())
-    bright = int(np.argmax(means))
     separation = float(abs(means[1] - means[0]) / math.sqrt((sds[0] ** 2 + sds[1] ** 2) / 2.0))
     info["separation"] = separation
     if separation < min_separation:
         info["reason"] = f"one population (separation {separation:.2f} < {min_separation})"
         return keep, info
-    # Boundary between the two means where the bright group's posterior reaches 0.5; everything above it
-    # is kept (the posterior alone is not monotone when the dim group is the wider one).
-    grid = np.linspace(means[1 - bright], means[bright], 512)[:, None]
-    post = gmm.predict_proba(grid)[:, bright]
-    boundary = float(grid[int(np.argmax(post >= 0.5)), 0]) if np.any(post >= 0.5) else float(grid.mean())
-    # Two groups need a valley between them: the smoothed density at the boundary well below both peaks
-    # (a broad, flat population also splits into two Gaussians with a large D, but has no valley).
+    # Two groups need a valley between them: the smoothed density between the two means well below both
+    # peaks (a broad, flat population also splits into two Gaussians with a large D, but has no valley).
+    # The boundary is the bottom of that valley: everything above it is kept. (The mixture's 0.5-posterior
+    # point leans on the Gaussian shape of each group and sat above the valley on tissue and bead images.)
     from scipy.stats import gaussian_kde
 
     kde = gaussian_kde(x[:, 0])
     between = np.linspace(min(means), max(means), 256)
     density = kde(between)
     low = int(np.argmin(density))
+    boundary = float(between[low])
     peaks = min(float(kde(np.linspace(x.min(), between[low], 128)).max()),
                 float(kde(np.linspace(between[low], x.max(), 128)).max()))
     valley = float(density[low]) / max(peaks, 1e-12)
