@@ -306,10 +306,10 @@ def core_pixels(labels: np.ndarray, image: np.ndarray, rows: list[dict], first: 
     contrast = np.array([r["contrast"] for r in rows], np.float64)
     background = np.array([r["background"] for r in rows], np.float64)
     level[mine] = np.where(contrast > 0, background + core * contrast, -np.inf)
-    inside = labels > 0
-    candidate = inside & (np.asarray(image, np.float64) >= level[labels])
+    values = np.asarray(image, np.float64)
+    candidate = (labels > 0) & (values >= level[labels])
     parts, _ = ndimage.label(candidate, structure=np.ones((3, 3), bool))
-    peaks = ndimage.maximum_position(np.where(inside, np.asarray(image, np.float64), -np.inf), labels, mine)
+    peaks = ndimage.maximum_position(values, labels, mine)  # the brightest pixel of each object
     wanted = np.zeros(int(parts.max()) + 1, bool)
     wanted[[parts[p] for p in peaks]] = True
     wanted[0] = False
