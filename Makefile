@@ -9,11 +9,13 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-# Re-installs only when a requirements file or this Makefile changes. torch is pinned in requirements.txt:
+# Re-installs only when a requirements file, pyproject.toml or this Makefile changes. The project itself is
+# installed editable (`pip install -e .`): `import synseg` and the synseg-* commands work from any folder. torch is pinned in requirements.txt:
 # on a CPU machine that pin resolves to the CPU wheel, on a CUDA box to the CUDA build.
-$(STAMP): requirements.txt requirements-export.txt Makefile
+$(STAMP): requirements.txt requirements-export.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-export.txt pytest ruff==0.17.6
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 test: $(STAMP)

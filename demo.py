@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-import cli
-from tasks import TASKS
+from synseg import cli
+from synseg.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent
 DEMO_SEED = 20261125  # never used for training (models/README.md: seeds 0 and 1)
@@ -102,7 +102,7 @@ def run(cmd: list, log) -> None:
 
 def make_stack(img_dir: Path, out: Path, n: int = 3) -> Path:
     """Write the first n images of a folder as one TYX time-lapse stack (pixel size kept)."""
-    import tiffio
+    from synseg import tiffio
 
     files = sorted(img_dir.glob("*.tif"))[:n]
     planes, meta = zip(*(tiffio.read_image(f) for f in files))
@@ -114,7 +114,7 @@ def make_stack(img_dir: Path, out: Path, n: int = 3) -> Path:
 
 def brightness_copies(img_dir: Path, out: Path) -> dict:
     """Float32 copies of every image times 0.01 and times 100 (float, so x100 cannot clip)."""
-    import tiffio
+    from synseg import tiffio
 
     dirs = {}
     for factor in (0.01, 100.0):
@@ -130,8 +130,8 @@ def brightness_copies(img_dir: Path, out: Path) -> dict:
 
 def mask_dice(dir_a: Path, dir_b: Path) -> list[float]:
     """Dice between same-named masks of two folders."""
-    import metrics
-    import tiffio
+    from synseg import metrics
+    from synseg import tiffio
 
     out = []
     for fa in sorted(dir_a.glob("*_mask.tif")):
@@ -171,7 +171,7 @@ def demo_task(task: str, args, out: Path, log, bar) -> dict:
     bar.update(1)
     stack = make_stack(img_dir, out / task / "stack")
     run([seg, "-i", stack, "-o", out / task / "stack_masks", "-m", model, "--device", args.device], log)
-    import tiffio
+    from synseg import tiffio
 
     smask, smeta = tiffio.read_image(out / task / "stack_masks" / "timelapse_mask.tif")
     simg, _ = tiffio.read_image(stack)
@@ -194,7 +194,7 @@ def video_strip(path: Path, video: Path, masks: Path) -> None:
     """PNG strip of a video's first, middle and last frame, each stretched, with the mask outlined in yellow."""
     import cv2
 
-    import tiffio
+    from synseg import tiffio
 
     frames, _ = tiffio.read_image(video)
     mask, _ = tiffio.read_image(masks)
@@ -215,7 +215,7 @@ def video_strip(path: Path, video: Path, masks: Path) -> None:
 def demo_video(args, out: Path, log) -> dict:
     """A short video of the task that tracks (vesicles): generate, segment with tracking, score per frame and
     per link."""
-    import tiffio
+    from synseg import tiffio
 
     t = next(t for t in TASKS.values() if t.track)
     data, masks, report = out / "video" / "data", out / "video" / "masks", out / "video" / "report"

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-import metrics
-import tiffio
-from cli import HelpFormatter, finite_float, finite_int
-from tiffio import IMAGE_SUFFIXES
+from synseg import metrics
+from synseg import tiffio
+from synseg.cli import HelpFormatter, finite_float, finite_int
+from synseg.tiffio import IMAGE_SUFFIXES
 
 ROLE_SUFFIXES = ("_mask", "_prob", "_pred", "_gt", "_labels", "_points_yx", "_points", "_img", "_image")
 MASK_SUFFIXES = (".tif", ".tiff", ".npy", ".png")
@@ -231,7 +231,7 @@ def stack_summaries(rows: list, columns: list) -> list:
 def score_tracks(tracks_csv: Path, points: dict, tol_px: float) -> list:
     """tracking.link_scores per stack: predicted tracks (tracks.csv, grouped by its `file` column, paired by
     name) against the generator's tables (frame, track_id, y, x); one row per paired stack."""
-    import tracking
+    from synseg.segment import tracking
 
     rows = tiffio.read_csv(tracks_csv)
     if rows and "file" not in rows[0]:

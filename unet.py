@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import tasks
+from synseg import tasks
 
 CHECKPOINT_FORMAT = "synseg-unet/1"
 
@@ -223,7 +223,7 @@ def save_checkpoint(path, model: nn.Module, *, task: str, normalization: dict,
 def _save_atomic(obj, path) -> None:
     """torch.save through tiffio.atomic_path: a failed write (a full disk makes torch's zip writer raise
     RuntimeError) is one tiffio.WriteError naming the file and the reason, and no temporary file stays."""
-    import tiffio
+    from synseg import tiffio
 
     path = Path(path)
     with tiffio.atomic_path(path) as tmp:

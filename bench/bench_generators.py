@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 def default_scene(script, bit_depth: int, structure, *argv: str):
     """The Scene a generator script renders with its default flags (plus argv)."""
-    import synth
+    from synseg.generate import synth
 
     args = script.get_args_parser().parse_args(["--output-dir", "unused", *argv])
     return synth.scene_from_args(args, structure, bit_depth)
@@ -45,7 +45,7 @@ def time_render(scene, repeats: int) -> tuple[list[float], list[float]]:
 
     CPU time (all threads of this process) is the steadier figure on a shared machine.
     """
-    import synth
+    from synseg.generate import synth
 
     synth.render_one(synth.image_rng(0, 10_000), scene)
     wall, cpu = [], []
@@ -62,7 +62,7 @@ def interleaved(scenes: dict, repeats: int, patches: dict) -> dict:
 
     patches: {name: {attribute of synth: replacement}} applied only while that name renders.
     """
-    import synth
+    from synseg.generate import synth
 
     times = {name: ([], []) for name in scenes}
     for name, scene in scenes.items():  # warm-up
@@ -159,10 +159,10 @@ def row(name: str, times: tuple[list[float], list[float]]) -> str:
 
 def compare(args) -> int:
     """Before / after per-image render times, interleaved, and both against the naive original-style renderer."""
-    import Cytoskeleton_generator
-    import filaments
-    import Vesicle_generator
-    import vesicles
+    from synseg.generate import cytoskeleton_generator as Cytoskeleton_generator
+    from synseg.generate import filaments
+    from synseg.generate import vesicle_generator as Vesicle_generator
+    from synseg.generate import vesicles
 
     ves = default_scene(Vesicle_generator, Vesicle_generator.BIT_DEPTH, vesicles.Vesicles)
     cyto = default_scene(Cytoskeleton_generator, Cytoskeleton_generator.BIT_DEPTH, filaments.Filaments)
@@ -199,10 +199,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Run the timings and print the table; returns the exit code."""
-    import Cytoskeleton_generator
-    import filaments
-    import Vesicle_generator
-    import vesicles
+    from synseg.generate import cytoskeleton_generator as Cytoskeleton_generator
+    from synseg.generate import filaments
+    from synseg.generate import vesicle_generator as Vesicle_generator
+    from synseg.generate import vesicles
 
     from bench_predict import cpu_flags
 

@@ -48,7 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import cli  # noqa: E402
+from synseg import cli  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -132,7 +132,7 @@ def original_segment(model, src: Path, dst: Path, device, tile: int = 1024, over
 
 def our_pixels(shape: tuple[int, int], tile: int, overlap: int, align: int) -> int:
     """Pixels our tiler sends through the network for one plane."""
-    import tiling
+    from synseg.segment import tiling
 
     th, ys = tiling.tile_layout(-(-shape[0] // align) * align, tile, overlap, align)
     tw, xs = tiling.tile_layout(-(-shape[1] // align) * align, tile, overlap, align)
@@ -149,8 +149,8 @@ def speed(args, work: Path) -> None:
     import tifffile
     import torch
 
-    import SynSeg_Cytoskeleton
-    import tiling
+    from synseg.segment import segment_cytoskeleton as SynSeg_Cytoskeleton
+    from synseg.segment import tiling
     import unet
 
     if args.threads:
@@ -213,8 +213,8 @@ def onnx_vs_torch(args, work: Path) -> None:
     import onnxruntime
     import torch
 
-    import export_model
-    import tiling
+    from synseg import export as export_model
+    from synseg.segment import tiling
     import unet
 
     if args.threads:
@@ -273,12 +273,12 @@ def models_vs_filters(args, work: Path) -> None:
     import tifffile
     import torch
 
-    import predict
+    from synseg.segment import predict
     import realdata_benchmark
-    import SynSeg_Cytoskeleton
-    import SynSeg_Vesicle
-    import tasks
-    import tiling
+    from synseg.segment import segment_cytoskeleton as SynSeg_Cytoskeleton
+    from synseg.segment import segment_vesicle as SynSeg_Vesicle
+    from synseg import tasks
+    from synseg.segment import tiling
     import unet
 
     if args.threads:

@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import cli  # the repository root, just put on the path
-import normalization
+from synseg import cli  # the repository root, just put on the path
+from synseg import normalization
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -64,9 +64,9 @@ def brightness_check(model_path: Path, img_dir: Path, max_images: int, device) -
     import numpy as np
     import torch
 
-    import metrics
-    import tiffio
-    import training
+    from synseg import metrics
+    from synseg import tiffio
+    from synseg.train import training
     import unet
 
     model, info = unet.load_model(model_path, device)
@@ -130,7 +130,7 @@ def bench_step(base: int, size: int, batch: int, args, device) -> list[tuple[str
     """(variant, images/s) for the plain loop, ours, and forced bf16 where that differs."""
     import torch
 
-    import training
+    from synseg.train import training
     import unet
 
     g = torch.Generator().manual_seed(args.seed)
@@ -175,8 +175,8 @@ def bench_step(base: int, size: int, batch: int, args, device) -> list[tuple[str
 
 def bench_loader(preset_name: str, folder: Path, args, device) -> float:
     """Images/s the real training DataLoader delivers for one preset over generated images."""
-    import tasks
-    import training
+    from synseg import tasks
+    from synseg.train import training
 
     pairs = training.find_pairs(folder / "img", folder / "mask", show=False)
     ds = training.SegmentationDataset(pairs, tasks.TASKS[preset_name], train=True,
@@ -195,7 +195,7 @@ def write_images(folder: Path, n: int, dtype, seed: int) -> None:
     """n generated 512x512 image/mask pairs (bright disks on noise) for the loader test."""
     import numpy as np
 
-    import tiffio
+    from synseg import tiffio
 
     rng = np.random.default_rng(seed)
     (folder / "mask").mkdir(parents=True, exist_ok=True)

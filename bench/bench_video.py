@@ -53,7 +53,7 @@ def sh(cmd: list) -> None:
 
 def frame_rows(report: Path) -> list[dict]:
     """Per-frame rows of an evaluate.py metrics.csv (the mean and std rows left out)."""
-    import tiffio
+    from synseg import tiffio
 
     return [r for r in tiffio.read_csv(report / "metrics.csv") if r["image"] not in ("mean", "std")]
 
@@ -74,7 +74,7 @@ def vesicle_figures(out: Path, args) -> dict:
     rows = frame_rows(report)
     first = [float(r["spot_f1"]) for r in rows if int(r["frame"]) == 0]
     last = [float(r["spot_f1"]) for r in rows if int(r["frame"]) == args.frames - 1]
-    import tiffio
+    from synseg import tiffio
 
     links = tiffio.read_csv(report / "tracks_metrics.csv")
     pooled = {k: sum(int(r[k]) for r in links) for k in ("n_true_links", "n_pred_links", "n_true_links_recovered",
@@ -119,12 +119,12 @@ def speed_figures(out: Path, args) -> list[str]:
 
     import torch
 
-    import batch
-    import predict
-    import SynSeg_Vesicle
-    import tasks
-    import tiffio
-    import tiling
+    from synseg.segment import batch
+    from synseg.segment import predict
+    from synseg.segment import segment_vesicle as SynSeg_Vesicle
+    from synseg import tasks
+    from synseg import tiffio
+    from synseg.segment import tiling
     import unet
     from bench_predict import cpu_flags, load
 
@@ -194,7 +194,7 @@ def speed_figures(out: Path, args) -> list[str]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments."""
-    import cli
+    from synseg import cli
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     p.add_argument("--output-dir", type=Path, default=Path("/tmp/video/bench"), help="work folder (data, reports)")

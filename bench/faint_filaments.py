@@ -41,6 +41,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the synseg package of this checkout
+
+from synseg import cli  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from faint_spots import crops_of  # noqa: E402
@@ -57,10 +60,6 @@ SNRS = (3.0, 5.0, 10.0)
 N_CURVES, CURVE_LENGTH, PERSISTENCE, CURVE_SIGMA = 10, (60.0, 160.0), (50.0, 300.0), 1.0
 NOISE_WINDOW = 31
 SATO_SIGMAS = (1.0, 1.5, 2.0)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after each flag; the module docstring as written."""
 
 
 # ---------------------------------------------------------------- scoring (pure)
@@ -387,7 +386,7 @@ def no_nan(value):
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     p.add_argument("--output-dir", type=Path, default=Path("/tmp/synseg_filaments"), help="images, masks, tables")
     p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "realdata", help="shared real data")
     p.add_argument("-m", "--model", type=Path, default=None,

@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-import cli  # noqa: E402
-import metrics  # noqa: E402
+from synseg import cli  # noqa: E402
+from synseg import metrics  # noqa: E402
 import realdata_benchmark as rb  # noqa: E402
-import tiffio  # noqa: E402
+from synseg import tiffio  # noqa: E402
 
 CROP = 300
 SNRS = (3.0, 5.0, 7.0, 10.0, 15.0)

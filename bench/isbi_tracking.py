@@ -46,6 +46,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the synseg package of this checkout
+
+from synseg import cli  # noqa: E402
 
 SNRS = (1.0, 2.0, 4.0, 7.0)
 DENSITIES = {"low": 30, "mid": 120, "high": 250}
@@ -62,10 +65,6 @@ EPS_PX = 5.0
 LINK_PX = 5.0
 LOG_THRESHOLDS = (0.2, 0.1)
 LOG_SPOTS = dict(min_sigma=1.0, max_sigma=4.0, num_sigma=7)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after each flag; the module docstring as written."""
 
 
 # ---------------------------------------------------------------- movies
@@ -414,7 +413,7 @@ def table(results: dict, snrs, densities) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     p.add_argument("--output-dir", type=Path, default=Path("/tmp/synseg_isbi"), help="movies, SynSeg output, tables")
     p.add_argument("-m", "--model", type=Path, default=None,
                    help="vesicle checkpoint (default: REPO/models/vesicle.pth)")

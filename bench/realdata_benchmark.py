@@ -39,11 +39,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-import cli  # noqa: E402
+from synseg import cli  # noqa: E402
 import evaluate  # noqa: E402
-import metrics  # noqa: E402
-import tiffio  # noqa: E402
-from tasks import TASKS  # noqa: E402
+from synseg import metrics  # noqa: E402
+from synseg import tiffio  # noqa: E402
+from synseg.tasks import TASKS  # noqa: E402
 
 SCRIPTS = {t.name: (t.script, t.model) for t in TASKS.values()}  # task -> (segmentation script, shipped model)
 FILAMENT_EXAMPLES = ("Celegans_epithelia", "actin")  # every other example image is spot-like

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import predict
-import tasks
-import tiling
+from synseg.segment import predict
+from synseg import tasks
+from synseg.segment import tiling
 from tests.test_predict import sharp_model
 
 CPU = torch.device("cpu")

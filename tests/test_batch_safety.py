@@ -16,12 +16,12 @@ import pytest
 import tifffile
 import torch
 
-import batch
+from synseg.segment import batch
 import evaluate
-import SynSeg_Cytoskeleton
-import SynSeg_Vesicle
-import tiffio
-import train_vesicle_seg
+from synseg.segment import segment_cytoskeleton as SynSeg_Cytoskeleton
+from synseg.segment import segment_vesicle as SynSeg_Vesicle
+from synseg import tiffio
+from synseg.train import train_vesicle as train_vesicle_seg
 import unet
 from tests.conftest import ROOT
 from tests.test_predict import smooth_noise

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import Cytoskeleton_generator as cg
-import dataset
-import synth
-import tiffio
+from synseg.generate import cytoskeleton_generator as cg
+from synseg.generate import dataset
+from synseg.generate import synth
+from synseg import tiffio
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-import synth
+from synseg.generate import synth
 
 
 @pytest.mark.parametrize("size,shape", [(3, (20, 30)), (15, (64, 48)), (31, (100, 90)), (61, (70, 130)),

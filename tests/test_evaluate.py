@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import evaluate
-import tiffio
+from synseg import tiffio
 
 ROOT = Path(__file__).resolve().parents[1]
 CENTRES = [(8, 8), (8, 24), (24, 16)]

@@ -21,7 +21,7 @@ onnxruntime = pytest.importorskip("onnxruntime")
 bioimageio_spec = pytest.importorskip("bioimageio.spec")
 bioimageio_core = pytest.importorskip("bioimageio.core")
 
-import export_model  # noqa: E402
+from synseg import export as export_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

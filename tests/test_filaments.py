@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import filaments
-import synth
+from synseg.generate import filaments
+from synseg.generate import synth
 
 ONLY_FILAMENTS = ["--aster-prob", "0", "--bundle-prob", "0", "--meshwork-prob", "0", "--er-prob", "0",
                   "--mito-prob", "0", "--filopodia-prob", "0", "--stress-fibre-prob", "0"]

@@ -4,11 +4,11 @@ import argparse
 import numpy as np
 import pytest
 
-import cli
-import normalization
-import spots
-import synth
-import vesicles
+from synseg import cli
+from synseg import normalization
+from synseg.segment import spots
+from synseg.generate import synth
+from synseg.generate import vesicles
 
 SPEC = {"mode": "local", "radius": 7.0, "sigma": 4.0}
 

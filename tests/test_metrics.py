@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-import metrics
+from synseg import metrics
 
 
 def square(shape=(32, 32), y=8, x=8, h=10, w=10):

@@ -7,10 +7,10 @@ import pytest
 import torch
 from scipy import ndimage
 
-import normalization
-import postprocess
-import predict
-import tiling
+from synseg import normalization
+from synseg.segment import postprocess
+from synseg.segment import predict
+from synseg.segment import tiling
 import unet
 
 
@@ -188,7 +188,7 @@ def test_split_leaves_single_vesicles_and_empty_masks_alone():
 
 def test_split_lines_follow_the_generators_rule(monkeypatch):
     """The gap between split vesicles is metrics.separate_touching's, as in the generator: the smaller label wins."""
-    import metrics
+    from synseg import metrics
 
     calls = []
 
@@ -310,7 +310,7 @@ def test_cpu_bf16_runs_channels_last_and_batches_only_small_tiles():
 
 
 def test_label_windows_give_the_whole_plane_objects_in_order():
-    import spots
+    from synseg.segment import spots
 
     rng = np.random.default_rng(1)
     for trial in range(20):
@@ -327,7 +327,7 @@ def test_label_windows_give_the_whole_plane_objects_in_order():
 
 
 def test_windowed_split_measure_and_skeleton_equal_the_whole_plane(monkeypatch):
-    import spots
+    from synseg.segment import spots
     from tests.test_spots import gaussian_spots
 
     rng = np.random.default_rng(3)

@@ -13,9 +13,9 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-import SynSeg_Cytoskeleton
-import SynSeg_Vesicle
-import tiffio
+from synseg.segment import segment_cytoskeleton as SynSeg_Cytoskeleton
+from synseg.segment import segment_vesicle as SynSeg_Vesicle
+from synseg import tiffio
 from tests.conftest import ROOT
 from tests.test_predict import smooth_noise
 
@@ -242,8 +242,8 @@ def test_help_does_not_import_torch():
 
 
 def test_contrast_cut_is_logged_and_can_be_turned_off(tmp_path, models, monkeypatch, capsys):
-    import predict
-    import SynSeg_Vesicle
+    from synseg.segment import predict
+    from synseg.segment import segment_vesicle as SynSeg_Vesicle
     from tests.test_spots import gaussian_spots, grid_centres
 
     centres = grid_centres(64, step=12)

@@ -2,7 +2,7 @@
 import numpy as np
 from scipy import ndimage
 
-import spots
+from synseg.segment import spots
 
 
 def gaussian_spots(shape, centres, amps, sigma=1.2, background=100.0, noise=2.0, seed=0):
@@ -108,7 +108,7 @@ def test_spot_core_leaves_an_object_no_brighter_than_its_ring_whole():
 
 
 def test_vesicle_script_trims_to_spot_cores_by_default_and_the_cytoskeleton_script_does_not():
-    import batch
+    from synseg.segment import batch
 
     def parsed(task, *extra):
         return batch.get_args_parser(task).parse_args(["-i", "x.tif", "-o", "out", *extra])

@@ -9,9 +9,9 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-import dataset as datasets
-import synth
-import tiffio
+from synseg.generate import dataset as datasets
+from synseg.generate import synth
+from synseg import tiffio
 
 
 @dataclass(frozen=True)

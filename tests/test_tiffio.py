@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tifffile
 
-import tiffio
+from synseg import tiffio
 
 
 @pytest.mark.parametrize("dtype,axes,shape", [(np.uint8, "YX", (20, 30)), (np.uint16, "TYX", (3, 20, 30)),

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-import tiffio
-import tracking
+from synseg import tiffio
+from synseg.segment import tracking
 
 
 def crossing_pair(frames=10):

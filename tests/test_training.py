@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-import augment
-import normalization
-import tasks
-import tiffio
-import train_cytoskeleton_seg
-import train_vesicle_seg
-import training
+from synseg.train import augment
+from synseg import normalization
+from synseg import tasks
+from synseg import tiffio
+from synseg.train import train_cytoskeleton as train_cytoskeleton_seg
+from synseg.train import train_vesicle as train_vesicle_seg
+from synseg.train import training
 import unet
-from metrics import pixel_scores
+from synseg.metrics import pixel_scores
 from tests.conftest import ROOT
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import normalization
+from synseg import normalization
 import unet
 from tests.conftest import ROOT
 

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-import dataset
-import synth
-import Vesicle_generator as vg
-import vesicles
+from synseg.generate import dataset
+from synseg.generate import synth
+from synseg.generate import vesicle_generator as vg
+from synseg.generate import vesicles
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["--debris", "0", "0", "--haze", "0", "0", "--cytoplasm", "0", "0", "--out-of-focus", "0", "0",

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import metrics
-import synth
-import vesicles
+from synseg import metrics
+from synseg.generate import synth
+from synseg.generate import vesicles
 
 LEVELS = synth.Levels(psf_sigma=1.0, defocus=4.0, signal=100.0, background=10.0, cytoplasm=0.0, haze=0.0,
                       illumination=0.0, read_noise=2.0)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 import evaluate
-import tiffio
+from synseg import tiffio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +116,7 @@ def two_particle_video(n_frames=6, shape=(64, 64)):
 
 
 def test_vesicle_cli_tracks_a_known_two_particle_video(tmp_path):
-    import SynSeg_Vesicle
+    from synseg.segment import segment_vesicle as SynSeg_Vesicle
 
     video, paths = two_particle_video()
     tiffio.write_tiff(tmp_path / "in" / "v.tif", video, pixel_size_um=0.1, axes="TYX", frame_interval_s=0.5)
@@ -142,8 +142,8 @@ def test_vesicle_cli_tracks_a_known_two_particle_video(tmp_path):
 
 
 def test_training_takes_each_frame_of_a_video_as_a_sample(tmp_path):
-    import training
-    import train_vesicle_seg
+    from synseg.train import training
+    from synseg.train import train_vesicle as train_vesicle_seg
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 2), ("val", 1)):
@@ -180,10 +180,10 @@ def files_of(root: Path) -> dict:
 
 
 def test_frames_1_writes_the_still_images_byte_for_byte(tmp_path):
-    import dataset
-    import synth
-    import vesicles
-    import Vesicle_generator
+    from synseg.generate import dataset
+    from synseg.generate import synth
+    from synseg.generate import vesicles
+    from synseg.generate import vesicle_generator as Vesicle_generator
 
     generate("Vesicle_generator", tmp_path / "one", "--frames", "1")
     written = files_of(tmp_path / "one")
@@ -237,7 +237,7 @@ def test_video_k_depends_only_on_seed_and_k(tmp_path):
     generate("Cytoskeleton_generator", tmp_path / "a", "--frames", "3")
     args = ["--output-dir", str(tmp_path / "b"), "--num-images", "1", "--image-size", "64", "--seed", "7",
             "--frames", "3", "--val-fraction", "0.34", "--workers", "1"]
-    import Cytoskeleton_generator
+    from synseg.generate import cytoskeleton_generator as Cytoskeleton_generator
     assert Cytoskeleton_generator.main(Cytoskeleton_generator.get_args_parser().parse_args(args)) == 0
     a, b = files_of(tmp_path / "a"), files_of(tmp_path / "b")
     assert a["train/img/00000.tif"] == b["train/img/00000.tif"]

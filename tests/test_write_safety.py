@@ -15,15 +15,15 @@ import pytest
 import tifffile
 import torch
 
-import batch
-import dataset
+from synseg.segment import batch
+from synseg.generate import dataset
 import evaluate
-import export_model
-import SynSeg_Vesicle
-import tiffio
-import train_vesicle_seg
+from synseg import export as export_model
+from synseg.segment import segment_vesicle as SynSeg_Vesicle
+from synseg import tiffio
+from synseg.train import train_vesicle as train_vesicle_seg
 import unet
-import Vesicle_generator
+from synseg.generate import vesicle_generator as Vesicle_generator
 from tests.test_batch_safety import assert_kept, blobs, command, one_line, rows, segment, snapshot, write
 from tests.test_training import make_dataset, parse
 
@@ -38,7 +38,7 @@ def generate(out, *extra) -> int:
 
 
 def batch_kind_vesicles():
-    import vesicles
+    from synseg.generate import vesicles
 
     return vesicles.Vesicles
 
@@ -327,7 +327,7 @@ def test_nan_weights_are_refused(tmp_path, models, capsys):
 
 
 def test_nan_probability_fails_the_file(tmp_path, models, capsys, monkeypatch):
-    import predict
+    from synseg.segment import predict
 
     def nan_map(self, plane, factor, progress):
         return np.full(plane.shape, np.nan, np.float32)

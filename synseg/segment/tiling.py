@@ -350,7 +350,7 @@ def stack_probability(net, planes, factor: float, normalization: dict, *, device
     padded exactly as plane_probability does it, so the maps equal plane_probability's up to float rounding
     (a batch may sum the convolutions in another order; tests/test_predict.py).
     """
-    from normalization import apply_normalization, normalization_stats
+    from synseg.normalization import apply_normalization, normalization_stats
 
     align = 2 ** net.depth
     tiles, shape = [], None
@@ -384,7 +384,7 @@ def plane_probability(net, plane: np.ndarray, factor: float, normalization: dict
     normalised one at a time with the whole plane's statistics (normalization.normalization_stats), so an
     unscaled plane is never copied to float32 in full.
     """
-    from normalization import apply_normalization, normalization_stats
+    from synseg.normalization import apply_normalization, normalization_stats
 
     h, w = plane.shape
     x = plane

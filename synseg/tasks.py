@@ -11,9 +11,15 @@ vesicles.py) and its thin scripts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-import augment
-import postprocess
+from synseg.train import augment
+from synseg.segment import postprocess
+
+# The repository (a clone, or an editable install): shipped models live in its models/ folder. A plain
+# `pip install .` copies that folder into the package as synseg/models (pyproject.toml).
+REPOSITORY = Path(__file__).resolve().parents[1]
+INSTALLED_MODELS = Path(__file__).resolve().parent / "models"
 
 # The normalisation of both training presets: local contrast (normalization.local_contrast), asinh-compressed.
 LOCAL_CONTRAST = {"mode": "local", "radius": 7.0, "sigma": 4.0, "compress": "asinh"}
@@ -62,8 +68,16 @@ class Task:
 
     @property
     def generator_module(self) -> str:
-        """The generator script's module name (its get_args_parser and render_one)."""
-        return self.generator.removesuffix(".py")
+        """The library module behind the generator script (its get_args_parser and render_one)."""
+        return "synseg.generate." + self.generator.removesuffix(".py").lower()
+
+    @property
+    def model_path(self) -> Path:
+        """The shipped checkpoint: the repository's models/ folder, else the installed package's copy."""
+        here = REPOSITORY / self.model
+        if here.is_file() or not (INSTALLED_MODELS / Path(self.model).name).is_file():
+            return here
+        return INSTALLED_MODELS / Path(self.model).name
 
 
 TASKS = {t.name: t for t in (

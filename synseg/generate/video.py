@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-import metrics
-import synth
-from synth import option, span
+from synseg import metrics
+from synseg.generate import synth
+from synseg.generate.synth import option, span
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def vesicle_frames(rng: np.random.Generator, shape, params, context: synth.Conte
     The vesicles of frame 0 come from vesicles.draw_vesicles with the same draws as a still image; a
     vesicle keeps its shape, brightness and label decision over the video, only its place changes.
     """
-    import vesicles
+    from synseg.generate import vesicles
 
     ves = vesicles.draw_vesicles(rng, shape, params, context)
     ys, xs, present = _vesicle_paths(rng, ves, video, context.pixel_size, shape)

@@ -28,8 +28,8 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-import synth
-from synth import option, span
+from synseg.generate import synth
+from synseg.generate.synth import option, span
 
 SCENES = ("cytoskeleton", "er", "mitochondria")
 TUBE_PX = 2.0  # wider paths are drawn as solid tubes; thinner ones as lines (their width is below the PSF)

@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
-import augment
-import cli
-import metrics
-import normalization
-import tasks
-import tiffio
+from synseg.train import augment
+from synseg import cli
+from synseg import metrics
+from synseg import normalization
+from synseg import tasks
+from synseg import tiffio
 import unet
 
 LOSSES = ("bce", "dice", "bce+dice", "bce+cldice")

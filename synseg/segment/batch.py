@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-import cli
-import postprocess
-import predict
-import tasks
-import tiffio
-from predict import log
+from synseg import cli
+from synseg.segment import postprocess
+from synseg.segment import predict
+from synseg import tasks
+from synseg import tiffio
+from synseg.segment.predict import log
 
 ROOT = Path(__file__).resolve().parent
 OVERLAY_WORDS = {"outline": "outlined", "fill": "tinted"}  # for the --overlay help
@@ -211,7 +211,7 @@ def track_objects(row: dict, objects: list[dict], settings: Tracking) -> tuple[l
     missing), area (px) and background-subtracted integrated intensity. Only a time-lapse (axes T, Y, X)
     is linked; anything else is logged and gives no tracks.
     """
-    import tracking
+    from synseg.segment import tracking
 
     if row["axes"] != "TYX":
         log(f"{row['file']}: --track needs a TYX time-lapse, this is {row['axes']}; no tracks")
@@ -516,7 +516,7 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                          "before reading it: a small compressed file can declare terabytes")
 
     m = p.add_argument_group("model and device")
-    m.add_argument("-m", "--model", "--model_path", dest="model", type=Path, default=ROOT / record.model,
+    m.add_argument("-m", "--model", "--model_path", dest="model", type=Path, default=record.model_path,
                    help="checkpoint (.pth); bare original SynSeg weights load too")
     m.add_argument("--any-task", action="store_true",
                    help=f"run a checkpoint that records another task than {record.name} (refused otherwise)")
@@ -622,7 +622,7 @@ def batch_tables(cfg: Config, task, folder: Path) -> Tables:
     if cfg.object_csv:
         columns["objects.csv"] = tuple(postprocess.OBJECT_FIELDS)
     if cfg.tracking is not None:
-        import tracking
+        from synseg.segment import tracking
 
         columns["tracks.csv"] = TRACK_FIELDS
         columns["track_summary.csv"] = ("file", *tracking.SUMMARY_COLUMNS)
@@ -658,7 +658,7 @@ def run(args: argparse.Namespace, task: str) -> int:
             print(f"{shown(src)} -> {shown(dst)} ({state})")
         return 0
     if not cfg.model.is_file():
-        shipped = cfg.model.resolve() == (ROOT / record.model).resolve()
+        shipped = cfg.model.resolve() == record.model_path.resolve()
         log(f"{name}: model {cfg.model} not found; " + (
             f"the shipped {task} model is missing from this checkout - pass a checkpoint with -m PATH (e.g. one "
             f"written by {record.train_script})" if shipped else "check the path given with -m PATH"))

@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-import postprocess
-import tiffio
-import tiling
+from synseg.segment import postprocess
+from synseg import tiffio
+from synseg.segment import tiling
 
 RESCALE_TOLERANCE = 0.02  # pixel sizes within 2% count as equal: no resampling
 MAX_SCALE = 8.0  # rescale factors beyond 1/8..8 are a wrong pixel size (nm read as um, a screen dpi), not optics
@@ -147,7 +147,7 @@ def onnx_network(net, threads: int) -> tiling.OnnxNet:
 
     import torch
 
-    import export_model
+    from synseg import export as export_model
 
     with tempfile.TemporaryDirectory(prefix="synseg_onnx_") as tmp:
         path = Path(tmp) / "net.onnx"
@@ -338,7 +338,7 @@ class Segmenter:
             if o.split:
                 mask = postprocess.split_touching(mask, plane, o.min_distance, in_place=True)
             if o.contrast_cut or o.min_snr > 0 or o.spot_core > 0:
-                import spots
+                from synseg.segment import spots
 
                 mask, cut = spots.filter_spots(mask, plane, in_place=True, cut=o.contrast_cut, min_snr=o.min_snr,
                                                core=o.spot_core)

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-import cli
+from synseg import cli
 
 MAX_IMAGE_SIZE = 8192  # px per side; drawing keeps several float32 planes (each 40 GB at 100000^2)
 

@@ -70,7 +70,7 @@ def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float 
     equivalent radius of the components. Returns a bool mask; in_place: `mask` itself (a bool array), with a
     bit-packed copy of the original (1/8 of its size) to label from.
     """
-    import spots
+    from synseg.segment import spots
 
     mask = np.asarray(mask, bool)
     if min_distance is None:
@@ -112,7 +112,7 @@ def _split_window(out: np.ndarray, labels: np.ndarray, first: int, last: int, in
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
-    from metrics import separate_touching
+    from synseg.metrics import separate_touching
 
     areas = np.bincount(labels.ravel(), minlength=last + 1)
     h, w = labels.shape
@@ -170,7 +170,7 @@ def skeleton_stats(mask: np.ndarray, band: int = 2048) -> tuple[float, int]:
     from scipy import ndimage
     from skimage.morphology import skeletonize
 
-    import spots
+    from synseg.segment import spots
 
     sk = skeletonize(np.asarray(mask, bool))
     if not sk.any():
@@ -217,7 +217,7 @@ class ObjectMeasure:
 
     def add(self, k: int, mask: np.ndarray, plane: np.ndarray, prob: np.ndarray | None = None) -> None:
         """Measure the mask of plane k; `plane` is the raw image, `prob` the probability map (or None)."""
-        import spots
+        from synseg.segment import spots
 
         number = 0
         # window by window on a big plane (spots.label_windows): no full-size label image

@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-import metrics
+from synseg import metrics
 
 DEFAULT_SEARCH_RANGE_PX = 5.0  # px per frame when pixel size or frame interval is unknown
 MAX_SPEED_UM_S = 2.0  # fast end of motor-driven vesicle transport (kinesin and dynein carry cargo at ~0.5-2 um/s)

@@ -26,10 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-import synth
-import tiffio
-import video as video_module
-from synth import Flags, Scene, flag_values, image_rng, option, render_one
+from synseg.generate import synth
+from synseg import tiffio
+from synseg.generate import video as video_module
+from synseg.generate.synth import Flags, Scene, flag_values, image_rng, option, render_one
 
 FORMAT_VERSION = 1
 # Flags that steer a run but not the images; they may differ between a run and its --resume.

@@ -23,9 +23,9 @@ from typing import ClassVar
 import numpy as np
 from scipy.spatial import cKDTree
 
-import metrics
-import synth
-from synth import option, span
+from synseg import metrics
+from synseg.generate import synth
+from synseg.generate.synth import option, span
 
 HALF_MAX = math.sqrt(2.0 * math.log(2.0))  # half-width at half-maximum of a Gaussian, in sigmas
 COLUMNS = ("y", "x", "radius", "brightness")  # per-vesicle rows: centre (px), radius (px), peak density
