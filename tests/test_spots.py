@@ -115,3 +115,17 @@ def test_vesicle_script_trims_to_spot_cores_by_default_and_the_cytoskeleton_scri
 
     assert parsed("vesicle").spot_core == 0.5 and parsed("vesicle", "--spot-core", "0").spot_core == 0.0
     assert parsed("cytoskeleton").spot_core == 0.0
+
+
+def test_two_gaussians_recovers_a_clear_mixture_and_the_density_matches_scipy():
+    from scipy.stats import gaussian_kde
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(0.0, 0.3, 700), rng.normal(3.0, 0.5, 300)])
+    means, variances = spots.two_gaussians(x)
+    order = np.argsort(means)
+    assert np.allclose(means[order], [0.0, 3.0], atol=0.08)
+    assert np.allclose(np.sqrt(variances[order]), [0.3, 0.5], atol=0.05)
+    assert spots.two_means_split(x) < 1.6 < x.max()
+    points = np.linspace(-1, 4, 37)
+    assert np.allclose(spots.gaussian_density(x, points), gaussian_kde(x)(points), rtol=1e-10, atol=1e-14)
