@@ -81,6 +81,32 @@ def test_onnx_runtime_network_matches_pytorch_on_any_size():
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+
+@pytest.mark.skipif(not tiling.onnx_available(), reason="onnx / onnxruntime not installed")
+def test_onnx_graph_is_exported_once_per_model_and_a_bad_cache_is_passed_over(tmp_path, monkeypatch):
+    from synseg import export
+
+    monkeypatch.setenv("SYNSEG_CACHE_DIR", str(tmp_path / "cache"))
+    exports = []
+    original = export.export_onnx
+    monkeypatch.setattr(export, "export_onnx", lambda *a: exports.append(1) or original(*a))
+    net = tiling.prepare_model(sharp_model(first_kernel=3), CPU, channels_last=False)
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(1, 1, 32, 32)).astype(np.float32))
+    first = predict.onnx_network(net, threads=1)(x).numpy()
+    second = predict.onnx_network(net, threads=1)(x).numpy()
+    assert len(exports) == 1 and len(list((tmp_path / "cache").glob("*.onnx"))) == 1
+    np.testing.assert_array_equal(first, second)
+    other = tiling.prepare_model(sharp_model(first_kernel=5), CPU, channels_last=False)
+    predict.onnx_network(other, threads=1)
+    assert len(exports) == 2 and len(list((tmp_path / "cache").glob("*.onnx"))) == 2  # another model, another file
+    for f in (tmp_path / "cache").glob("*.onnx"):
+        f.write_bytes(b"not an onnx graph")
+    np.testing.assert_array_equal(predict.onnx_network(net, threads=1)(x).numpy(), first)
+    assert len(exports) == 3
+    monkeypatch.setenv("SYNSEG_CACHE_DIR", "")
+    assert predict.onnx_cache_dir() is None
+    np.testing.assert_array_equal(predict.onnx_network(net, threads=1)(x).numpy(), first)
+
 def test_segmenter_names_its_path_and_refuses_onnx_off_the_fp32_cpu(monkeypatch):
     info = {"model_args": sharp_model().model_args, "normalization": SPEC}
     record = tasks.TASKS["vesicle"]

@@ -141,18 +141,54 @@ def write_overlay(path: Path, plane: np.ndarray, mask: np.ndarray, style: str = 
             raise OSError(f"{path}: could not write PNG")
 
 
+def onnx_cache_dir() -> Path | None:
+    """Where exported ONNX graphs are kept between runs: $SYNSEG_CACHE_DIR, else $XDG_CACHE_HOME/synseg, else
+    ~/.cache/synseg; SYNSEG_CACHE_DIR set to an empty string turns the cache off (None)."""
+    import os
+
+    if "SYNSEG_CACHE_DIR" in os.environ:
+        return Path(os.environ["SYNSEG_CACHE_DIR"]) if os.environ["SYNSEG_CACHE_DIR"] else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "synseg"
+
+
 def onnx_network(net, threads: int) -> tiling.OnnxNet:
-    """`net` (tiling.prepare_model on the CPU) exported to ONNX in a temporary folder and loaded into ONNX Runtime."""
+    """`net` (tiling.prepare_model on the CPU) exported to ONNX and loaded into ONNX Runtime.
+
+    The export (about 1 s) is kept in onnx_cache_dir() under a hash of the folded weights, the torch version and
+    the ONNX opset, so later runs of the same model load it directly; a cache that cannot be read or written is
+    passed over (the graph is then exported to a temporary folder, as without a cache).
+    """
+    import hashlib
     import tempfile
 
     import torch
 
     from synseg import export as export_model
 
+    digest = hashlib.sha256(f"{torch.__version__} {export_model.ONNX_OPSET} {net.depth}".encode())
+    for name, tensor in net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    folder = onnx_cache_dir()
+    cached = folder / f"{digest.hexdigest()[:32]}.onnx" if folder else None
+    try:
+        if cached is not None and cached.is_file():
+            return tiling.OnnxNet(cached.read_bytes(), net.depth, threads)
+    except Exception:  # a damaged or foreign file: export afresh below (onnxruntime raises its own types)
+        pass
     with tempfile.TemporaryDirectory(prefix="synseg_onnx_") as tmp:
         path = Path(tmp) / "net.onnx"
         export_model.export_onnx(net, torch.zeros(1, 1, 17, 19), path)  # odd example: any input size runs
-        return tiling.OnnxNet(path.read_bytes(), net.depth, threads)
+        data = path.read_bytes()
+    if cached is not None:
+        try:
+            with tiffio.atomic_path(cached) as tmp:  # a reader never sees half a file
+                tmp.write_bytes(data)
+        except (OSError, tiffio.WriteError):
+            pass  # no cache this time: a read-only home costs the export again, nothing else
+    return tiling.OnnxNet(data, net.depth, threads)
+
 
 
 # --------------------------------------------------------------------------- settings and one file

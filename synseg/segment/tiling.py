@@ -196,8 +196,8 @@ class OnnxNet:
     """A prepared (BN-folded) network run by ONNX Runtime's CPU provider in fp32; called like the torch module.
 
     On CPUs without native bf16 it is the fastest fp32 path we measured (bench/bench_predict.py --filters).
-    Built from the exported ONNX bytes (predict.onnx_network exports them to a temporary folder; nothing is
-    cached on disk).
+    Built from the exported ONNX bytes (predict.onnx_network exports them once per model and keeps them in
+    predict.onnx_cache_dir()).
     """
 
     channels_last = False
