@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/faint_spots.py --output-dir /tmp/synseg_faint
 	$(PY) bench/isbi_tracking.py --output-dir /tmp/synseg_isbi
 	$(PY) bench/faint_filaments.py --output-dir /tmp/synseg_filaments
+	$(PY) bench/autofluorescence_spots.py --output-dir /tmp/synseg_autofluor
 
 # make export : ONNX files of both shipped models in exports/ (ignored), checked against PyTorch
 # (the shipped models' local-contrast normalisation has no bioimage.io preprocessing step, so they export as ONNX)
