@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from synseg import cli
+from synseg.segment import distributed
 from synseg.segment import postprocess
 from synseg.segment import predict
 from synseg import tasks
@@ -66,6 +67,7 @@ class Config:
     threads: int | None = None
     object_csv: bool = False
     tracking: Tracking | None = None  # None: no tracking
+    cluster: str | None = None  # --cluster: every file a task on a Dask cluster (distributed.py); None: this process
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Config:
@@ -74,7 +76,7 @@ class Config:
         return cls(input=args.input, output=args.output, model=args.model, options=predict.Options.from_args(args),
                    pattern=args.pattern, recursive=args.recursive, overwrite=args.overwrite, dry_run=args.dry_run,
                    any_task=args.any_task, device=args.device, threads=args.threads, object_csv=args.object_csv,
-                   tracking=tracking)
+                   tracking=tracking, cluster=getattr(args, "cluster", None))
 
 
 # --------------------------------------------------------------------------- files
@@ -527,7 +529,11 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                    help="fp32 on the CPU: auto runs ONNX Runtime when installed (requirements-export.txt; ~2x "
                         "PyTorch on AVX2 CPUs), else PyTorch channels_last; CPU bf16 and GPUs always use PyTorch")
     m.add_argument("--threads", type=cli.finite_int(low=1), default=None,
-                   help="CPU threads for torch (default: torch's choice)")
+                   help="CPU threads for torch (default: torch's choice; a --cluster worker: its share of the cores)")
+    m.add_argument("--cluster", type=distributed.parse_cluster, default=None, metavar="local:N|tcp://HOST:PORT",
+                   help="each file a task on a Dask cluster, the model loaded once per worker: local:N worker "
+                        "processes here, or a running scheduler's address or scheduler file (dask-jobqueue on SLURM: "
+                        "README); the same masks and tables as without it")
 
     t = p.add_argument_group("tiling and scale")
     t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=cli.finite_int(low=0), default=0,
@@ -628,6 +634,25 @@ def batch_tables(cfg: Config, task, folder: Path) -> Tables:
         columns["track_summary.csv"] = ("file", *tracking.SUMMARY_COLUMNS)
         formats = {"tracks.csv": "{:.4f}", "track_summary.csv": "{:.4f}"}
     return Tables(folder, columns, formats, task)
+
+
+def segment_one(seg, cfg: Config, tables: Tables, src: Path, dst: Path) -> tuple[dict | None, str | None]:
+    """One file of the batch: its table rows recorded (Tables.write_record), then its mask written; returns
+    (summary row, None), or (None, the one line saying why it failed). Workers of a --cluster run it too."""
+
+    def record_rows(row, objs):
+        """The file's rows of every table, recorded before its mask is written."""
+        rows = {"summary.csv": [row], "objects.csv": objs}
+        if cfg.tracking is not None:
+            rows["tracks.csv"], rows["track_summary.csv"] = track_objects(row, objs, cfg.tracking)
+        tables.write_record(src, dst, rows)
+
+    try:
+        row, _ = seg.segment(src, dst, before_mask=record_rows)
+    except (ValueError, OSError, MemoryError, RuntimeError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return None, msg if str(src) in msg else f"{src}: {msg}"
+    return row, None
 
 
 def run(args: argparse.Namespace, task: str) -> int:
@@ -746,8 +771,27 @@ def run(args: argparse.Namespace, task: str) -> int:
     inputs = {p.resolve() for p, _ in pairs}
     interrupted = False
     refused = dict(too_big)
+    cluster = None
+    if cfg.cluster:  # each file a task on a Dask cluster; the checks, records and tables stay here
+        try:
+            cluster = distributed.Batch(cfg, record, tables, segment_one, len(todo))
+        except (OSError, ValueError, TimeoutError) as err:
+            log(f"{name}: --cluster {cfg.cluster}: {err}")
+            return 2
+
+    def tally(src, dst, row, error):
+        """One file's outcome: failed (its line logged) or done."""
+        nonlocal megapixels
+        if error is not None:
+            failed.append(src)
+            log(error)
+            return
+        done.append((src, dst))
+        megapixels += math.prod(int(v) for v in row["shape"].split("x")) / 1e6
+
     try:  # the whole loop: Ctrl-C anywhere in it still writes the tables of the files done
-        for src, dst in tqdm(pairs, desc=record.name, unit="file", disable=None if len(pairs) > 1 else True):
+        for src, dst in tqdm(pairs, desc=record.name, unit="file",
+                             disable=None if len(pairs) > 1 and cluster is None else True):
             if dst.resolve() in inputs:
                 failed.append(src)
                 log(f"{src}: refusing to write {dst}: it is an input file")
@@ -759,25 +803,17 @@ def run(args: argparse.Namespace, task: str) -> int:
                 failed.append(src)
                 log(refused[src])
                 continue
-
-            def record_rows(row, objs, src=src, dst=dst):
-                """The file's rows of every table, recorded before its mask is written."""
-                rows = {"summary.csv": [row], "objects.csv": objs}
-                if cfg.tracking is not None:
-                    rows["tracks.csv"], rows["track_summary.csv"] = track_objects(row, objs, cfg.tracking)
-                tables.write_record(src, dst, rows)
-
-            try:
-                row, _ = seg.segment(src, dst, before_mask=record_rows)
-            except (ValueError, OSError, MemoryError, RuntimeError) as err:
-                failed.append(src)
-                msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-                log(msg if str(src) in msg else f"{src}: {msg}")
+            if cluster is not None:  # its outcome comes back below, as the workers finish
+                cluster.submit(src, dst)
                 continue
-            done.append((src, dst))
-            megapixels += math.prod(int(v) for v in row["shape"].split("x")) / 1e6
+            tally(src, dst, *segment_one(seg, cfg, tables, src, dst))
+        for src, dst, row, error in cluster.results() if cluster is not None else ():
+            tally(src, dst, row, error)
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        if cluster is not None:
+            cluster.close()
 
     if interrupted:
         log(f"{name}: interrupted; writing the tables of the {len(done)} file(s) done (the same command "

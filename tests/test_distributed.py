@@ -1,0 +1,137 @@
+"""--cluster (distributed.py) and chunked images (chunked.py): a LocalCluster of two worker processes gives the
+masks and tables of a one-process run, also when a worker is killed mid-batch; a chunked zarr image equals the
+whole-image path."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from synseg import tiffio
+from synseg.segment import distributed
+from tests.conftest import ROOT
+from tests.test_predict import smooth_noise
+
+pytest.importorskip("dask.distributed")
+
+
+def blobs(shape, seed=0, scale=3000.0):
+    """A bright-spot uint16 image."""
+    return (np.clip(smooth_noise(shape, seed=seed, sigma=1.5), 0, None) * scale + 100).astype(np.uint16)
+
+
+def screen(folder, n=6, size=64):
+    """n small images and one 4-frame time-lapse: the folder of a tiny screen."""
+    for k in range(n):
+        tiffio.write_tiff(folder / f"cell{k:02d}.tif", blobs((size + 8 * (k % 3), size), seed=k), pixel_size_um=0.1)
+    movie = np.stack([np.roll(blobs((48, 48), seed=99), 2 * t, axis=1) for t in range(4)])
+    tiffio.write_tiff(folder / "movie.tif", movie, pixel_size_um=0.1, axes="TYX", frame_interval_s=0.5)
+    return folder
+
+
+def command(*args, timeout=300):
+    """SynSeg_Vesicle.py in a subprocess: (exit code, stderr)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", SYNSEG_CACHE_DIR="")
+    r = subprocess.run([sys.executable, str(ROOT / "SynSeg_Vesicle.py"), *map(str, args)], capture_output=True,
+                       text=True, timeout=timeout, env=env, cwd=ROOT)
+    return r.returncode, r.stderr
+
+
+def files(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, models):
+    """The screen segmented in one process (no --cluster): (input folder, its output files)."""
+    d = tmp_path_factory.mktemp("screen")
+    src = screen(d / "in")
+    out = d / "out"
+    code, err = command("-i", src, "-o", out, "-m", models["vesicle"], "--object-csv", "--track", "--threads", "1")
+    assert code == 0, err
+    ref = files(out)
+    assert {"summary.csv", "objects.csv", "tracks.csv", "track_summary.csv"} <= {str(p) for p in ref}
+    shutil.rmtree(out)
+    return src, ref, d
+
+
+def test_cluster_spec_parsing():
+    assert distributed.cluster_kind("local:3") == ("local", 3)
+    assert distributed.cluster_kind("tcp://10.0.0.1:8786") == ("address", "tcp://10.0.0.1:8786")
+    assert distributed.cluster_kind("head:8786") == ("address", "tcp://head:8786")
+    assert distributed.cluster_kind("/shared/scheduler.json") == ("file", "/shared/scheduler.json")
+    for bad in ("local:0", "local:x", "nowhere"):
+        assert distributed.cluster_kind(bad)[0] is None
+
+
+def test_local_cluster_gives_the_one_process_results(reference, models):
+    src, ref, d = reference
+    out = d / "out"  # the same path as the reference run: the tables name the masks
+    code, err = command("-i", src, "-o", out, "-m", models["vesicle"], "--object-csv", "--track", "--threads", "1",
+                        "--cluster", "local:2")
+    try:
+        assert code == 0, err
+        assert "LocalCluster of 2 worker process(es)" in err
+        assert err.count("device cpu") >= 2, err  # each worker's device and path, once
+        assert "7/7 file(s) done on the cluster" in err
+        got = files(out)
+        assert sorted(got) == sorted(ref)
+        for name, data in ref.items():
+            assert got[name] == data, f"{name} differs from the one-process run"
+        # a rerun finds every mask and leaves everything as it was
+        code, err = command("-i", src, "-o", out, "-m", models["vesicle"], "--object-csv", "--track",
+                            "--threads", "1", "--cluster", "local:2")
+        assert code == 0 and "0 segmented, 7 skipped" in err, err
+        assert files(out) == got
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_a_worker_killed_mid_batch(reference, models):
+    """Two worker processes of a running cluster; one is killed (SIGKILL) while it segments: the scheduler runs
+    its file again on the other (and the nanny restarts it), and the tables equal the one-process run."""
+    from dask.distributed import Client, LocalCluster
+
+    src, ref, d = reference
+    out = d / "out"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        pids = client.run(os.getpid)
+        killed = {}
+
+        def kill_one():
+            """Kill the worker holding a segmentation task as soon as a first mask is written."""
+            deadline = time.time() + 240
+            while time.time() < deadline and not killed:
+                busy = {w: keys for w, keys in client.processing().items()
+                        if any(str(k).startswith("segment-") for k in keys)}
+                if busy and any(out.glob("*_mask.tif")):
+                    victim = sorted(busy)[0]
+                    os.kill(pids[victim], signal.SIGKILL)
+                    killed[victim] = pids[victim]
+                time.sleep(0.01)
+
+        watcher = threading.Thread(target=kill_one, daemon=True)
+        watcher.start()
+        try:
+            code, err = command("-i", src, "-o", out, "-m", models["vesicle"], "--object-csv", "--track",
+                                "--threads", "1", "--cluster", cluster.scheduler_address)
+            watcher.join(5)
+            assert killed, "no worker was busy while the batch ran"
+            assert code == 0, err
+            # the killed worker's partial file, if it was writing, goes at the next run's start (its pid is dead)
+            code, err = command("-i", src, "-o", out, "-m", models["vesicle"], "--object-csv", "--track",
+                                "--threads", "1", "--cluster", cluster.scheduler_address)
+            assert code == 0 and "0 segmented, 7 skipped" in err, err
+            got = files(out)
+            assert sorted(got) == sorted(ref)  # no partial file of the killed worker is left either
+            for name, data in ref.items():
+                assert got[name] == data, f"{name} differs from the one-process run"
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
