@@ -5,17 +5,22 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo venv clean bench export
+.PHONY: test demo venv clean bench export screenshot
 
 venv: $(STAMP)
 
 # Re-installs only when a requirements file, pyproject.toml or this Makefile changes. The project itself is
 # installed editable (`pip install -e .`): `import synseg` and the synseg-* commands work from any folder. torch is pinned in requirements.txt:
 # on a CPU machine that pin resolves to the CPU wheel, on a CUDA box to the CUDA build.
-$(STAMP): requirements.txt requirements-export.txt pyproject.toml Makefile
+# requirements-napari.txt: the napari plugin and its tests (pytest-qt); napari's canvas needs an X display for
+# OpenGL, so the tests start Xvfb (Debian's xvfb, installed here when missing and make runs as root).
+$(STAMP): requirements.txt requirements-export.txt requirements-napari.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-export.txt pytest ruff==0.17.6
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-export.txt \
+		-r requirements-napari.txt pytest ruff==0.17.6
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	if ! command -v Xvfb >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb >/dev/null; fi
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -42,3 +47,7 @@ bench: $(STAMP)
 export: $(STAMP)
 	$(PY) export_model.py models/vesicle.pth -o exports/synseg-vesicle.onnx --format onnx --overwrite
 	$(PY) export_model.py models/cytoskeleton.pth -o exports/synseg-cytoskeleton.onnx --format onnx --overwrite
+
+# make screenshot : docs/napari_screenshot.png, the napari viewer with the plugin's results on a synthetic image
+screenshot: $(STAMP)
+	$(PY) scripts/make_screenshot.py --output docs/napari_screenshot.png
