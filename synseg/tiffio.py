@@ -10,10 +10,14 @@ Inputs are checked against `MAX_PIXELS` from their header before a pixel is read
 """
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
+import logging
 import math
 import os
+import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,53 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
 MAX_PIXELS = 2 ** 31  # pixels an input may declare (all planes) before it is read: about 46000^2 px
+READ_ERRORS = (tifffile.TiffFileError, ValueError, IndexError, OSError, KeyError, struct.error)  # a damaged TIFF
+
+
+# --------------------------------------------------------------------------- names that are not UTF-8
+
+def _escape_undecodable(err):
+    """Codec error handler: a byte that was not UTF-8 (a lone surrogate from os.fsdecode) as \\xNN."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    bad = err.object[err.start:err.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}"
+                   for c in bad), err.end
+
+
+codecs.register_error("synseg-escape", _escape_undecodable)
+
+
+def shown(name) -> str:
+    """A path or name as readable text: each byte of a name that is not UTF-8 (x\\xff.tif on Linux) as the
+    escape \\xNN. The one spelling of such names in every table and log line (a literal backslash is kept)."""
+    return os.fsencode(str(name)).decode("utf-8", "backslashreplace")
+
+
+def readable_output() -> None:
+    """Make stdout and stderr print names that are not UTF-8 as shown() does (not as \\udcNN escapes)."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and str(getattr(stream, "encoding", "")).lower().replace("-", "") == "utf8":
+            stream.reconfigure(errors="synseg-escape")
+
+
+@contextlib.contextmanager
+def _tifffile_notes():
+    """Collect what tifffile logs while a file is read (a damaged file makes it log before it fails), so the
+    caller can say it in its own one line instead of the library printing it around that line."""
+    notes = []
+
+    class Keep(logging.Filter):
+        def filter(self, record):
+            notes.append(record.getMessage().split("> ", 1)[-1])  # without the '<tifffile.TiffFile ...>' prefix
+            return False
+
+    logger, keep = logging.getLogger("tifffile"), Keep()
+    logger.addFilter(keep)
+    try:
+        yield notes
+    finally:
+        logger.removeFilter(keep)
 
 
 class WriteError(OSError):
@@ -177,7 +228,7 @@ def read_image(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
         raise FileNotFoundError(f"{path}: no such file")
     if suffix in TIFF_SUFFIXES:
         try:
-            with tifffile.TiffFile(path) as tif:
+            with _tifffile_notes() as notes, tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 check_size(path, series.shape, series.dtype, max_pixels)
                 data = series.asarray()
@@ -198,10 +249,17 @@ def read_image(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
                     elif pixel is not None and (unit in ("pixel", "pixels", "px")
                                                 or (not unit and pixel == 1.0)):
                         pixel = None  # uncalibrated: writers default to 1 px per unit
+                declared = int(ij["images"]) if str(ij.get("images", "")).isdigit() else 0
+                planes = data.size // max(math.prod(tif.pages[0].shape), 1)
+                if notes and declared > planes:  # tifffile falls back to the pages it can read: say so, stop
+                    raise ValueError(f"its ImageJ header declares {declared} images, only {planes} can be read "
+                                     "(a cut file?)")
         except SizeError:
             raise
-        except (tifffile.TiffFileError, ValueError, IndexError, OSError, KeyError) as err:
+        except READ_ERRORS as err:
             raise ValueError(f"{path}: not a readable TIFF ({type(err).__name__}: {err})") from None
+        if notes:  # read, but tifffile found something odd: one line naming the file, not the library's lines
+            print(f"{shown(path)}: warning: {'; '.join(dict.fromkeys(notes))}", file=sys.stderr)
     else:
         import cv2  # PNG/JPEG only; heavy import kept out of the TIFF path
 
@@ -241,7 +299,7 @@ def declared_image(path) -> dict | None:
     suffix = path.suffix.lower()
     try:
         if suffix in TIFF_SUFFIXES:
-            with tifffile.TiffFile(path) as tif:
+            with _tifffile_notes(), tifffile.TiffFile(path) as tif:  # reading the file says what is wrong
                 series = tif.series[0]
                 return {"shape": tuple(series.shape), "dtype": np.dtype(series.dtype), "series": len(tif.series)}
         if suffix == ".png":
@@ -252,7 +310,7 @@ def declared_image(path) -> dict | None:
                 channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(head[25], 1)
                 return {"shape": (height, width, channels) if channels > 1 else (height, width),
                         "dtype": np.dtype(np.uint16 if head[24] == 16 else np.uint8), "series": 1}
-    except (tifffile.TiffFileError, ValueError, IndexError, OSError, KeyError, TypeError):
+    except (*READ_ERRORS, TypeError):
         return None
     return None
 
@@ -320,8 +378,8 @@ def write_csv(path, rows: list[dict], fields=None, float_format: str | None = No
     """
     rows = list(rows)
     fields = list(fields) if fields is not None else (list(rows[0]) if rows else [])
-    # surrogateescape: a file name that is not UTF-8 (x\xff.tif on Linux) is written back as its own bytes
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+    # a file name that is not UTF-8 (x\xff.tif on Linux) is written as shown() spells it, so the table stays UTF-8
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="synseg-escape") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:

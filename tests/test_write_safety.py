@@ -69,16 +69,16 @@ def test_non_utf8_file_name_is_segmented_and_tabled(tmp_path, models):
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert os.path.exists(os.fsencode(str(out)) + b"/x\xff_mask.tif")
     table = (out / "summary.csv").read_bytes()
-    assert b"/x\xff.tif" in table and table.count(b"\n") == 3  # the name's own bytes, one row per file
+    assert b"/x\\xff.tif" in table and table.count(b"\n") == 3  # the odd byte as the text \xff, one row per file
     again = command("SynSeg_Vesicle.py", "-i", src, "-o", out, "-m", models["vesicle"])
     assert again.returncode == 0 and "(unchanged)" in again.stderr, again.stderr
     assert (out / "summary.csv").read_bytes() == table
 
 
-def test_csv_keeps_a_non_utf8_name_through_a_round_trip(tmp_path):
+def test_csv_writes_a_non_utf8_name_as_readable_text(tmp_path):
     name = os.fsdecode(b"/data/x\xff.tif")
     tiffio.write_csv(tmp_path / "t.csv", [{"file": name, "count": 3}])
-    assert tiffio.read_csv(tmp_path / "t.csv") == [{"file": name, "count": "3"}]
+    assert tiffio.read_csv(tmp_path / "t.csv") == [{"file": tiffio.shown(name), "count": "3"}]
 
 
 # --------------------------------------------------------------------------- bad 2, 3: damaged tables

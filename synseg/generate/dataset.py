@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import multiprocessing
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -48,7 +49,8 @@ class Run(Flags):
                                  help="fraction of images written under val/ (spread evenly over the indices)")
     seed: int = option("--seed", default=0, type=int, help="image k depends only on (seed, k)")
     workers: int = option("--workers", default=1, type=int, low=1,
-                          help="worker processes (same files for any number)")
+                          help="worker processes (same files for any number); at most one per usable CPU core "
+                               "and per image to write")
     resume: bool = option("--resume", default=False, action="store_true",
                           help="keep existing images, write only the missing ones")
     overwrite: bool = option("--overwrite", default=False, action="store_true",
@@ -187,6 +189,9 @@ def _prepare_output(run: Run, meta: dict) -> str | None:
         return f"{out}: exists and is not a folder"
     meta_path = out / "generator.json"
     if out.is_dir() and any(out.iterdir()):
+        if run.overwrite and not meta_path.is_file():  # what --overwrite deletes must be a dataset of ours
+            return (f"{out}: not empty and holds no generator.json, so it is not a dataset this tool wrote; "
+                    "--overwrite only replaces such a dataset - choose a new or empty --output-dir")
         if run.overwrite:
             for name in ("train", "val"):
                 if (out / name).is_dir():
@@ -211,6 +216,19 @@ def _prepare_output(run: Run, meta: dict) -> str | None:
         else:
             return f"{out}: not empty; use --resume to finish it or --overwrite to replace it"
     return None
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_count(requested: int, jobs: int) -> int:
+    """Worker processes to start: --workers, but never more than the usable cores or the images to write."""
+    return max(1, min(requested, usable_cpus(), jobs))
 
 
 def generate_dataset(run: Run, scene: Scene, *, kind: str, video=None) -> int:
@@ -261,8 +279,12 @@ def generate_dataset(run: Run, scene: Scene, *, kind: str, video=None) -> int:
     if run.resume:
         print(f"resume: {n - len(todo)} of {n} images already written, {len(todo)} to go")
     job = {"run": run, "scene": scene, "video": video}
+    workers = worker_count(run.workers, len(todo))
+    if workers < run.workers:  # a process per core is the most that helps; more only costs memory and start-up
+        print(f"--workers {run.workers}: using {workers} worker{'s' if workers > 1 else ''} ({usable_cpus()} usable "
+              f"CPU core(s), {len(todo)} image(s) to write)", file=sys.stderr)
     bar = tqdm(total=len(todo), desc=f"{kind} images", unit="img")
-    if run.workers == 1 or len(todo) <= 1:
+    if workers == 1:
         _init_worker(job)
         for i in todo:
             _write_one(i)
@@ -275,7 +297,7 @@ def generate_dataset(run: Run, scene: Scene, *, kind: str, video=None) -> int:
             ctx.set_forkserver_preload(["numpy", "cv2", "tifffile", "synth", "dataset"])
         else:  # Windows
             ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(run.workers, _init_worker, (job,)) as pool:
+        with ctx.Pool(workers, _init_worker, (job,)) as pool:
             for _ in pool.imap_unordered(_write_one, todo, chunksize=2):
                 bar.update()
     bar.close()

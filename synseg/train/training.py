@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from synseg.train import augment
+from synseg.train.runtime import Runtime, all_reduce_sum
 from synseg import cli
 from synseg import metrics
 from synseg import normalization
@@ -53,6 +54,10 @@ class DatasetError(ValueError):
 
 class TrainingError(RuntimeError):
     """A problem with the arguments or the run (resume, device), reported as one line."""
+
+
+class Diverged(TrainingError):
+    """The weights or the validation loss stopped being finite (exit code 1); nothing of that epoch is saved."""
 
 
 # --------------------------------------------------------------------------- settings
@@ -144,8 +149,8 @@ def read_pair(image_path: Path, mask_path: Path, frame: int | None = None) -> tu
     try:
         mask = np.load(mask_path, allow_pickle=False, mmap_mode=None if frame is None else "r")
         mask = np.array(mask if frame is None else mask[frame])
-    except (OSError, ValueError, IndexError) as err:
-        raise DatasetError(f"{mask_path}: not a readable .npy mask ({err})") from None
+    except (OSError, ValueError, IndexError, EOFError) as err:  # EOFError: a zero-byte or cut file
+        raise DatasetError(f"{mask_path}: not a readable .npy mask ({err or type(err).__name__})") from None
     mask = np.squeeze(mask)
     if mask.shape != image.shape:
         raise DatasetError(f"{image_path}: image shape {image.shape} differs from mask {mask_path} "
@@ -171,8 +176,8 @@ def find_pairs(img_dir: Path, mask_dir: Path, check: bool = True, show: bool = T
             raise DatasetError(f"{image}: no mask {mask}")
         try:
             shape = np.squeeze(np.load(mask, mmap_mode="r")).shape
-        except (OSError, ValueError) as err:
-            raise DatasetError(f"{mask}: not a readable .npy mask ({err})") from None
+        except (OSError, ValueError, EOFError) as err:  # EOFError: a zero-byte or cut file
+            raise DatasetError(f"{mask}: not a readable .npy mask ({err or type(err).__name__})") from None
         if len(shape) == 3:  # a video: every frame is a sample
             pairs += [(image, mask, t) for t in range(shape[0])]
         else:
@@ -337,29 +342,7 @@ class SegmentationLoss(nn.Module):
         return loss + soft_dice_loss(prob, target)
 
 
-# --------------------------------------------------------------------------- distributed
-
-@dataclass
-class Runtime:
-    """Where this process runs: device, autocast dtype, memory format, DDP rank and size."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None = None
-    channels_last: bool = False
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def main(self) -> bool:
-        """True on the one process that prints and writes files."""
-        return self.rank == 0
-
-    def describe(self) -> str:
-        """One line for the log."""
-        prec = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + grad scaler"}
-        text = f"device {self.device}, {prec[self.amp_dtype]}, {'channels_last' if self.channels_last else 'NCHW'}"
-        return text + (f", DDP world size {self.world_size}" if self.world_size > 1 else "")
-
+# --------------------------------------------------------------------------- distributed (Runtime: runtime.py)
 
 def setup_runtime(device_name: str, precision: str) -> Runtime:
     """Resolve device and precision; join the process group when started by torchrun."""
@@ -378,15 +361,6 @@ def setup_runtime(device_name: str, precision: str) -> Runtime:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels
     return Runtime(device, amp_dtype, channels_last=amp_dtype is not None, rank=rank, world_size=world)
-
-
-def all_reduce_sum(values: list[float], rt: Runtime) -> list[float]:
-    """Sum a few numbers over all DDP processes (identity when not distributed)."""
-    if rt.world_size == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=rt.device)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 # --------------------------------------------------------------------------- the loop
@@ -635,6 +609,13 @@ def train_loop(cfg: Config, model: nn.Module, data: Loaders, optim: Optimisation
             for buf in model.buffers():
                 dist.broadcast(buf, 0)
         val = evaluate(model, data.val, loss_fn, rt)
+        bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad or not math.isfinite(val["loss"]):  # a NaN model must never become best_*.pth or last.pth
+            kept = (f"{best_path.name} keeps epoch {state['best_metrics']['epoch']}" if state["best_metrics"]
+                    else "no model saved")
+            raise Diverged(f"{tag}training diverged at epoch {epoch} (train loss {train['loss']:.4g}, validation "
+                           f"loss {val['loss']:.4g}{', weights not finite' if bad else ''}); {kept}; lower --lr "
+                           f"(now {cfg.lr:g}) or try --precision fp32")
         row = {"epoch": epoch, "train_loss": train["loss"], "val_loss": val["loss"],
                **{k: val[k] for k in METRIC_KEYS[1:]}, "lr": lr, "seconds": time.perf_counter() - start,
                "steps": train["steps"]}
@@ -744,13 +725,13 @@ def get_args_parser(preset_name: str, description: str | None = None) -> argpars
                             "optimizer, schedule and epoch")
     train.add_argument("--init-weights", type=Path, default=None, metavar="PATH",
                        help="fine-tune: start from the weights of this checkpoint (same model flags), with a "
-                            "new optimizer and learning-rate schedule, e.g. models/vesicle.pth on new data")
+                            f"new optimizer and learning-rate schedule, e.g. models/{task.name}.pth on new data")
     hw = parser.add_argument_group("hardware")
     hw.add_argument("--device", default="cuda", help="cuda, cuda:N, cpu, mps or auto")
     hw.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="auto: bf16 on CUDA and on CPUs with native bf16, fp16 on older CUDA, else fp32")
     hw.add_argument("--num-workers", "--num_workers", type=cli.finite_int(low=0), default=4,
-                    help="data-loading processes (use about the number of free CPU cores)")
+                    help="data-loading processes; lowered to the usable CPU cores when above them")
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", "--output_dir", type=Path, default=Path("checkpoints"),
                      help=f"where best_{preset_name}_model.pth, last.pth, metrics.csv and curves.png go; a folder "
@@ -838,22 +819,29 @@ def run(cfg: Config, rt: Runtime) -> int:
     check_output_dir(cfg)  # every rank: nothing is written before all of them have looked
     folders = resolve_folders(cfg)
     generator = read_generator_info(*[p for p in (cfg.data_dir, folders["train_img_dir"].parent.parent) if p])
-    pixel_size = resolve_pixel_size(cfg, generator) if rt.main else cfg.pixel_size or generator.get("pixel_size_um")
     train_pairs = find_pairs(folders["train_img_dir"], folders["train_mask_dir"], show=rt.main)
     if not has_positive(train_pairs):
         raise TrainingError(f"{folders['train_mask_dir']}: no training mask holds a single foreground pixel; check "
                             "the masks (0 background, >0 object)")
     if cfg.crop_size == 0 and len(image_shapes(train_pairs)) > 1:
         raise TrainingError("training images differ in size; give --crop-size so they can be batched")
+    if not cfg.folds:
+        val_pairs = find_pairs(folders["val_img_dir"], folders["val_mask_dir"], show=rt.main)
+        if not has_positive(val_pairs):  # validation Dice would read 1.0 for a network that finds nothing
+            raise TrainingError(f"{folders['val_mask_dir']}: no validation mask holds a single foreground pixel")
+    # warnings only once the data is known to be usable: never a warning printed just before the error
+    pixel_size = resolve_pixel_size(cfg, generator) if rt.main else cfg.pixel_size or generator.get("pixel_size_um")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cfg.num_workers > cores:  # torch warns (per loader) and the extra processes only wait
+        if rt.main:
+            print(f"--num-workers {cfg.num_workers}: using {cores} (the usable CPU cores)", file=sys.stderr)
+        cfg = dataclasses.replace(cfg, num_workers=cores)
     if rt.main:
         print(rt.describe())
         if rt.device.type == "cpu" and rt.amp_dtype is None and cfg.precision == "auto":
             print("precision: fp32 (this CPU has no native bf16; --precision bf16 would only emulate it)")
 
     if not cfg.folds:
-        val_pairs = find_pairs(folders["val_img_dir"], folders["val_mask_dir"], show=rt.main)
-        if not has_positive(val_pairs):  # validation Dice would read 1.0 for a network that finds nothing
-            raise TrainingError(f"{folders['val_mask_dir']}: no validation mask holds a single foreground pixel")
         if rt.main:
             print(f"{len(train_pairs)} training and {len(val_pairs)} validation images, task {task.name}, "
                   f"loss {cfg.loss}, normalisation {task.normalization}, pixel size {pixel_size} um")
@@ -890,7 +878,7 @@ def main(args: argparse.Namespace) -> int:
         return run(cfg, rt)
     except (DatasetError, TrainingError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(err, Diverged) else 2
     except tiffio.WriteError as err:  # disk full or read-only mid-run: the files written before are whole
         print(f"error: {err}; the files written before are kept - free space, then --resume", file=sys.stderr)
         return 1
