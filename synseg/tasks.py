@@ -59,7 +59,7 @@ class Task:
     @property
     def summary_fields(self) -> tuple[str, ...]:
         """Columns of summary.csv."""
-        return postprocess.SUMMARY_COLUMNS + self.measure.columns
+        return postprocess.SUMMARY_COLUMNS + self.measure.columns + postprocess.QC_FIGURES
 
     @property
     def object_table(self) -> bool:

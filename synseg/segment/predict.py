@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from synseg.segment import postprocess
+from synseg.segment import qc
 from synseg import tiffio
 from synseg.segment import tiling
 
@@ -217,6 +219,7 @@ class Options:
     backend: str = "auto"  # fp32 on the CPU: "onnx" (ONNX Runtime), "torch", or "auto" (ONNX Runtime when installed)
     stack_planes: bool = True  # small planes of a stack share forward passes (False: one plane per pass)
     max_pixels: int = tiffio.MAX_PIXELS  # refuse inputs whose header declares more pixels (tiffio.check_size)
+    qc_calibration: str | None = None  # qc.py expected-score calibration; None: qc_<task>.json by the shipped model
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -227,7 +230,8 @@ class Options:
                    split=not args.no_split, min_distance=args.min_distance, save_prob=args.save_prob,
                    overlay=args.overlay, contrast_cut=not args.no_contrast_cut, min_snr=args.min_snr,
                    spot_core=getattr(args, "spot_core", 0.0), backend=getattr(args, "backend", "auto"),
-                   max_pixels=getattr(args, "max_pixels", tiffio.MAX_PIXELS))
+                   max_pixels=getattr(args, "max_pixels", tiffio.MAX_PIXELS),
+                   qc_calibration=getattr(args, "qc_calibration", None))
 
 
 class Segmenter:
@@ -247,6 +251,11 @@ class Segmenter:
                                                                 half=cpu_bf16)
         self.norm = info["normalization"]
         self.model_px = info.get("pixel_size_um")
+        # the quality check (qc.py): its expected score only from a calibration made for these very weights
+        self.calibration, self.calibration_note = qc.load_calibration(
+            Path(options.qc_calibration) if options.qc_calibration else qc.default_calibration_path(task),
+            task.name, qc.weights_hash(model))
+        self.qc_seconds = 0.0  # time spent in the quality check (bench/qc_validation.py reports its share)
 
     def _network(self, model, device, backend: str):
         """(network, one line naming the path) for this machine: the fastest we measured (bench/bench_predict.py).
@@ -351,6 +360,7 @@ class Segmenter:
         masks = np.zeros(planes.shape, np.uint8)
         probs = np.zeros(planes.shape, np.float32) if o.save_prob else None
         measure = self.task.measure(src)
+        checked, figures = set(qc.planes_to_measure(len(planes))), []
         thresholds = []
         big = planes.shape[1] * planes.shape[2] > 4 * self.tile_size ** 2
         live = [k for k, plane in enumerate(planes) if plane.min() != plane.max()]
@@ -359,6 +369,8 @@ class Segmenter:
             if plane.min() == plane.max():  # constant plane: nothing to find, and nothing to normalise
                 if len(planes) == 1:
                     log(f"{src}: constant image (all {plane.flat[0]}); writing an empty mask")
+                if k in checked:
+                    figures.append({"qc_saturated": 1.0, "qc_zero": 1.0})
                 thresholds.append(float("nan"))
                 continue
             prob = next(maps)
@@ -373,12 +385,19 @@ class Segmenter:
                 probs[k] = prob
             if o.split:
                 mask = postprocess.split_touching(mask, plane, o.min_distance, in_place=True)
+            candidates = mask
             if o.contrast_cut or o.min_snr > 0 or o.spot_core > 0:
+                candidates = mask.copy() if k in checked else None
                 from synseg.segment import spots
 
                 mask, cut = spots.filter_spots(mask, plane, in_place=True, cut=o.contrast_cut, min_snr=o.min_snr,
                                                core=o.spot_core)
                 log(f"{src}: {'plane ' + str(k) + ': ' if len(planes) > 1 else ''}{spots.describe_cut(cut)}")
+            if k in checked:
+                t0 = time.perf_counter()
+                figures.append(qc.plane_figures(plane, prob, candidates, mask, factor, self.norm, self.task.name))
+                self.qc_seconds += time.perf_counter() - t0
+            del candidates
             if not measure.uses_prob:
                 del prob  # a big plane's map is the largest array here; free it before measuring
                 prob = None
@@ -395,6 +414,12 @@ class Segmenter:
                "pixel_size_um": f"{px:.6g}" if px else "", "scale": f"{factor:.4g}",
                "threshold": f"{np.mean(used):.4g}" if used else "", "foreground_fraction": f"{fg:.6f}",
                **measure.summary(px), "frame_interval_s": meta.get("frame_interval_s")}
+        t0 = time.perf_counter()
+        row.update(qc.summary(figures, self.task.name, self.calibration, row))
+        self.qc_seconds += time.perf_counter() - t0
+        if row["qc"] != "ok":
+            log(f"{src}: qc: {row['qc']} (expected score {row['expected_score'] or 'n/a'}): "
+                f"{qc.describe(row['qc'].split('+'))}")
         if probs is not None:
             tiffio.write_tiff(sibling(dst, "prob", ".tif"), probs.reshape(full_shape), pixel_size_um=px, axes=axes)
         if o.overlay:

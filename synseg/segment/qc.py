@@ -1,0 +1,335 @@
+"""Can I trust this mask? A per-image quality check and an expected score, from what the model was trained on.
+
+The models were trained only on this repository's generator images, so what those images look like is known.
+For every segmented file the check measures a few cheap figures (per plane, the median over up to MAX_PLANES
+planes of a stack) and compares them with fixed limits chosen once on generator images and on the kinds of
+image a model is known to fail on (bench/qc_validation.py); never per image:
+
+    qc_saturated    share of pixels at the plane's highest value (a clipped camera or export)
+    qc_zero         share of pixels at the plane's lowest value (an empty or mostly blank field)
+    qc_jpeg         JPEG 8x8 block edges: mean step across block borders over the mean step inside blocks
+    qc_polarity     bright detail over dark detail (99.9th percentiles, in noise units): fluorescence is
+                    bright structure on a dark background; brightfield, phase contrast and pure noise are not
+    qc_peak_snr     99.9th percentile of the local contrast (noise units, normalization.local_contrast
+                    without asinh) at the model's pixel size: how far the image's structure stands above noise
+    qc_width        Gaussian sigma (px, model scale) that the salient structure's neighbour ratio implies
+    qc_uncertain    share of the pixels above probability 0.3 that stay below 0.7
+    qc_unexplained  share of the salient pixels (local contrast >= SALIENT) that the mask, grown by 3 px, misses
+    qc_shape        vesicles: share of candidate pixels in objects longer than LONG_SPOT px (model scale);
+                    filaments: share of mask pixels in isolated dots (objects at most DOT px across)
+    qc_kept         share of the candidate objects the decision step kept (vesicles; 1 for filaments)
+
+check(figures, task) turns them into the `qc` column: "ok", or the reasons joined by "+", each a word the
+README explains (saturated, mostly_zero, jpeg, not_fluorescence, no_structure, too_fine, too_coarse,
+wrong_structure, uncertain). A flagged image is still segmented and written.
+
+The expected score (spot F1 for vesicles, skeleton F1 for filaments) is a ridge regression on a few of the
+figures, fitted by bench/qc_calibrate.py on held-out generator images and stored in a small JSON file
+keyed to the SHA-256 of the model's weights: a calibration made for other weights is refused, and the
+column stays empty ("no calibration") rather than give a wrong estimate.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from synseg.segment import postprocess
+
+FORMAT = "synseg-qc/1"
+MAX_PLANES = 8  # planes of a stack that are measured (evenly spaced); the figures are their medians
+MAX_SIDE = 2048  # a larger plane is measured on its central MAX_SIDE x MAX_SIDE window (input grid)
+SALIENT = 5.0  # local contrast (noise units) from which a pixel counts as clear structure
+
+FIGURES = postprocess.QC_FIGURES  # summary.csv's last columns (tasks.Task.summary_fields)
+COLUMNS = ("qc", "expected_score", *FIGURES)
+
+# The limits, chosen once (bench/qc_validation.py prints how they do per kind of image). Per task where the
+# structure differs: {task: (low, high)}; None: no limit on that side.
+LIMITS = {
+    "qc_saturated": (None, 0.35),
+    "qc_zero": (None, 0.85),
+    "qc_jpeg": (None, 1.12),
+    "qc_tail": (0.6, None),
+    "qc_peak_snr": (3.1, None),
+}
+TASK_LIMITS = {
+    "vesicle": {"qc_width": (None, None), "qc_blobness": (None, None), "qc_uncertain": (None, 0.45),
+                "qc_unexplained": (None, 0.8)},
+    "cytoskeleton": {"qc_width": (None, None), "qc_blobness": (None, None), "qc_uncertain": (None, 0.9),
+                     "qc_unexplained": (None, 0.95)},
+}
+REASONS = {  # figure -> (reason when below the low limit, reason when above the high limit)
+    "qc_saturated": (None, "saturated"),
+    "qc_zero": (None, "mostly_zero"),
+    "qc_jpeg": (None, "jpeg"),
+    "qc_tail": ("not_fluorescence", None),
+    "qc_peak_snr": ("no_structure", None),
+    "qc_width": ("too_fine", "too_coarse"),
+    "qc_blobness": ("wrong_structure", "wrong_structure"),
+    "qc_uncertain": (None, "uncertain"),
+    "qc_unexplained": (None, "wrong_structure"),
+}
+ADVICE = {
+    "saturated": "much of the image is clipped at its top value: re-acquire or export without saturation",
+    "mostly_zero": "most of the image is one flat value: check the channel (--channel) and the export",
+    "jpeg": "JPEG-compressed: segment the original TIFF, not a compressed screenshot",
+    "not_fluorescence": "not bright structure on a dark background (brightfield, phase contrast or noise?)",
+    "no_structure": "no structure stands clearly above the noise",
+    "too_fine": "structure finer than the model was trained on at this pixel size: check --pixel-size",
+    "too_coarse": "structure coarser than the model was trained on at this pixel size: check --pixel-size",
+    "wrong_structure": "objects unlike this model's targets: try the other script, or fine-tune on your images",
+    "uncertain": "much of the structure sits at uncertain probabilities: check the overlay, or fine-tune",
+}
+
+
+# --------------------------------------------------------------------------- figures of one plane
+
+def _window(a: np.ndarray) -> np.ndarray:
+    """The central MAX_SIDE x MAX_SIDE window of a 2D array (the array itself when smaller)."""
+    h, w = a.shape
+    y0, x0 = max(0, (h - MAX_SIDE) // 2), max(0, (w - MAX_SIDE) // 2)
+    return a[y0:y0 + MAX_SIDE, x0:x0 + MAX_SIDE]
+
+
+def jpeg_blockiness(plane: np.ndarray) -> float:
+    """Mean absolute step between columns (and rows) across 8-px block borders over the mean step inside
+    blocks: about 1 for a camera image, above it for a JPEG whose 8x8 blocks were quantised apart."""
+    x = np.asarray(plane, np.float32)
+    ratios = []
+    for d in (np.abs(np.diff(x, axis=1)), np.abs(np.diff(x, axis=0)).T):
+        n = d.shape[1] // 8 * 8
+        if n < 16:
+            continue
+        steps = d[:, :n].reshape(d.shape[0], -1, 8).mean(axis=(0, 1))  # step after column 8k + j, j = 0..7
+        inside = float(np.mean(steps[:7]))
+        if inside > 0:
+            ratios.append(float(steps[7]) / inside)
+    return max(ratios) if ratios else 1.0
+
+
+def _neighbour_mean(z: np.ndarray) -> np.ndarray:
+    """Mean of the 4 neighbours of every pixel (mirrored borders)."""
+    import cv2
+
+    kernel = np.array([[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]], np.float32)
+    return cv2.filter2D(z, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+
+
+def peak_shape(z: np.ndarray, most: int = 2000) -> dict:
+    """Width and roundness of the salient local maxima (local contrast >= SALIENT, the `most` highest) of a
+    local-contrast image z: qc_width, the median Gaussian sigma (px) that each peak's 4-neighbour mean over its
+    height implies; qc_blobness, the median ratio of the smaller to the larger Hessian eigenvalue magnitude
+    (1: a round spot, 0: a ridge). nan when fewer than 8 peaks."""
+    import cv2
+
+    peaks = (z >= SALIENT) & (z >= cv2.dilate(z, np.ones((3, 3), np.uint8)))
+    ys, xs = np.nonzero(peaks)
+    if len(ys) < 8:
+        return {"qc_width": float("nan"), "qc_blobness": float("nan")}
+    if len(ys) > most:
+        top = np.argsort(z[ys, xs])[-most:]
+        ys, xs = ys[top], xs[top]
+    ratio = np.clip(_neighbour_mean(z)[ys, xs] / z[ys, xs], 1e-6, 1 - 1e-6)
+    s = cv2.GaussianBlur(z, (0, 0), 1.0)
+    dyy = cv2.Sobel(s, cv2.CV_32F, 0, 2, ksize=3)[ys, xs]
+    dxx = cv2.Sobel(s, cv2.CV_32F, 2, 0, ksize=3)[ys, xs]
+    dxy = cv2.Sobel(s, cv2.CV_32F, 1, 1, ksize=3)[ys, xs]
+    half = np.sqrt(((dxx - dyy) / 2) ** 2 + dxy ** 2)
+    l1, l2 = np.abs((dxx + dyy) / 2 + half), np.abs((dxx + dyy) / 2 - half)
+    round_ = np.minimum(l1, l2) / np.maximum(np.maximum(l1, l2), 1e-12)
+    return {"qc_width": float(np.median(np.sqrt(-1.0 / (2.0 * np.log(ratio))))),
+            "qc_blobness": float(np.median(round_))}
+
+
+def image_figures(plane: np.ndarray, factor: float, norm: dict) -> dict:
+    """The figures of a raw 2D plane alone (no model): saturation, zero share, JPEG blocks on the input grid;
+    polarity, peak SNR and structure width at the model's scale (`factor`) in the model's noise units."""
+    from synseg import normalization
+    from synseg.segment import tiling
+
+    p = _window(np.asarray(plane))
+    n = p.size
+    top, bottom = p.max(), p.min()
+    low, mid, high = np.percentile(p[::2, ::2] if n > 2 ** 20 else p, [0.1, 50.0, 99.9])
+    out = {"qc_saturated": float(np.count_nonzero(p == top)) / n if top != bottom else 1.0,
+           "qc_zero": float(np.count_nonzero(p == bottom)) / n if top != bottom else 1.0,
+           "qc_jpeg": jpeg_blockiness(p), "qc_tail": float(high - mid) / max(float(mid - low), 1e-12)}
+    x = np.asarray(p, np.float32)
+    if factor != 1.0:
+        x = tiling.resize_plane(x, (max(1, round(x.shape[0] * factor)), max(1, round(x.shape[1] * factor))))
+    spec = {**norm, "mode": "local", "compress": None}
+    model = normalization.noise_model(x, spec)
+    z = normalization.local_contrast(x, spec, model)  # bright detail in noise units
+    out["qc_peak_snr"] = float(np.percentile(z, 99.9))
+    out.update(peak_shape(z))
+    out["_salient"] = z >= SALIENT  # kept for model_figures, dropped from the row
+    return out
+
+
+def _count(mask: np.ndarray) -> int:
+    """Number of 8-connected objects of a 2D mask."""
+    import cv2
+
+    return int(cv2.connectedComponents(np.ascontiguousarray(mask, np.uint8), connectivity=8)[0]) - 1
+
+
+def model_figures(image: dict, prob: np.ndarray, candidates: np.ndarray, mask: np.ndarray, factor: float,
+                  task: str) -> dict:
+    """The figures that need the model's output: uncertain probabilities, salient structure the mask misses,
+    object shapes, the decision step's share. `image`: image_figures of the same plane; `candidates`: the
+    mask before the decision step; all on the input grid."""
+    import cv2
+
+    prob = _window(np.asarray(prob, np.float32))
+    candidates, mask = _window(np.asarray(candidates, bool)), _window(np.asarray(mask, bool))
+    live = np.count_nonzero(prob > 0.3)
+    out = {"qc_uncertain": float(np.count_nonzero((prob > 0.3) & (prob < 0.7))) / live if live else 0.0}
+    salient = image.get("_salient")
+    if salient is not None and np.count_nonzero(salient) >= 8:
+        grown = np.ascontiguousarray(mask, np.uint8)
+        if grown.shape != salient.shape:
+            grown = cv2.resize(grown, salient.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        grown = cv2.dilate(grown, np.ones((7, 7), np.uint8))
+        out["qc_unexplained"] = float(np.count_nonzero(salient & (grown == 0))) / np.count_nonzero(salient)
+    else:
+        out["qc_unexplained"] = 0.0
+    if task == "vesicle":
+        before, after = _count(candidates), _count(mask)
+        out["qc_kept"] = after / before if before else 1.0
+    else:
+        out["qc_kept"] = 1.0
+    return out
+
+
+def plane_figures(plane, prob, candidates, mask, factor: float, norm: dict, task: str) -> dict:
+    """Every figure of one plane (image_figures and model_figures)."""
+    image = image_figures(plane, factor, norm)
+    out = {**image, **model_figures(image, prob, candidates, mask, factor, task)}
+    out.pop("_salient")
+    return out
+
+
+def planes_to_measure(count: int) -> list[int]:
+    """Indices of the planes of a stack that are measured: all up to MAX_PLANES, else MAX_PLANES evenly spaced."""
+    if count <= MAX_PLANES:
+        return list(range(count))
+    return sorted({int(round(v)) for v in np.linspace(0, count - 1, MAX_PLANES)})
+
+
+def combine(per_plane: list[dict]) -> dict:
+    """One value per figure: the median over the measured planes (nan when none was measured)."""
+    out = {}
+    for name in FIGURES:
+        values = [p[name] for p in per_plane if name in p and p[name] == p[name]]
+        out[name] = float(np.median(values)) if values else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------- the rules
+
+def check(figures: dict, task: str) -> list[str]:
+    """Reasons (REASONS words, no repeats) for which the figures lie outside the fixed limits; [] when ok."""
+    limits = {**LIMITS, **TASK_LIMITS.get(task, {})}
+    reasons = []
+    for name, (low, high) in limits.items():
+        value = figures.get(name, float("nan"))
+        if value != value:
+            continue
+        word = (REASONS[name][0] if low is not None and value < low else
+                REASONS[name][1] if high is not None and value > high else None)
+        if word and word not in reasons:
+            reasons.append(word)
+    return reasons
+
+
+def describe(reasons: list[str]) -> str:
+    """The qc log line's text: each reason with what to do."""
+    return "; ".join(f"{r}: {ADVICE[r]}" for r in reasons)
+
+
+# --------------------------------------------------------------------------- expected score
+
+def weights_hash(model) -> str:
+    """SHA-256 of a model's weights (state-dict names, shapes and float32 values, in name order): the key of
+    a calibration. The same weights in another file, or stored as float16 and loaded, give the same hash."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        a = tensor.detach().cpu().float().contiguous().numpy()
+        h.update(name.encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def score_features(figures: dict, names: tuple[str, ...]) -> np.ndarray:
+    """The regression's inputs from the figures (log of peak SNR and width; nan -> 0)."""
+    out = []
+    for name in names:
+        v = figures.get(name.removeprefix("log_"), float("nan"))
+        v = 0.0 if v != v else float(v)
+        out.append(math.log1p(max(v, 0.0)) if name.startswith("log_") else v)
+    return np.array(out, np.float64)
+
+
+SCORE_INPUTS = ("log_qc_peak_snr", "qc_uncertain", "qc_unexplained", "qc_blobness", "qc_kept", "log_qc_width",
+                "log_foreground_fraction", "log_count")
+
+
+class Calibration:
+    """The expected-score regression of one model: a ridge line on standardised SCORE_INPUTS, clipped to 0..1."""
+
+    def __init__(self, record: dict):
+        self.record = record
+        self.inputs = tuple(record["inputs"])
+        self.mean, self.scale = np.array(record["mean"]), np.array(record["scale"])
+        self.coef, self.intercept = np.array(record["coef"]), float(record["intercept"])
+
+    def predict(self, figures: dict) -> float:
+        """Expected score (0..1) of an image from its figures (plus foreground_fraction and count)."""
+        x = (score_features(figures, self.inputs) - self.mean) / self.scale
+        return float(np.clip(x @ self.coef + self.intercept, 0.0, 1.0))
+
+
+def load_calibration(path: Path, task: str, weights: str) -> tuple[Calibration | None, str]:
+    """(calibration, note) from a qc JSON file: None with the reason when it is missing, unreadable, for another
+    task or for other weights (`weights`: weights_hash of the model in use)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"no calibration ({path} not found; bench/qc_calibrate.py makes one)"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return None, f"no calibration ({path}: not readable JSON: {err})"
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        return None, f"no calibration ({path}: not a {FORMAT} file)"
+    if record.get("task") != task:
+        return None, f"no calibration ({path} is for task {record.get('task')!r}, not {task!r})"
+    if record.get("weights_sha256") != weights:
+        return None, (f"no calibration ({path} was made for other weights, sha256 "
+                      f"{str(record.get('weights_sha256'))[:12]}..., this model is {weights[:12]}...; rerun "
+                      "bench/qc_calibrate.py for it)")
+    return Calibration(record), f"calibration {path} ({record.get('score', 'score')}, MAE {record.get('mae', '?')})"
+
+
+def default_calibration_path(task) -> Path:
+    """Where a task's calibration lives: qc_<task>.json beside its shipped model."""
+    return task.model_path.parent / f"qc_{task.name}.json"
+
+
+def summary(per_plane: list[dict], task: str, calibration: Calibration | None, extra: dict) -> dict:
+    """The qc columns of a file's summary row: qc ("ok" or reasons), expected_score and the figures.
+    `extra`: foreground_fraction and count (the score's other inputs)."""
+    figures = combine(per_plane)
+    reasons = check(figures, task) if per_plane else []
+    row = {"qc": "+".join(reasons) if reasons else "ok", "expected_score": ""}
+    if calibration is not None and per_plane:
+        fg = float(extra.get("foreground_fraction") or 0.0)
+        count = float(extra.get("count") or 0.0)
+        score = calibration.predict({**figures, "foreground_fraction": 1e3 * fg, "count": count})
+        row["expected_score"] = f"{score:.3f}"
+    row.update({k: ("" if v != v else f"{v:.4g}") for k, v in figures.items()})
+    return row

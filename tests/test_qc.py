@@ -1,0 +1,123 @@
+"""The quality check (synseg/segment/qc.py): its rules on tiny images made here, its columns and log lines in a
+batch, and the refusal of a calibration made for other weights."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import unet
+from synseg import tasks
+from synseg.segment import qc
+from synseg.segment import segment_vesicle as SynSeg_Vesicle
+from tests.test_segment import read_rows, run_inprocess, write
+
+LOCAL = tasks.LOCAL_CONTRAST
+
+
+def spots_image(size=128, seed=0) -> np.ndarray:
+    """A normal fluorescence spot image: 60 diffraction-limited spots (sigma 1.2 px, 20-60x the noise) on a
+    dim background with shot and read noise, 16 bit."""
+    rng = np.random.default_rng(seed)
+    density = np.zeros((size, size), np.float32)
+    ys, xs = rng.integers(4, size - 4, (2, 60))
+    density[ys, xs] = rng.uniform(0.5, 1.5, 60)
+    density = cv2.GaussianBlur(density, (0, 0), 1.2) * 2 * np.pi * 1.2 ** 2
+    photons = 20 + 600 * density
+    return np.clip(100 + 2 * (rng.poisson(photons) + 2 * rng.standard_normal(photons.shape)), 0, 65535).astype(
+        np.uint16)
+
+
+def reasons(image) -> list[str]:
+    return qc.check(qc.image_figures(image, 1.0, LOCAL), "vesicle")
+
+
+def test_a_normal_spot_image_passes():
+    figures = qc.image_figures(spots_image(), 1.0, LOCAL)
+    assert qc.check(figures, "vesicle") == []
+    assert figures["qc_peak_snr"] > 10 and 0.5 < figures["qc_width"] < 2.5 and figures["qc_blobness"] > 0.5
+
+
+def test_pure_noise_is_flagged_no_structure():
+    rng = np.random.default_rng(1)
+    assert "no_structure" in reasons(np.clip(1000 + 50 * rng.standard_normal((128, 128)), 0, None).astype(np.uint16))
+    assert "no_structure" in reasons(rng.poisson(5.0, (128, 128)).astype(np.uint16))
+
+
+def test_saturated_and_mostly_zero_fields_are_flagged_with_their_reason():
+    image = spots_image()
+    bright = np.clip(image.astype(np.float64) * 65535 / np.percentile(image, 40), 0, 65535).astype(np.uint16)
+    assert "saturated" in reasons(bright)
+    empty = np.clip(image.astype(np.float64) - np.percentile(image, 95), 0, None).astype(np.uint16)
+    assert "mostly_zero" in reasons(empty)
+    assert "saturated" not in reasons(empty) and "mostly_zero" not in reasons(bright)
+
+
+def test_jpeg_screenshot_is_flagged():
+    image = spots_image(seed=3)
+    grey = np.clip(image / np.percentile(image, 99.5) * 255, 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    assert "jpeg" in reasons(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE))
+    assert qc.jpeg_blockiness(grey) < 1.1  # the same image before compression
+
+
+def test_check_names_each_figure_out_of_range_once():
+    figures = {"qc_saturated": 0.5, "qc_zero": 0.9, "qc_peak_snr": 20.0, "qc_tail": 5.0, "qc_uncertain": 0.9,
+               "qc_unexplained": 0.99, "qc_width": float("nan")}
+    assert qc.check(figures, "vesicle") == ["saturated", "mostly_zero", "uncertain", "wrong_structure"]
+    assert qc.check({"qc_peak_snr": 20.0}, "vesicle") == []
+    words = {w for pair in qc.REASONS.values() for w in pair if w}
+    assert words <= set(qc.ADVICE)  # every reason has its advice (README: the same words)
+    assert qc.describe(["jpeg", "too_fine"]) == f"jpeg: {qc.ADVICE['jpeg']}; too_fine: {qc.ADVICE['too_fine']}"
+
+
+def calibration_file(path, weights: str, coef=0.0, intercept=0.7):
+    n = len(qc.SCORE_INPUTS)
+    path.write_text(json.dumps({"format": qc.FORMAT, "task": "vesicle", "weights_sha256": weights,
+                                "inputs": list(qc.SCORE_INPUTS), "mean": [0.0] * n, "scale": [1.0] * n,
+                                "coef": [coef] * n, "intercept": intercept, "mae": 0.05}))
+    return path
+
+
+def test_a_calibration_for_other_weights_is_refused(tmp_path, models):
+    model, _ = unet.load_model(models["vesicle"])
+    other, _ = unet.load_model(models["cytoskeleton"])
+    mine, theirs = qc.weights_hash(model), qc.weights_hash(other)
+    assert mine != theirs and mine == qc.weights_hash(unet.load_model(models["vesicle"])[0])
+    path = calibration_file(tmp_path / "qc.json", theirs)
+    calibration, note = qc.load_calibration(path, "vesicle", mine)
+    assert calibration is None and "other weights" in note
+    calibration, note = qc.load_calibration(calibration_file(tmp_path / "ok.json", mine), "vesicle", mine)
+    assert calibration is not None and calibration.predict({"qc_peak_snr": 10.0}) == pytest.approx(0.7)
+    assert qc.load_calibration(tmp_path / "ok.json", "cytoskeleton", mine)[0] is None  # another task
+    assert qc.load_calibration(tmp_path / "missing.json", "vesicle", mine)[0] is None
+
+
+def test_batch_writes_qc_columns_logs_flags_and_counts_them(tmp_path, models, capsys):
+    model, _ = unet.load_model(models["vesicle"])
+    src, out = tmp_path / "in", tmp_path / "out"
+    image = spots_image()
+    write(src / "a_normal.tif", image, pixel_size=0.1)
+    write(src / "b_saturated.tif", np.clip(image.astype(np.float64) * 65535 / np.percentile(image, 40), 0,
+                                           65535).astype(np.uint16), pixel_size=0.1)
+    write(src / "c_empty.tif", np.clip(image.astype(np.float64) - np.percentile(image, 95), 0, None).astype(
+        np.uint16), pixel_size=0.1)
+    wrong = calibration_file(tmp_path / "wrong.json", "0" * 64)
+    assert run_inprocess(SynSeg_Vesicle, "-i", src, "-o", out, "-m", models["vesicle"],
+                         "--qc-calibration", wrong) == 0  # advice, not a failure
+    err = capsys.readouterr().err
+    rows = {r["file"].split("/")[-1]: r for r in read_rows(out / "summary.csv")}
+    assert set(qc.COLUMNS) <= set(next(iter(rows.values())))
+    assert "saturated" in rows["b_saturated.tif"]["qc"].split("+")
+    assert "mostly_zero" in rows["c_empty.tif"]["qc"].split("+")
+    assert all(r["expected_score"] == "" for r in rows.values()) and "other weights" in err
+    flagged = [name for name, r in rows.items() if r["qc"] != "ok"]
+    assert f"{len(flagged)} flagged by the quality check" in err.splitlines()[-1]
+    for name in flagged:
+        assert sum(f"{name}: qc: " in line for line in err.splitlines()) == 1
+    assert (out / "b_saturated_mask.tif").is_file()  # flagged files are still segmented and written
+    # a calibration made for these weights gives an expected score
+    right = calibration_file(tmp_path / "right.json", qc.weights_hash(model), intercept=0.42)
+    assert run_inprocess(SynSeg_Vesicle, "-i", src / "a_normal.tif", "-o", tmp_path / "out2", "-m", models["vesicle"],
+                         "--qc-calibration", right) == 0
+    assert read_rows(tmp_path / "out2" / "summary.csv")[0]["expected_score"] == "0.420"
