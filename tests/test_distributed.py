@@ -135,3 +135,90 @@ def test_a_worker_killed_mid_batch(reference, models):
                 assert got[name] == data, f"{name} differs from the one-process run"
         finally:
             shutil.rmtree(out, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- chunked images
+
+def ome_zarr(path, image, chunks=(64, 64), px=0.1):
+    """A one-level OME-Zarr 0.4 image with its pixel size."""
+    import zarr
+
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in "yx"]
+    root.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [px, px]}]}]}]
+    root.create_array("0", shape=image.shape, chunks=chunks, dtype=image.dtype)[:] = image
+    return path
+
+
+def test_chunked_probability_equals_the_whole_image(tmp_path, models):
+    """Windows with the predictor's overlap as margin, on the pooling grid, and the whole plane's normalisation
+    statistics from the chunk pass: each chunk's probabilities are the whole image's up to float rounding."""
+    import torch
+
+    import unet
+    from synseg import normalization, tasks
+    from synseg.segment import chunked, predict
+
+    image = blobs((200, 184), seed=5)
+    src = ome_zarr(tmp_path / "img.zarr", image)
+    model, info = unet.load_model(models["vesicle"], torch.device("cpu"))
+    seg = predict.Segmenter(model, info, tasks.TASKS["vesicle"], predict.Options(precision="fp32", backend="torch"),
+                            torch.device("cpu"))
+    whole = seg.probability(image, 1.0, progress=False)
+    local = lambda f, args: [f(*a) for a in args]  # noqa: E731
+    stats = chunked.plane_stats(src, (), image.shape, image.dtype, 64, seg.norm, local)
+    assert stats == normalization.normalization_stats(image, seg.norm)
+    out = np.full(image.shape, np.nan, np.float32)
+    for y0, y1, x0, x1, wy0, wy1, wx0, wx1 in chunked.windows(*image.shape, 64, seg.overlap):
+        prob = chunked.chunk_probability(seg, image[wy0:wy1, wx0:wx1], stats)
+        out[y0:y1, x0:x1] = prob[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, whole, atol=2e-5)  # float rounding of convolutions on other input sizes
+    # a margin below the receptive radius would not do: the test can tell
+    cut = np.full(image.shape, np.nan, np.float32)
+    for y0, y1, x0, x1, wy0, wy1, wx0, wx1 in chunked.windows(*image.shape, 64, 4):
+        prob = chunked.chunk_probability(seg, image[wy0:wy1, wx0:wx1], stats)
+        cut[y0:y1, x0:x1] = prob[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
+    assert np.abs(cut - whole).max() > 1e-3
+
+
+def test_chunked_zarr_and_tiff_masks_and_objects_equal_the_in_memory_path(tmp_path, models):
+    """The command line on an OME-Zarr, and on a TIFF read as zarr (--chunk-size), in 64 px chunks: the same mask
+    and the same objects (each counted once, also on chunk borders) as the TIFF segmented whole; the mask is an
+    OME-Zarr with the input's pixel size."""
+    import csv
+
+    import zarr
+
+    image = blobs((200, 184), seed=5)
+    tif = tmp_path / "img.tif"
+    tiffio.write_tiff(tif, image, pixel_size_um=0.1)
+    src = ome_zarr(tmp_path / "img.zarr", image)
+    flags = ["-m", models["vesicle"], "--object-csv", "--no-contrast-cut", "--min-distance", "3", "--threads", "1",
+             "--precision", "fp32"]
+    runs = {"whole": ("-i", tif, "-o", tmp_path / "whole"), "zarr": ("-i", src, "-o", tmp_path / "zarr",
+                                                                    "--chunk-size", "64"),
+            "tiff": ("-i", tif, "-o", tmp_path / "tiff", "--chunk-size", "64")}
+    masks, objects = {}, {}
+    for name, args in runs.items():
+        code, err = command(*args, *flags)
+        assert code == 0, err
+        out = tmp_path / name
+        if name == "whole":
+            masks[name] = tiffio.read_image(out / "img_mask.tif")[0]
+        else:
+            assert "12 chunk(s) of 64 px" in err
+            group = zarr.open_group(str(out / "img_mask.zarr"), mode="r")
+            masks[name] = np.asarray(group["0"])
+            scale = group.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+            assert scale == [0.1, 0.1]
+        with open(out / "objects.csv", newline="") as fh:
+            objects[name] = sorted((round(float(r["centroid_y"]), 6), round(float(r["centroid_x"]), 6), r["area_px"]
+                                    if "area_px" in r else r["area"]) for r in csv.DictReader(fh))
+    assert masks["whole"].any()
+    assert len(objects["whole"]) > 20
+    for name in ("zarr", "tiff"):
+        differ = np.count_nonzero(masks[name] != masks["whole"])
+        assert differ == 0, f"{name}: {differ} px differ"
+        assert objects[name] == objects["whole"], name

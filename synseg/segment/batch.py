@@ -23,11 +23,13 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from synseg import cli
+from synseg.segment import chunked
 from synseg.segment import distributed
 from synseg.segment import postprocess
 from synseg.segment import predict
@@ -68,6 +70,7 @@ class Config:
     object_csv: bool = False
     tracking: Tracking | None = None  # None: no tracking
     cluster: str | None = None  # --cluster: every file a task on a Dask cluster (distributed.py); None: this process
+    chunk_size: int = 0  # --chunk-size: every input segmented chunk by chunk (chunked.py); 0: zarr inputs only
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Config:
@@ -76,7 +79,8 @@ class Config:
         return cls(input=args.input, output=args.output, model=args.model, options=predict.Options.from_args(args),
                    pattern=args.pattern, recursive=args.recursive, overwrite=args.overwrite, dry_run=args.dry_run,
                    any_task=args.any_task, device=args.device, threads=args.threads, object_csv=args.object_csv,
-                   tracking=tracking, cluster=getattr(args, "cluster", None))
+                   tracking=tracking, cluster=getattr(args, "cluster", None),
+                   chunk_size=getattr(args, "chunk_size", 0))
 
 
 # --------------------------------------------------------------------------- files
@@ -84,7 +88,7 @@ class Config:
 def find_inputs(spec: Path, pattern: str, recursive: bool) -> list[Path]:
     """Input files from a file, a folder (pattern, optionally recursive) or a glob."""
     text = str(spec)
-    if spec.is_file():
+    if spec.is_file() or chunked.is_zarr(spec):
         return [spec]
     if spec.is_dir():
         found = spec.rglob(pattern) if recursive else spec.glob(pattern)
@@ -100,11 +104,11 @@ def output_paths(inputs: list[Path], spec: Path, out: Path) -> list[Path]:
     """Mask path for each input: OUT/<relative folder>/NAME_mask.tif; -o may name the file for one input."""
     if len(inputs) == 1 and spec.is_file() and out.suffix.lower() in (".tif", ".tiff"):
         return [out]
-    base = spec if spec.is_dir() else None
+    base = spec if spec.is_dir() and not chunked.is_zarr(spec) else None
     paths = []
     for p in inputs:
         rel = p.parent.relative_to(base) if base is not None else Path()
-        stem = p.name.split(".")[0] if p.name.lower().endswith((".ome.tif", ".ome.tiff")) else p.stem
+        stem = p.name.split(".")[0] if p.name.lower().endswith((".ome.tif", ".ome.tiff", ".ome.zarr")) else p.stem
         paths.append(out / rel / f"{stem}_mask.tif")
     return paths
 
@@ -125,7 +129,8 @@ def plan(cfg: Config) -> tuple[list[tuple[Path, Path]], list[str]]:
             else:
                 kept.append(p)
         inputs = kept
-    pairs = list(zip(inputs, output_paths(inputs, cfg.input, cfg.output)))
+    pairs = [(src, chunked.mask_path(dst) if chunked.wanted(src, cfg.chunk_size) else dst)
+             for src, dst in zip(inputs, output_paths(inputs, cfg.input, cfg.output))]
     return pairs, notes
 
 
@@ -534,6 +539,10 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
                    help="each file a task on a Dask cluster, the model loaded once per worker: local:N worker "
                         "processes here, or a running scheduler's address or scheduler file (dask-jobqueue on SLURM: "
                         "README); the same masks and tables as without it")
+    m.add_argument("--chunk-size", type=cli.finite_int(low=0), default=0, metavar="PX",
+                   help="segment every input chunk by chunk (images larger than memory; a TIFF read as zarr), the "
+                        "mask written as NAME_mask.zarr (OME-Zarr); zarr inputs always are (default chunk "
+                        f"{chunked.DEFAULT_CHUNK} px)")
 
     t = p.add_argument_group("tiling and scale")
     t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=cli.finite_int(low=0), default=0,
@@ -648,7 +657,8 @@ def segment_one(seg, cfg: Config, tables: Tables, src: Path, dst: Path) -> tuple
         tables.write_record(src, dst, rows)
 
     try:
-        row, _ = seg.segment(src, dst, before_mask=record_rows)
+        segment = partial(chunked.segment, seg, cfg) if chunked.wanted(src, cfg.chunk_size) else seg.segment
+        row, _ = segment(src, dst, before_mask=record_rows)
     except (ValueError, OSError, MemoryError, RuntimeError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         return None, msg if str(src) in msg else f"{src}: {msg}"
@@ -753,7 +763,7 @@ def run(args: argparse.Namespace, task: str) -> int:
     if stale:
         log(f"{name}: removed {len(stale)} partial file(s) that a killed run left in {tables.folder}")
     todo = [(src, dst) for src, dst in pairs if cfg.overwrite or not dst.exists() or str(src) in tables.redo]
-    too_big, notes, pixels = check_sizes(todo, opts.max_pixels)
+    too_big, notes, pixels = check_sizes([p for p in todo if not chunked.wanted(p[0], cfg.chunk_size)], opts.max_pixels)
     for line in notes:
         log(line)
     log(f"{name}: model {cfg.model} ({info.get('format', 'checkpoint')}, normalisation {seg.norm}, "

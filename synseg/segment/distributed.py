@@ -94,6 +94,11 @@ def worker_segmenter(cfg, task: str, threads: int | None):
     return _LOADED[key]
 
 
+def loaded_segmenter(cfg, task: str, threads: int | None):
+    """This worker's Segmenter for these settings (chunked.py's chunk tasks), loaded once."""
+    return worker_segmenter(cfg, task, threads)[0]
+
+
 def worker_threads(threads: int | None, slots_by_host: dict[str, int]) -> int:
     """Torch threads on this worker: `threads`, else this host's cores shared among the task slots on it."""
     if threads:
