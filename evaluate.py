@@ -413,6 +413,7 @@ def check_args(args: argparse.Namespace) -> str | None:
 
 def main(args: argparse.Namespace) -> int:
     """Pair, score, summarise, write the report; non-zero exit if nothing paired or a file failed."""
+    tiffio.readable_output()  # a name that is not UTF-8 is spelled one way, tiffio.shown's
     problem = check_args(args)
     if problem:
         print(f"evaluate.py: {problem}", file=sys.stderr)
@@ -491,15 +492,22 @@ def main(args: argparse.Namespace) -> int:
                 prob = read_mask(probs[key])[0]
                 if prob.shape != pred.shape:
                     raise ValueError(f"{probs[key]}: shape {prob.shape} differs from the mask {pred.shape}")
+                bad = int(np.size(prob) - np.count_nonzero(np.isfinite(prob)))
+                if bad:
+                    raise ValueError(f"{probs[key]}: {bad} NaN or infinite value(s) in the probability map; AUC "
+                                     "needs finite values (rewrite the map, or leave out --prob)")
             pixel_size = args.pixel_size or pixel or gt_pixel
             settings = (pixel_size, args.tol, args.tol_px, args.iou_threshold)
             if stack:
                 scored = evaluate_stack(pred, gt, points, prob, *settings)
             else:
                 scored = [evaluate_pair(pred, gt, points, prob, *settings)]
-        except (ValueError, OSError) as err:
-            print(f"evaluate.py: {err}", file=sys.stderr)
-            failed.append(str(err))
+        except (ValueError, OSError) as err:  # one line naming the file: the pair's prediction where err does not
+            named = any(str(p) in str(err) or p.name in str(err) for p in (preds[key], gts and gts.get(key),
+                                                                           probs and probs.get(key)) if p)
+            line = str(err) if named else f"{preds[key]}: {err}"
+            print(f"evaluate.py: {line}", file=sys.stderr)
+            failed.append(line)
             continue
         for scores in scored:
             if probs is not None and gt is not None and "auc" not in scores:

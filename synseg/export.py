@@ -505,8 +505,8 @@ def main(args: argparse.Namespace) -> int:
             diffs = write_onnx(args.checkpoint, out, args)
         else:
             diffs = write_package(args.checkpoint, out, args)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:  # one line that names the checkpoint
+        print(f"error: {err if str(args.checkpoint) in str(err) else f'{args.checkpoint}: {err}'}", file=sys.stderr)
         return 1
     except OSError as err:  # disk full while writing: nothing is left under the output name
         print(f"error: {tiffio.write_error_line(err)}", file=sys.stderr)
