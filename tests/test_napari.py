@@ -24,20 +24,21 @@ HAVE_NAPARI = importlib.util.find_spec("napari") is not None
 
 
 def _start_xvfb() -> None:
-    """A virtual X display for napari's OpenGL canvas. A shell watches this process and stops Xvfb after it
-    has ended (stopping it earlier, at exit, would cut Qt's connection while Qt still holds it)."""
+    """A virtual X display for napari's OpenGL canvas (Qt's offscreen platform takes OpenGL from it)."""
     if os.environ.get("DISPLAY") or not HAVE_NAPARI or shutil.which("Xvfb") is None:
         return
-    for attempt in range(5):  # a display another run is just giving up can make one start fail
+    for attempt in range(3):
         read, write = os.pipe()
-        watch = (f'Xvfb -displayfd {write} -screen 0 1280x1024x24 -nolisten tcp >/dev/null 2>&1 & x=$!; '
-                 f'while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; kill $x')
-        subprocess.Popen(["sh", "-c", watch], pass_fds=(write,), stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+                                pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(write)
         with os.fdopen(read) as f:
             number = f.readline().strip()
         if number:
             os.environ["DISPLAY"] = f":{number}"
+            # a watcher stops it once this process has ended (at exit Qt may still hold its connection)
+            subprocess.Popen(["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+                                          f"kill {proc.pid}"], stdin=subprocess.DEVNULL, start_new_session=True)
             return
         time.sleep(1.0)
 

@@ -105,6 +105,8 @@ class SynSegWidget(widgets.Container):
         self.cancel_button = widgets.PushButton(text="Cancel", enabled=False)
         self.progress = widgets.ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = widgets.Label(label="status", value="choose an image and press Segment")
+        self.status.native.setWordWrap(True)  # a long decision line wraps instead of widening the dock
+        self.native.setMaximumWidth(480)
         self.extend([self.image, self.task, self.model, self.pixel_size, self.segment_button, self.cancel_button,
                      self.progress, self.threshold, self.contrast_cut, self.min_snr, self.spot_core, self.track,
                      self.search_range, self.track_memory, self.status])
