@@ -207,12 +207,12 @@ def test_never_overwrites_an_input(tmp_path, models):
     before = img.read_bytes()
     assert run_inprocess(SynSeg_Vesicle, "-i", img, "-o", img, "-m", models["vesicle"]) == 1
     assert img.read_bytes() == before
-    # earlier outputs in the input folder are not taken for inputs
+    # earlier outputs in the input folder (named in its summary.csv) are not taken for inputs
     src = tmp_path / "mixed"
     write(src / "cell.tif", blobs((40, 40)))
-    write(src / "cell_mask.tif", np.zeros((40, 40), np.uint8))
+    assert run_inprocess(SynSeg_Vesicle, "-i", src, "-o", src, "-m", models["vesicle"], "--save-prob") == 0
     assert run_inprocess(SynSeg_Vesicle, "-i", src, "-o", src, "-m", models["vesicle"], "--overwrite") == 0
-    assert not (src / "cell_mask_mask.tif").exists()
+    assert not (src / "cell_mask_mask.tif").exists() and not (src / "cell_prob_mask.tif").exists()
 
 
 def test_usage_errors_and_dry_run(tmp_path, models, capsys):

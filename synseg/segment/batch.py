@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import io
 import json
 import math
@@ -31,6 +30,7 @@ import numpy as np
 from synseg import cli
 from synseg.segment import chunked
 from synseg.segment import distributed
+from synseg.segment.inputs import RECORDS, broken_link, file_key, name_clashes, plan, shown
 from synseg.segment import postprocess
 from synseg.segment import predict
 from synseg import tasks
@@ -83,70 +83,7 @@ class Config:
                    chunk_size=getattr(args, "chunk_size", 0))
 
 
-# --------------------------------------------------------------------------- files
-
-def find_inputs(spec: Path, pattern: str, recursive: bool) -> list[Path]:
-    """Input files from a file, a folder (pattern, optionally recursive) or a glob."""
-    text = str(spec)
-    if spec.is_file() or chunked.is_zarr(spec):
-        return [spec]
-    if spec.is_dir():
-        found = spec.rglob(pattern) if recursive else spec.glob(pattern)
-        # hidden names are never inputs: partial files of an interrupted write, the batch records (RECORDS)
-        return sorted(p for p in found if p.is_file() and not any(part.startswith(".")
-                                                                   for part in p.relative_to(spec).parts))
-    if any(ch in text for ch in "*?["):
-        return sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-    return []
-
-
-def output_paths(inputs: list[Path], spec: Path, out: Path) -> list[Path]:
-    """Mask path for each input: OUT/<relative folder>/NAME_mask.tif; -o may name the file for one input."""
-    if len(inputs) == 1 and spec.is_file() and out.suffix.lower() in (".tif", ".tiff"):
-        return [out]
-    base = spec if spec.is_dir() and not chunked.is_zarr(spec) else None
-    paths = []
-    for p in inputs:
-        rel = p.parent.relative_to(base) if base is not None else Path()
-        stem = p.name.split(".")[0] if p.name.lower().endswith((".ome.tif", ".ome.tiff", ".ome.zarr")) else p.stem
-        paths.append(out / rel / f"{stem}_mask.tif")
-    return paths
-
-
-def plan(cfg: Config) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(input, mask path) pairs to consider, and notes about inputs left out."""
-    inputs = find_inputs(cfg.input, cfg.pattern, cfg.recursive)
-    notes = []
-    if cfg.input.is_dir():  # leave out earlier outputs: anything in a separate output subfolder, NAME_mask.tif...
-        in_root, out_root = cfg.input.resolve(), cfg.output.resolve()
-        names = {(p.parent, p.stem) for p in inputs}
-        kept = []
-        for p in inputs:
-            inside = out_root != in_root and out_root in p.resolve().parents
-            derived = any(p.stem.endswith(s) and (p.parent, p.stem[:-len(s)]) in names for s in predict.OUTPUT_SUFFIXES)
-            if inside or derived:
-                notes.append(f"{p}: looks like an output of this script; left out")
-            else:
-                kept.append(p)
-        inputs = kept
-    pairs = [(src, chunked.mask_path(dst) if chunked.wanted(src, cfg.chunk_size) else dst)
-             for src, dst in zip(inputs, output_paths(inputs, cfg.input, cfg.output))]
-    return pairs, notes
-
-
-def shown(path) -> str:
-    """A path as printable text: the bytes of a name that is not UTF-8 (x\\xff.tif) as escapes."""
-    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
-
-
-def name_clashes(pairs: list[tuple[Path, Path]]) -> list[str]:
-    """One line for each output written by more than one input (a.tif, a.tiff and a.ome.tif -> a_mask.tif)."""
-    by_output = {}
-    for src, dst in pairs:
-        by_output.setdefault(dst.resolve(), []).append(src)
-    return [f"{' and '.join(map(str, srcs))} would all write {dst}; rename one, or give them their own folders"
-            for dst, srcs in by_output.items() if len(srcs) > 1]
-
+# --------------------------------------------------------------------------- files (finding inputs: inputs.py)
 
 LONG_RUN_PIXELS = 2 ** 27  # a batch declaring more pixels than this (about 11600^2) states its predicted time
 
@@ -240,7 +177,6 @@ def track_objects(row: dict, objects: list[dict], settings: Tracking) -> tuple[l
 
 # --------------------------------------------------------------------------- batch tables
 
-RECORDS = ".synseg-rows"  # folder beside summary.csv: each finished file's rows, until the tables hold them
 RECORD_FORMAT = "synseg-rows/1"
 
 
@@ -251,7 +187,8 @@ def _json_value(value):
     raise TypeError(f"{type(value).__name__} is not a table value")
 
 
-TEXT_COLUMNS = {"file", "mask", "shape", "axes", "area_unit", "length_unit"}  # every other table column is a number
+# every other table column is a number
+TEXT_COLUMNS = {"file", "mask", "shape", "axes", "area_unit", "length_unit", "qc"}
 
 
 def _is_number(text: str) -> bool:
@@ -297,10 +234,12 @@ class Tables:
         return self.folder / RECORDS / rel.with_name(rel.name + ".json")
 
     def write_record(self, src: Path, mask: Path, rows: dict[str, list[dict]]) -> None:
-        """Record one file's rows of every table (only the table's columns are kept)."""
-        record = {"format": RECORD_FORMAT, "task": self.task.name, "file": str(src), "mask": str(mask),
-                  "tables": {name: [{c: r.get(c) for c in self.columns[name]} for r in table]
-                             for name, table in rows.items() if name in self.columns}}
+        """Record one file's rows of every table (only the table's columns are kept). The tables name the file
+        and its mask by absolute path: the same whatever folder a later run starts from (file_key)."""
+        names = {"file": os.path.abspath(src), "mask": os.path.abspath(mask)}
+        record = {"format": RECORD_FORMAT, "task": self.task.name, **names,
+                  "tables": {name: [{c: names[c] if c in names and c in r else r.get(c) for c in self.columns[name]}
+                                    for r in table] for name, table in rows.items() if name in self.columns}}
         path = self.record_path(mask)
         with tiffio.atomic_path(path) as tmp:
             tmp.write_text(json.dumps(record, default=_json_value))
@@ -362,15 +301,15 @@ class Tables:
         left out; a damaged row of a file outside the batch is a problem: this run cannot rebuild it.
         Call after `problems` (which checks the headers).
         """
-        batch = {str(src) for src, _ in pairs}
+        batch = {file_key(str(src)): dst for src, dst in pairs}
         notes, problems, counts, objects = [], [], {}, {}
 
         def damaged(path, n, f, why, last):
             where = f"row {n + 1} " if n >= 0 else ""
-            if f in batch:
-                if f not in self.redo:
+            if file_key(f) in batch:
+                if file_key(f) not in self.redo:
                     notes.append(f"{path}: {where}({f}) is damaged ({why}); segmenting {Path(f).name} again")
-                self.redo.add(f)
+                self.redo.add(file_key(f))
             elif last:
                 notes.append(f"{path}: the last row is cut ({why}); left out")
             else:
@@ -404,20 +343,25 @@ class Tables:
                 if why:
                     damaged(path, n, f, why, last)
                 elif name == "summary.csv":
-                    counts[f] = row.get("count")
+                    counts[file_key(f)] = (f, row.get("count"))
                 elif name == "objects.csv":
-                    objects[f] = objects.get(f, 0) + 1
-        if "objects.csv" in self.columns and (self.folder / "objects.csv").is_file():
-            for f, count in counts.items():  # a file's object rows: all of them, or none (segmented without)
-                found = objects.get(f, 0)
+                    objects[file_key(f)] = objects.get(file_key(f), 0) + 1
+        if "objects.csv" in self.columns:
+            path = self.folder / "objects.csv"
+            for k, (f, count) in counts.items():  # a file's object rows: all of its count
+                found = objects.get(k, 0)
                 if found and count not in (None, "") and str(found) != count:
-                    damaged(self.folder / "objects.csv", -1, f, f"{found} object rows, its count is {count}", False)
+                    damaged(path, -1, f, f"{found} object rows, its count is {count}", False)
+                elif not found and count not in (None, "", "0") and k in batch and batch[k].exists() \
+                        and not self.record_path(batch[k]).is_file():  # all lost (or segmented without them)
+                    damaged(path, -1, f, f"no object rows{'' if path.is_file() else ' (no table)'}, its count is "
+                            f"{count}", False)
         if self.redo or self.bad_rows:  # rows were lost: a batch file with a mask but no summary row is redone too
-            for f in sorted(batch - set(counts) - self.redo):
-                dst = dict(pairs)[Path(f)]
+            for k in sorted(set(batch) - set(counts) - self.redo):
+                dst = batch[k]
                 if dst.exists() and not self.record_path(dst).is_file():
-                    notes.append(f"{self.folder / 'summary.csv'}: no row for {f}; segmenting {Path(f).name} again")
-                    self.redo.add(f)
+                    notes.append(f"{self.folder / 'summary.csv'}: no row for {k}; segmenting {Path(k).name} again")
+                    self.redo.add(k)
         return notes, problems
 
     def finish(self, pairs: list[tuple[Path, Path]]) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -428,14 +372,14 @@ class Tables:
         records = self.records()
         old = {name: tiffio.read_csv(self.folder / name) for name in self.columns}
         old_rows = {name: {} for name in self.columns}  # table -> file -> its earlier rows (damaged ones left out)
-        for name, rows in old.items():
+        for name, rows in old.items():  # keyed by file_key: a row matches its file however either is spelled
             for n, r in enumerate(rows):
-                if (name, n) not in self.bad_rows and r.get("file") not in self.redo:
-                    old_rows[name].setdefault(r.get("file"), []).append(r)
-        batch = {str(src): dst for src, dst in pairs}
-        mine = {str(src): records.pop(self.record_path(dst), None) for src, dst in pairs}
-        others = {r["file"]: r for r in records.values()}  # records of an earlier, interrupted batch
-        earlier = [r.get("file") for n, r in enumerate(old["summary.csv"])
+                if (name, n) not in self.bad_rows and file_key(r.get("file") or "") not in self.redo:
+                    old_rows[name].setdefault(file_key(r.get("file") or ""), []).append(r)
+        batch = {file_key(str(src)): dst for src, dst in pairs}
+        mine = {file_key(str(src)): records.pop(self.record_path(dst), None) for src, dst in pairs}
+        others = {file_key(r["file"]): r for r in records.values()}  # records of an earlier, interrupted batch
+        earlier = [file_key(r.get("file") or "") for n, r in enumerate(old["summary.csv"])
                    if ("summary.csv", n) not in self.bad_rows] + list(others)
         order = list(dict.fromkeys(f for f in earlier if f not in batch)) + list(batch)
         new = {name: [] for name in self.columns}
@@ -470,7 +414,7 @@ class Tables:
                 tiffio.write_csv(path, new[name], columns, float_format=fmt)
                 written.append(path)
         for src, dst in pairs:  # the tables hold these rows now
-            if mine[str(src)] is not None:
+            if mine[file_key(str(src))] is not None:
                 self.record_path(dst).unlink(missing_ok=True)
         for path in records:
             path.unlink(missing_ok=True)
@@ -533,6 +477,9 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
     m.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="fp32 on the CPU: auto runs ONNX Runtime when installed (requirements-export.txt; ~2x "
                         "PyTorch on AVX2 CPUs), else PyTorch channels_last; CPU bf16 and GPUs always use PyTorch")
+    m.add_argument("--qc-calibration", type=Path, default=None, metavar="JSON",
+                   help="expected-score calibration of the quality check (bench/qc_calibrate.py); default: "
+                        "qc_TASK.json beside the shipped model, used only when made for these very weights")
     m.add_argument("--threads", type=cli.finite_int(low=1), default=None,
                    help="CPU threads for torch (default: torch's choice; a --cluster worker: its share of the cores)")
     m.add_argument("--cluster", type=distributed.parse_cluster, default=None, metavar="local:N|tcp://HOST:PORT",
@@ -546,8 +493,8 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
 
     t = p.add_argument_group("tiling and scale")
     t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=cli.finite_int(low=0), default=0,
-                   help="largest tile edge in px; tiles are shrunk to cover the image evenly. 0: on the CPU the "
-                        "largest tile whose network memory stays near 1.6 GB (1024 px for the shipped base-32 "
+                   help="largest tile edge in px; tiles are shrunk to cover the image evenly. default 0: on the "
+                        "CPU the largest tile whose network memory stays near 1.6 GB (1024 px for the shipped base-32 "
                         "models, and for base 64 under bf16; 880 px for base 64 in fp32), 1024 px on a GPU")
     t.add_argument("--overlap", type=cli.finite_int(low=0), default=None,
                    help="least overlap between tiles in px (default: twice the network's receptive radius "
@@ -669,6 +616,8 @@ def run(args: argparse.Namespace, task: str) -> int:
     """Segment every input; one line per failed file; exit code 1 if any failed, 2 on bad usage."""
     record = tasks.TASKS[task]
     name = record.script
+    tiffio.readable_output()  # a name that is not UTF-8 is spelled one way, tiffio.shown's, in every line
+    file_key.cache_clear()  # relative names resolve against this run's folder
     problem = check_args(args)
     if problem:
         log(f"{name}: {problem}")
@@ -762,7 +711,7 @@ def run(args: argparse.Namespace, task: str) -> int:
     stale = tiffio.remove_stale_parts(tables.folder, recursive=True)
     if stale:
         log(f"{name}: removed {len(stale)} partial file(s) that a killed run left in {tables.folder}")
-    todo = [(src, dst) for src, dst in pairs if cfg.overwrite or not dst.exists() or str(src) in tables.redo]
+    todo = [(src, dst) for src, dst in pairs if cfg.overwrite or not dst.exists() or file_key(str(src)) in tables.redo]
     too_big, notes, pixels = check_sizes([p for p in todo if not chunked.wanted(p[0], cfg.chunk_size)], opts.max_pixels)
     for line in notes:
         log(line)
@@ -770,6 +719,7 @@ def run(args: argparse.Namespace, task: str) -> int:
         f"model pixel size {seg.model_px or 'unknown'} um), device {device}, "
         f"{seg.path}, tiles up to "
         f"{seg.tile_size} px, overlap {seg.overlap} px, batch {seg.batch_size}")
+    log(f"{name}: quality check (qc column): expected score from {seg.calibration_note}")
     if pixels > LONG_RUN_PIXELS:
         seconds, took = predicted_time(seg, pixels)
         log(f"{name}: {len(todo) - len(too_big)} file(s) of {pixels / 1e6:.0f} Mpx to segment; predicted time about "
@@ -777,6 +727,7 @@ def run(args: argparse.Namespace, task: str) -> int:
             f"{took:.2f} s; rescaling to the model's pixel size changes it)")
 
     failed, done, skipped = [], [], []
+    flagged = []  # files the quality check flagged (qc.py): segmented and written all the same
     t0, megapixels = time.perf_counter(), 0.0
     inputs = {p.resolve() for p, _ in pairs}
     interrupted = False
@@ -797,6 +748,8 @@ def run(args: argparse.Namespace, task: str) -> int:
             log(error)
             return
         done.append((src, dst))
+        if row.get("qc", "ok") != "ok":
+            flagged.append(src)
         megapixels += math.prod(int(v) for v in row["shape"].split("x")) / 1e6
 
     try:  # the whole loop: Ctrl-C anywhere in it still writes the tables of the files done
@@ -806,8 +759,12 @@ def run(args: argparse.Namespace, task: str) -> int:
                 failed.append(src)
                 log(f"{src}: refusing to write {dst}: it is an input file")
                 continue
-            if dst.exists() and not cfg.overwrite and str(src) not in tables.redo:
+            if dst.exists() and not cfg.overwrite and file_key(str(src)) not in tables.redo:
                 skipped.append(src)
+                continue
+            if broken_link(src):
+                failed.append(src)
+                log(f"{src}: a broken link (to {os.readlink(src)}, which does not exist); skipped")
                 continue
             if src in refused:
                 failed.append(src)
@@ -845,5 +802,6 @@ def run(args: argparse.Namespace, task: str) -> int:
              f"; summary: {summary} (unchanged)" if summary.is_file() else "; no summary written")
     skip_note = " (mask exists; --overwrite to redo)" if skipped else ""
     log(f"{name}: {len(done)} segmented, {len(skipped) - len(missing)} skipped{skip_note}, "
-        f"{len(failed) + len(missing)} failed, {megapixels:.1f} MP in {seconds:.1f} s{where}")
+        f"{len(failed) + len(missing)} failed, {len(flagged)} flagged by the quality check (qc column), "
+        f"{megapixels:.1f} MP in {seconds:.1f} s{where}")
     return 130 if interrupted else 1 if failed or missing else 0
