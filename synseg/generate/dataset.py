@@ -314,6 +314,7 @@ def generate(args: argparse.Namespace, structure, *, kind: str, bit_depth: int) 
     structure: the structure's parameter class (e.g. vesicles.Vesicles). A value outside what its flag
     allows is reported on stderr, naming the flag, with exit code 2 before anything is written.
     """
+    tiffio.readable_output()  # a name that is not UTF-8 is spelled one way, tiffio.shown's
     try:
         run = Run.from_args(args)
         scene = synth.scene_from_args(args, structure, bit_depth)

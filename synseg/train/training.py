@@ -868,6 +868,7 @@ def run(cfg: Config, rt: Runtime) -> int:
 def main(args: argparse.Namespace) -> int:
     """Print the arguments, set up device/DDP, train; one-line error and exit code 2 on bad input."""
     rank = int(os.environ.get("RANK", "0"))
+    tiffio.readable_output()  # a name that is not UTF-8 is spelled one way, tiffio.shown's
     cfg = Config.from_args(args)
     if rank == 0:
         print("arguments:\n" + "\n".join(f"  {k:<16} {v}" for k, v in sorted(cfg.record().items())), flush=True)
