@@ -124,6 +124,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=cli.finite_int(low=64), default=256)
     p.add_argument("--seed", type=int, default=9100, help="generator seed (training used 0-61)")
     p.add_argument("--threads", type=cli.finite_int(low=1), default=2)
+    p.add_argument("--dump", type=Path, default=None,
+                   help="also write every image's figures, qc and score to this JSON file (for choosing qc limits)")
     return p
 
 
@@ -136,12 +138,13 @@ def main(args: argparse.Namespace) -> int:
         return 2
     seg, model = segmenter(args.task, model_path, threads=args.threads)
     t0 = time.perf_counter()
-    rows, targets = [], []
+    rows, targets, flags = [], [], []
     with tempfile.TemporaryDirectory(prefix="synseg_qc_") as tmp:
         for i in range(args.num_images):
             image, truth = synthetic(args.task, i, args.seed, args.image_size)
             row, mask = segment_array(seg, image, Path(tmp), f"{i:04d}")
             rows.append(features(row))
+            flags.append(row["qc"])
             targets.append(score(args.task, mask, truth))
     seconds = time.perf_counter() - t0
     targets = np.array(targets)
@@ -159,12 +162,15 @@ def main(args: argparse.Namespace) -> int:
                       "generator": f"{record.generator} defaults"},
            "mae": round(mae, 4), "mae_fit": round(mae_fit, 4), "mae_constant": round(baseline, 4),
            "score_mean": round(float(targets.mean()), 4), **record_fit}
+    if args.dump:
+        args.dump.write_text(json.dumps([{**r, "qc": q, "score": float(t), "held_out": i >= n_fit}
+                                         for i, (r, q, t) in enumerate(zip(rows, flags, targets))], indent=1))
     with tiffio.atomic_path(output) as tmp:
         Path(tmp).write_text(json.dumps(out, indent=1) + "\n")
     print(f"{args.task}: {args.num_images} images of {args.image_size} px in {seconds:.0f} s "
           f"(quality check {seg.qc_seconds:.1f} s); {SCORES[args.task]} mean {targets.mean():.3f}; "
           f"expected-score MAE {mae:.3f} on {args.held_out} held-out images (fit {mae_fit:.3f}; a constant: "
-          f"{baseline:.3f}); wrote {output}")
+          f"{baseline:.3f}); {sum(q != 'ok' for q in flags)} of them flagged by the quality check; wrote {output}")
     return 0
 
 
