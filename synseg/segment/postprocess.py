@@ -201,8 +201,9 @@ def skeleton_stats(mask: np.ndarray, band: int = 2048) -> tuple[float, int]:
 
 SUMMARY_COLUMNS = ("file", "mask", "shape", "axes", "pixel_size_um", "scale", "threshold", "foreground_fraction",
                    "qc", "expected_score")  # qc.py: "ok" or the reasons, and the expected score beside it
+# qc.FIGURES: the figures behind the qc column, the last columns of summary.csv
 QC_FIGURES = ("qc_saturated", "qc_zero", "qc_jpeg", "qc_tail", "qc_peak_snr", "qc_extent", "qc_width",
-              "qc_blobness", "qc_uncertain", "qc_unexplained", "qc_kept")  # qc.FIGURES: the figures behind the qc column, last
+              "qc_blobness", "qc_uncertain", "qc_unexplained", "qc_kept")
 # spots.measure_spots: sub-pixel centre of the background-subtracted signal, local background and contrast
 SPOT_FIELDS = ("y", "x", "peak", "background", "contrast", "snr", "integrated_intensity", "peak_probability")
 OBJECT_FIELDS = ["file", "plane", "label", "centroid_y", "centroid_x", "area", "area_unit", "mean_intensity",
