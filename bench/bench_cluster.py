@@ -58,6 +58,26 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, dict[int, float], st
     return seconds, peak, text
 
 
+def task_overhead(n: int = 200) -> tuple[float, float]:
+    """(ms per empty task through Client.submit + as_completed on a LocalCluster of one worker process, s to start
+    and stop that cluster): the scheduler's own cost per file, without any segmentation."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    t = time.perf_counter()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+        start = time.perf_counter() - t
+        client.submit(int, 0).result()  # warm
+        t = time.perf_counter()
+        for future in as_completed([client.submit(int, k, pure=False) for k in range(n)]):
+            future.result()
+        per_task = (time.perf_counter() - t) / n * 1e3
+        t = time.perf_counter()
+    return per_task, start + time.perf_counter() - t
+
+
 def make_files(folder: Path, n: int, size: int, seed: int) -> None:
     """n vesicle images of size x size px."""
     from bench_scripts import test_image
@@ -95,6 +115,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--file-size", type=cli.finite_int(64, 8192), default=512, help="edge of each file in px")
     p.add_argument("--configs", nargs="+", default=["none", "local:1", "local:2"],
                    help="'none' (one process) and --cluster values")
+    p.add_argument("--repeats", type=cli.finite_int(1, 20), default=2,
+                   help="interleaved rounds of the file runs; the median is reported")
     p.add_argument("--big-size", type=cli.finite_int(0, 200000), default=16384,
                    help="edge of the chunked image in px (0: skip it)")
     p.add_argument("--chunk-size", type=cli.finite_int(64, 16384), default=2048, help="chunk edge in px")
@@ -117,19 +139,31 @@ def main(args: argparse.Namespace) -> int:
     n1, n2 = args.files
     for n in (n1, n2):
         make_files(work / f"files{n}", n, args.file_size, args.seed)
-    print(f"\nfiles of {args.file_size}^2 px: wall time of the whole command (imports, model, cluster, tables)")
+    per_task, start = task_overhead()
+    print(f"\nDask alone (LocalCluster of 1 process, empty tasks): {per_task:.2f} ms per task through submit + "
+          f"as_completed; {start:.1f} s to start and stop the cluster", flush=True)
+    print(f"\nfiles of {args.file_size}^2 px: wall time of the whole command (imports, model, cluster, tables), "
+          f"median of {args.repeats} interleaved round(s)")
+    times = {(c, n): [] for c in args.configs for n in (n1, n2)}
+    peaks = {}
+    for _ in range(args.repeats):
+        for config in args.configs:
+            for n in (n1, n2):
+                out = work / f"out_{config.replace(':', '_')}_{n}"
+                shutil.rmtree(out, ignore_errors=True)
+                extra = [] if config == "none" else ["--cluster", config]
+                seconds, peaks[config], _ = run_measured([*script, "-i", str(work / f"files{n}"), "-o", str(out),
+                                                          *extra], env)
+                times[config, n].append(seconds)
     for config in args.configs:
-        times, peaks = {}, {}
-        for n in (n1, n2):
-            out = work / f"out_{config.replace(':', '_')}_{n}"
-            shutil.rmtree(out, ignore_errors=True)
-            extra = [] if config == "none" else ["--cluster", config]
-            times[n], peaks[n], _ = run_measured([*script, "-i", str(work / f"files{n}"), "-o", str(out), *extra], env)
-        per_file = (times[n2] - times[n1]) / (n2 - n1)
-        fixed = times[n1] - n1 * per_file
-        workers = [v for pid, v in peaks[n2].items() if pid >= 0 and v > 200]
-        print(f"  {config:>8}: {n1} files {times[n1]:.1f} s, {n2} files {times[n2]:.1f} s -> {per_file:.2f} s/file "
-              f"({1 / per_file:.3g} files/s), fixed {fixed:.1f} s; peak RSS client {peaks[n2][min(peaks[n2])]:.0f} MB"
+        t1, t2 = (float(np.median(times[config, n])) for n in (n1, n2))
+        per_file = (t2 - t1) / (n2 - n1)
+        fixed = t1 - n1 * per_file
+        workers = [v for pid, v in peaks[config].items() if pid >= 0 and v > 200]
+        print(f"  {config:>8}: {n1} files {t1:.1f} s, {n2} files {t2:.1f} s -> {per_file:.2f} s/file "
+              f"({1 / per_file:.3g} files/s), fixed {fixed:.1f} s; all runs {[round(v, 1) for v in times[config, n1]]}"
+              f" / {[round(v, 1) for v in times[config, n2]]} s; peak RSS client "
+              f"{peaks[config][min(peaks[config])]:.0f} MB"
               + (f", workers {', '.join(f'{v:.0f}' for v in workers)} MB" if workers else ""), flush=True)
     if args.big_size:
         src = work / f"big{args.big_size}.zarr"

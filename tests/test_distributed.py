@@ -26,12 +26,23 @@ def blobs(shape, seed=0, scale=3000.0):
 
 
 def screen(folder, n=6, size=64):
-    """n small images and one 4-frame time-lapse: the folder of a tiny screen."""
+    """n small images, one 4-frame time-lapse and a damaged TIFF: the folder of a tiny screen."""
     for k in range(n):
         tiffio.write_tiff(folder / f"cell{k:02d}.tif", blobs((size + 8 * (k % 3), size), seed=k), pixel_size_um=0.1)
     movie = np.stack([np.roll(blobs((48, 48), seed=99), 2 * t, axis=1) for t in range(4)])
     tiffio.write_tiff(folder / "movie.tif", movie, pixel_size_um=0.1, axes="TYX", frame_interval_s=0.5)
+    (folder / "broken.tif").write_bytes((folder / "cell00.tif").read_bytes()[:300])
     return folder
+
+
+FLAGS = ("--object-csv", "--track", "--threads", "1")
+
+
+def one_line(err, *words):
+    """The single stderr line holding every word; and no traceback."""
+    assert "Traceback" not in err, err
+    hits = [ln for ln in err.splitlines() if all(w in ln for w in words)]
+    assert len(hits) == 1, (words, err)
 
 
 def command(*args, timeout=300):
@@ -53,8 +64,9 @@ def reference(tmp_path_factory, models):
     d = tmp_path_factory.mktemp("screen")
     src = screen(d / "in")
     out = d / "out"
-    code, err = command("-i", src, "-o", out, "-m", models["vesicle"], "--object-csv", "--track", "--threads", "1")
-    assert code == 0, err
+    code, err = command("-i", src, "-o", out, "-m", models["vesicle"], *FLAGS)
+    assert code == 1, err  # the damaged file
+    one_line(err, "broken.tif", "not a readable TIFF")
     ref = files(out)
     assert {"summary.csv", "objects.csv", "tracks.csv", "track_summary.csv"} <= {str(p) for p in ref}
     shutil.rmtree(out)
@@ -73,21 +85,20 @@ def test_cluster_spec_parsing():
 def test_local_cluster_gives_the_one_process_results(reference, models):
     src, ref, d = reference
     out = d / "out"  # the same path as the reference run: the tables name the masks
-    code, err = command("-i", src, "-o", out, "-m", models["vesicle"], "--object-csv", "--track", "--threads", "1",
-                        "--cluster", "local:2")
+    code, err = command("-i", src, "-o", out, "-m", models["vesicle"], *FLAGS, "--cluster", "local:2")
     try:
-        assert code == 0, err
+        assert code == 1, err
+        one_line(err, "broken.tif", "not a readable TIFF")  # a bad file fails alone, one line
         assert "LocalCluster of 2 worker process(es)" in err
         assert err.count("device cpu") >= 2, err  # each worker's device and path, once
-        assert "7/7 file(s) done on the cluster" in err
+        assert "8/8 file(s) done on the cluster" in err
         got = files(out)
         assert sorted(got) == sorted(ref)
         for name, data in ref.items():
             assert got[name] == data, f"{name} differs from the one-process run"
         # a rerun finds every mask and leaves everything as it was
-        code, err = command("-i", src, "-o", out, "-m", models["vesicle"], "--object-csv", "--track",
-                            "--threads", "1", "--cluster", "local:2")
-        assert code == 0 and "0 segmented, 7 skipped" in err, err
+        code, err = command("-i", src, "-o", out, "-m", models["vesicle"], *FLAGS, "--cluster", "local:2")
+        assert code == 1 and "0 segmented, 7 skipped" in err, err
         assert files(out) == got
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -120,21 +131,58 @@ def test_a_worker_killed_mid_batch(reference, models):
         watcher = threading.Thread(target=kill_one, daemon=True)
         watcher.start()
         try:
-            code, err = command("-i", src, "-o", out, "-m", models["vesicle"], "--object-csv", "--track",
-                                "--threads", "1", "--cluster", cluster.scheduler_address)
+            code, err = command("-i", src, "-o", out, "-m", models["vesicle"], *FLAGS, "--cluster",
+                                cluster.scheduler_address)
             watcher.join(5)
             assert killed, "no worker was busy while the batch ran"
-            assert code == 0, err
+            assert code == 1, err
+            one_line(err, "broken.tif", "not a readable TIFF")
             # the killed worker's partial file, if it was writing, goes at the next run's start (its pid is dead)
-            code, err = command("-i", src, "-o", out, "-m", models["vesicle"], "--object-csv", "--track",
-                                "--threads", "1", "--cluster", cluster.scheduler_address)
-            assert code == 0 and "0 segmented, 7 skipped" in err, err
+            code, err = command("-i", src, "-o", out, "-m", models["vesicle"], *FLAGS, "--cluster",
+                                cluster.scheduler_address)
+            assert code == 1 and "0 segmented, 7 skipped" in err, err
             got = files(out)
             assert sorted(got) == sorted(ref)  # no partial file of the killed worker is left either
             for name, data in ref.items():
                 assert got[name] == data, f"{name} differs from the one-process run"
         finally:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def test_the_client_killed_then_the_same_command_again(reference, models):
+    """The client (and with it its LocalCluster) killed outright once a first mask is written: the same command
+    run again segments only what is missing, and the tables equal the one-process run."""
+    import psutil
+
+    src, ref, d = reference
+    out = d / "out"
+    args = [sys.executable, str(ROOT / "SynSeg_Vesicle.py"), "-i", str(src), "-o", str(out), "-m",
+            str(models["vesicle"]), *FLAGS, "--cluster", "local:2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", SYNSEG_CACHE_DIR="")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not any(out.glob("*_mask.tif")):
+            time.sleep(0.02)
+        assert proc.poll() is None, "the batch ended before it could be killed"
+        family = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        proc.wait()
+        _, alive = psutil.wait_procs(family, timeout=30)  # the nannies see their parent gone and stop
+        assert not alive, alive
+        finished = len(list(out.glob("*_mask.tif")))
+        assert 1 <= finished < 7
+        code, err = command("-i", src, "-o", out, "-m", models["vesicle"], *FLAGS, "--cluster", "local:2")
+        assert code == 1, err
+        assert f"{7 - finished} segmented, {finished} skipped" in err, err
+        got = files(out)
+        assert sorted(got) == sorted(ref)
+        for name, data in ref.items():
+            assert got[name] == data, f"{name} differs from the one-process run"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(out, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- chunked images

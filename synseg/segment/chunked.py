@@ -366,7 +366,8 @@ def segment(seg, cfg, src: Path, dst: Path, before_mask=None) -> tuple[dict, lis
     run, seg_ref = found if found else ((lambda f, args: [f(*a) for a in args]), seg)
     log(f"{src}: {len(planes)} plane(s) of {h}x{w} ({dtype}, axes {out_axes}) in {len(boxes)} chunk(s) of {chunk} "
         f"px, margin {margin} px{', on the cluster' if found else ''}; {note}"
-        + ("; the image-level spot contrast cut is skipped for chunked images" if o.contrast_cut else ""))
+        + ("; the image-level spot contrast cut is skipped for chunked images" if o.contrast_cut else "")
+        + ("; --save-prob and --overlay are not written for chunked images" if o.save_prob or o.overlay else ""))
     dst = Path(dst)
     tmp = dst.with_name(f".{dst.stem}.part{os.getpid()}.zarr")
     shutil.rmtree(tmp, ignore_errors=True)
