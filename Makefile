@@ -42,9 +42,11 @@ bench: $(STAMP)
 	$(PY) bench/faint_filaments.py --output-dir /tmp/synseg_filaments
 	$(PY) bench/autofluorescence_spots.py --output-dir /tmp/synseg_autofluor
 
-# make export : ONNX files of both shipped models in exports/ (ignored), checked against PyTorch
-# (the shipped models' local-contrast normalisation has no bioimage.io preprocessing step, so they export as ONNX)
+# make export : bioimage.io packages of both shipped models in exports/ (ignored; the local-contrast normalisation
+# inside the TorchScript and ONNX graphs, bioimageio.core's test run), and the bare networks as ONNX files
 export: $(STAMP)
+	$(PY) export_model.py models/vesicle.pth -o exports/synseg-vesicle.zip --overwrite --check
+	$(PY) export_model.py models/cytoskeleton.pth -o exports/synseg-cytoskeleton.zip --overwrite --check
 	$(PY) export_model.py models/vesicle.pth -o exports/synseg-vesicle.onnx --format onnx --overwrite
 	$(PY) export_model.py models/cytoskeleton.pth -o exports/synseg-cytoskeleton.onnx --format onnx --overwrite
 

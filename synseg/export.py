@@ -7,8 +7,10 @@ The package (bioimage.io model format 0.5) holds:
   - the weights three ways: a PyTorch state dict (with unet.py as the architecture), TorchScript and ONNX;
   - a test input (a synthetic image from the task's generator, or --test-image) and the matching test output;
   - the checkpoint's normalisation written as bioimage.io preprocessing (percentile -> scale_range,
-    standardize -> zero_mean_unit_variance) and the sigmoid as postprocessing, so the network's logits
-    become the foreground probability;
+    standardize -> zero_mean_unit_variance), or, for the local-contrast models (mode 'local', the shipped
+    ones), computed inside the exported graph (export_graph.LocalContrastNet: grey-opening background, fitted
+    noise, asinh as torch ops), so the package reads the raw image; the sigmoid as postprocessing, so the
+    network's logits become the foreground probability;
   - the pixel size the model expects, the axes (batch, channel, y, x), tile-size hints (a minimum tile
     and a step of 2**depth) and the halo (the network's receptive radius, rounded up to that step: output
     pixels closer than the radius to a tile edge saw the edge);
@@ -293,12 +295,18 @@ def normalization_words(norm: dict) -> str:
                 f"{norm.get('high', 99.8):g} become 0 and 1")
     if mode == "standardize":
         return "each image is shifted and scaled to zero mean and unit variance"
+    if mode == "local":
+        return ("inside the network, not by the consumer: the local background (a grey opening with a disc of "
+                f"{norm.get('radius', 7.0):g} px) is subtracted and the rest divided by the image's noise at that "
+                "background level (shot + read noise fitted to the whole input), then asinh-compressed; give the "
+                "raw image, and whole images or large tiles (the noise is fitted to what the model receives)")
     return "each image is min-max stretched to 0..255"
 
 
 def build_description(work: Path, info: dict, model, *, checkpoint: Path, test_source: str, authors: list[str],
-                      license_id: str, preprocessing_steps: list, halo: int, minimum: int, step: int):
-    """The bioimage.io ModelDescr over the files in `work`."""
+                      license_id: str, preprocessing_steps: list, halo: int, minimum: int, step: int,
+                      in_graph: bool = False):
+    """The bioimage.io ModelDescr over the files in `work`; in_graph: the normalisation is inside the weights."""
     import torch
     from bioimageio.spec.model import v0_5 as bio
 
@@ -337,16 +345,22 @@ def build_description(work: Path, info: dict, model, *, checkpoint: Path, test_s
         data=bio.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
         postprocessing=[bio.SigmoidDescr()])]
     version = torch.__version__.split("+")[0]
-    weights = bio.WeightsDescr(
-        pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
-            source=work / "weights_state_dict.pt", pytorch_version=bio.Version(version),
-            architecture=bio.ArchitectureFromFileDescr(source=Path(unet.__file__).resolve(),
-                                                       callable=bio.Identifier("UNet"),
-                                                       kwargs=dict(model_args))),
-        torchscript=bio.TorchscriptWeightsDescr(source=work / "weights_torchscript.pt", parent="pytorch_state_dict",
-                                                pytorch_version=bio.Version(version)),
-        onnx=bio.OnnxWeightsDescr(source=work / "weights.onnx", parent="pytorch_state_dict",
-                                  opset_version=ONNX_OPSET))
+    if in_graph:  # the normalisation is part of the traced graph: TorchScript and ONNX only (no architecture file)
+        weights = bio.WeightsDescr(
+            torchscript=bio.TorchscriptWeightsDescr(source=work / "weights_torchscript.pt",
+                                                    pytorch_version=bio.Version(version)),
+            onnx=bio.OnnxWeightsDescr(source=work / "weights.onnx", opset_version=ONNX_OPSET))
+    else:
+        weights = bio.WeightsDescr(
+            pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
+                source=work / "weights_state_dict.pt", pytorch_version=bio.Version(version),
+                architecture=bio.ArchitectureFromFileDescr(source=Path(unet.__file__).resolve(),
+                                                           callable=bio.Identifier("UNet"),
+                                                           kwargs=dict(model_args))),
+            torchscript=bio.TorchscriptWeightsDescr(source=work / "weights_torchscript.pt",
+                                                    parent="pytorch_state_dict", pytorch_version=bio.Version(version)),
+            onnx=bio.OnnxWeightsDescr(source=work / "weights.onnx", parent="pytorch_state_dict",
+                                      opset_version=ONNX_OPSET))
     train = info.get("train_args") or {}
     training = bio.TrainingDetails(
         training_preprocessing=f"synthetic images from {TASKS[task].generator}"
@@ -392,7 +406,14 @@ def write_package(checkpoint: Path, out: Path, args) -> dict:
     import unet
 
     model, info = unet.load_model(checkpoint)
-    steps = preprocessing(info["normalization"])  # fails early for a rule the format cannot express
+    in_graph = info["normalization"].get("mode") == "local"
+    # fails early for a rule the format cannot express; the local contrast goes into the graph instead
+    steps = [] if in_graph else preprocessing(info["normalization"])
+    exported = model
+    if in_graph:
+        from synseg.export_graph import LocalContrastNet
+
+        exported = LocalContrastNet(model, info["normalization"]).eval()
     halo, minimum, step = size_hints(info["model_args"])
     size = valid_size(args.test_size, minimum, step)
     if args.test_image:
@@ -403,6 +424,12 @@ def write_package(checkpoint: Path, out: Path, args) -> dict:
     raw = np.asarray(image, dtype=np.float32)
     prob = probability(model, raw, info["normalization"])
     trace_shape, check_shape = odd_shapes(minimum, step)
+    extra = {}
+    if in_graph:  # the test output is the graph's own; its distance from SynSeg's normalisation is reported
+        with torch.inference_mode():
+            graph_prob = torch.sigmoid(exported(torch.from_numpy(raw)[None, None]))[0, 0].numpy()
+        extra["normalisation in graph vs SynSeg (probability)"] = float(np.abs(graph_prob - prob).max())
+        prob = graph_prob
     with tempfile.TemporaryDirectory(prefix="synseg_export_") as tmp:
         work = Path(tmp)
         np.save(work / "test_input.npy", raw[None, None])
@@ -412,17 +439,17 @@ def write_package(checkpoint: Path, out: Path, args) -> dict:
         cv2.imwrite(str(work / "cover.png"), cover_image(raw, prob))
         torch.save(model.state_dict(), work / "weights_state_dict.pt")
         example = torch.zeros(trace_shape)
-        script = trace(model, example)
+        script = trace(exported, example)
         script.save(str(work / "weights_torchscript.pt"))
-        export_onnx(model, example, work / "weights.onnx")
-        diffs = check_exports(model, check_shape, onnx_path=work / "weights.onnx", script=script, seed=args.seed)
+        export_onnx(exported, example, work / "weights.onnx")
+        diffs = check_exports(exported, check_shape, onnx_path=work / "weights.onnx", script=script, seed=args.seed)
         require_close(diffs, check_shape)
         descr = build_description(work, info, model, checkpoint=checkpoint, test_source=test_source,
                                   authors=args.author, license_id=args.license, preprocessing_steps=steps,
-                                  halo=halo, minimum=minimum, step=step)
+                                  halo=halo, minimum=minimum, step=step, in_graph=in_graph)
         with tiffio.atomic_path(out) as tmp_out:  # never a half-written package; a failed write is one line
             save_bioimageio_package(descr, output_path=tmp_out)
-    return diffs
+    return {**diffs, **extra}
 
 
 def write_onnx(checkpoint: Path, out: Path, args) -> dict:

@@ -140,6 +140,54 @@ def test_standardize_becomes_zero_mean_unit_variance_and_the_test_run_reproduces
     assert summary.status == "passed", summary.format()
 
 
+LOCAL = {"mode": "local", "radius": 7.0, "sigma": 4.0, "compress": "asinh"}  # the shipped models' rule
+
+
+def test_local_contrast_in_the_graph_equals_normalize_image():
+    """export_graph.LocalContrast (torch ops) gives normalization.normalize_image's values and noise model, on a
+    generator image, a zero-clipped (background-subtracted) one and a plane big enough for the strided fit."""
+    from synseg import normalization
+    from synseg.export_graph import LocalContrast, noise_model_of
+    from synseg.napari import _sample
+
+    image = _sample.synthetic("vesicle", size=96, seed=4)[0]
+    clipped = np.clip(image.astype(np.float32) - np.percentile(image, 60), 0, None)
+    big = np.random.default_rng(0).poisson(50, (1030, 1030)).astype(np.uint16)  # > 2^20 px: noise fit on ::2
+    for img in (image, clipped, big):
+        want = normalization.noise_model(img, LOCAL)
+        got = noise_model_of(img, LOCAL)
+        for key in ("alpha", "beta", "floor"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-9), key
+    for img in (image, clipped):
+        with torch.inference_mode():
+            got = LocalContrast(LOCAL)(torch.from_numpy(img.astype(np.float32))[None, None])[0, 0].numpy()
+        assert np.abs(got - normalization.normalize_image(img, LOCAL)).max() < 1e-5
+    with torch.inference_mode():  # a constant image normalises to zeros, as normalize_image does
+        flat = LocalContrast(LOCAL)(torch.full((1, 1, 40, 40), 7.0))
+    assert float(flat.abs().max()) == 0.0
+
+
+def test_local_contrast_model_packages_with_its_normalisation_inside(tmp_path):
+    """A 'local' checkpoint (the shipped models' rule) exports: no preprocessing, TorchScript and ONNX weights
+    that read the raw image, bioimageio.core's test passes, and the graph equals SynSeg's normalisation."""
+    ckpt = tiny_checkpoint(tmp_path / "local.pth", normalization=dict(LOCAL))
+    out = tmp_path / "local.zip"
+    diffs = export_model.write_package(ckpt, out, package_args())
+    rdf = read_rdf(out)
+    assert set(rdf["weights"]) == {"torchscript", "onnx"}
+    assert [p for p in rdf["inputs"][0]["preprocessing"] if p["id"] != "ensure_dtype"] == []
+    assert diffs["normalisation in graph vs SynSeg (probability)"] < 1e-4
+    assert export_model.validate(out).status == "valid-format"
+    summary = export_model.core_test(out)
+    assert summary.status == "passed", summary.format()
+    with zipfile.ZipFile(out) as zf:
+        test_in = np.load(zf.open("test_input.npy"))
+        test_out = np.load(zf.open("test_output.npy"))
+    model, info = unet.load_model(ckpt)
+    want = export_model.probability(model, test_in[0, 0], info["normalization"])  # SynSeg's own path
+    assert np.abs(test_out[0, 0] - want).max() < 1e-4
+
+
 def test_onnx_alone_equals_pytorch_on_an_odd_tile(tmp_path):
     ckpt = tiny_checkpoint(tmp_path / "tiny.pth")
     out = tmp_path / "tiny.onnx"
