@@ -277,12 +277,14 @@ def test_export_refusal_names_the_checkpoint(tmp_path, models, capsys):
     pytest.importorskip("bioimageio.spec")
     from synseg import export
 
-    ckpt = tmp_path / "local.pth"
+    ckpt = tmp_path / "median.pth"  # the original SynSeg vesicle normalisation: no bioimage.io equivalent
     model, info = unet.load_model(models["vesicle"])
-    unet.save_checkpoint(ckpt, model, task="vesicle", normalization={"mode": "local"}, pixel_size_um=0.1)
+    unet.save_checkpoint(ckpt, model, task="vesicle", normalization={"mode": "median", "target": 500.0},
+                         pixel_size_um=0.1)
     args = export.get_args_parser().parse_args([str(ckpt), "-o", str(tmp_path / "m.zip")])
     assert export.main(args) != 0
-    one_line(capsys.readouterr().err, "local.pth", "normalization 'local'")
+    one_line(capsys.readouterr().err, "median.pth", "normalization 'median'")
+    assert not (tmp_path / "m.zip").exists()
 
 
 # --------------------------------------------------------------------------- help texts the README quotes
