@@ -410,11 +410,12 @@ def write_package(checkpoint: Path, out: Path, args) -> dict:
     # fails early for a rule the format cannot express; the local contrast goes into the graph instead
     steps = [] if in_graph else preprocessing(info["normalization"])
     exported = model
-    if in_graph:
+    halo, minimum, step = size_hints(info["model_args"])
+    if in_graph:  # the noise is fitted inside the halo that consumers pad around the image (export_graph)
         from synseg.export_graph import LocalContrastNet
 
-        exported = LocalContrastNet(model, info["normalization"]).eval()
-    halo, minimum, step = size_hints(info["model_args"])
+        exported = LocalContrastNet(model, info["normalization"], margin=halo).eval()
+        minimum = 2 * halo + max(step, 64)  # room for the fit's windows inside the halo
     size = valid_size(args.test_size, minimum, step)
     if args.test_image:
         image, test_source = image_crop(args.test_image, size), f"the central {size} px of {args.test_image.name}"
@@ -425,11 +426,17 @@ def write_package(checkpoint: Path, out: Path, args) -> dict:
     prob = probability(model, raw, info["normalization"])
     trace_shape, check_shape = odd_shapes(minimum, step)
     extra = {}
-    if in_graph:  # the test output is the graph's own; its distance from SynSeg's normalisation is reported
+    if in_graph:  # the test output is the graph's own on the bare tile (bioimageio.core's test pads nothing)
         with torch.inference_mode():
-            graph_prob = torch.sigmoid(exported(torch.from_numpy(raw)[None, None]))[0, 0].numpy()
-        extra["normalisation in graph vs SynSeg (probability)"] = float(np.abs(graph_prob - prob).max())
-        prob = graph_prob
+            tile = torch.from_numpy(raw)[None, None]
+            # what a consumer computes: the image padded by the halo (mirrored), the output cropped
+            padded = torch.nn.functional.pad(tile, (halo,) * 4, mode="reflect")
+            consumer = torch.sigmoid(exported(padded))[0, 0, halo:-halo, halo:-halo].numpy()
+            prob_graph = torch.sigmoid(exported(tile))[0, 0].numpy()
+        inner = (slice(halo, -halo),) * 2  # away from the border, where padding rules differ
+        extra["graph on the padded image vs SynSeg (probability, > halo from the edge)"] = float(
+            np.abs(consumer - prob)[inner].max())
+        prob = prob_graph
     with tempfile.TemporaryDirectory(prefix="synseg_export_") as tmp:
         work = Path(tmp)
         np.save(work / "test_input.npy", raw[None, None])

@@ -189,10 +189,17 @@ class NoiseFit(torch.nn.Module):
 
 
 class LocalContrast(torch.nn.Module):
-    """normalization.normalize_image(x, spec) for mode 'local', on a (B, 1, H, W) float32 batch."""
+    """normalization.normalize_image(x, spec) for mode 'local', on a (B, 1, H, W) float32 batch.
 
-    def __init__(self, spec: dict):
+    margin > 0: the noise model is fitted to the input less `margin` px on every side. bioimage.io consumers pad
+    the image by the model's halo before running it (bioimageio.core: mirrored), so with margin = halo the fit
+    sees exactly the image, as SynSeg's does, and a whole-image prediction equals SynSeg's; a tile with its
+    halo of real context is fitted on the tile itself. The input must then be larger than 2 x margin + 32 px.
+    """
+
+    def __init__(self, spec: dict, margin: int = 0):
         super().__init__()
+        self.margin = int(margin)
         if spec.get("mode") != "local":
             raise ValueError(f"LocalContrast needs a 'local' normalisation, got {spec}")
         self.spec = dict(spec)
@@ -202,6 +209,9 @@ class LocalContrast(torch.nn.Module):
 
     def model(self, x: torch.Tensor):
         """(alpha, beta, floor), each (B, 1) float64: the fit at the stride noise_model uses for this size."""
+        m = self.margin
+        if m:
+            x = x[:, :, m:x.shape[2] - m, m:x.shape[3] - m]
         pixels = torch.ones_like(x[:, :1]).flatten(1).sum(1, keepdim=True).double()  # traced, not a constant
         step = torch.ceil(torch.sqrt(pixels / float(norm.FIT_PIXELS))).clamp(1, MAX_STEP)
         picked = [torch.zeros_like(pixels) for _ in range(3)]
@@ -229,9 +239,9 @@ class LocalContrast(torch.nn.Module):
 class LocalContrastNet(torch.nn.Module):
     """A SynSeg U-Net with its local-contrast normalisation in front: raw image in, logits out."""
 
-    def __init__(self, net: torch.nn.Module, spec: dict):
+    def __init__(self, net: torch.nn.Module, spec: dict, margin: int = 0):
         super().__init__()
-        self.normalize = LocalContrast(spec)
+        self.normalize = LocalContrast(spec, margin)
         self.net = net
         self.depth = getattr(net, "depth", None)
 
