@@ -94,11 +94,9 @@ def segment_array(seg, image: np.ndarray, folder: Path, name: str, pixel_size: f
 
 
 def features(row: dict) -> dict:
-    """The figures of a summary row as floats, with foreground_fraction (x 1000) and count as qc.summary uses."""
+    """The figures of a summary row as floats, with the size-free foreground and count that qc.summary uses."""
     out = {k: float(row[k]) if row.get(k) not in (None, "") else float("nan") for k in qc.FIGURES}
-    out["foreground_fraction"] = 1e3 * float(row.get("foreground_fraction") or 0.0)
-    out["count"] = float(row.get("count") or 0.0)
-    return out
+    return {**out, **qc.size_free(row)}
 
 
 def fit(rows: list[dict], targets: np.ndarray) -> dict:

@@ -42,7 +42,7 @@ import numpy as np
 
 from synseg.segment import postprocess
 
-FORMAT = "synseg-qc/1"
+FORMAT = "synseg-qc/2"  # /2: count per 10^4 model px (size_free), not per image
 MAX_PLANES = 8  # planes of a stack that are measured (evenly spaced); the figures are their medians
 MAX_SIDE = 2048  # a larger plane is measured on its central MAX_SIDE x MAX_SIDE window (input grid)
 SALIENT = 5.0  # local contrast (noise units) from which a pixel counts as clear structure
@@ -341,16 +341,21 @@ def default_calibration_path(task) -> Path:
     return task.model_path.parent / f"qc_{task.name}.json"
 
 
+def size_free(row: dict) -> dict:
+    """The score's inputs from a summary row that do not grow with the image: foreground_fraction x 1000 and
+    the object count per 10^4 px at the model's scale (`count`)."""
+    pixels = math.prod(int(v) for v in str(row.get("shape") or "1").split("x")) * float(row.get("scale") or 1) ** 2
+    return {"foreground_fraction": 1e3 * float(row.get("foreground_fraction") or 0.0),
+            "count": 1e4 * float(row.get("count") or 0.0) / max(pixels, 1.0)}
+
+
 def summary(per_plane: list[dict], task: str, calibration: Calibration | None, extra: dict) -> dict:
     """The qc columns of a file's summary row: qc ("ok" or reasons), expected_score and the figures.
-    `extra`: foreground_fraction and count (the score's other inputs)."""
+    `extra`: the row so far (foreground_fraction, count, shape, scale: the score's other inputs, size_free)."""
     figures = combine(per_plane)
     reasons = check(figures, task) if per_plane else []
     row = {"qc": "+".join(reasons) if reasons else "ok", "expected_score": ""}
     if calibration is not None and per_plane:
-        fg = float(extra.get("foreground_fraction") or 0.0)
-        count = float(extra.get("count") or 0.0)
-        score = calibration.predict({**figures, "foreground_fraction": 1e3 * fg, "count": count})
-        row["expected_score"] = f"{score:.3f}"
+        row["expected_score"] = f"{calibration.predict({**figures, **size_free(extra)}):.3f}"
     row.update({k: ("" if v != v else f"{v:.4g}") for k, v in figures.items()})
     return row
