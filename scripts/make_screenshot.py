@@ -69,7 +69,7 @@ def write_window(viewer, path: Path) -> None:
         canvas = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA)
     frame[y0:y0 + h, x0:x0 + w] = canvas[:height - y0, :width - x0]
 
-    if not cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA)):
+    if not cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGBA2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"{path}: could not write the PNG")
 
 
@@ -87,7 +87,7 @@ def main() -> int:
     from synseg.napari import _widget
 
     viewer = napari.Viewer(show=True, title="SynSeg in napari")
-    viewer.window.resize(1500, 900)
+    viewer.window.resize(1280, 780)
     viewer.open_sample("synseg", "vesicles")
     widget = _widget.SynSegWidget(viewer)
     viewer.window.add_dock_widget(widget, name="SynSeg", area="right")
