@@ -117,12 +117,14 @@ def test_a_worker_killed_mid_batch(reference, models):
         killed = {}
 
         def kill_one():
-            """Kill the worker holding a segmentation task as soon as a first mask is written."""
-            deadline = time.time() + 240
+            """Kill a worker holding a segmentation task once a first mask is written (or 1 s after the first
+            task started, should the files go faster than this loop looks)."""
+            deadline, started = time.time() + 240, None
             while time.time() < deadline and not killed:
                 busy = {w: keys for w, keys in client.processing().items()
                         if any(str(k).startswith("segment-") for k in keys)}
-                if busy and any(out.glob("*_mask.tif")):
+                started = started or (time.time() if busy else None)
+                if busy and (any(out.glob("*_mask.tif")) or time.time() - started > 1.0):
                     victim = sorted(busy)[0]
                     os.kill(pids[victim], signal.SIGKILL)
                     killed[victim] = pids[victim]
