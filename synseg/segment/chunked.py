@@ -379,8 +379,10 @@ def segment(seg, cfg, src: Path, dst: Path, before_mask=None) -> tuple[dict, lis
         lead = [i for i, a in enumerate(axes[:-2]) if a not in "CS"]
         for k, plane in enumerate(planes):
             out_plane = tuple(plane[i] for i in lead)
-            stats = plane_stats(src, plane, (h, w), dtype, chunk, seg.norm, run)
-            parts = run(chunk_task, [(seg_ref, src, plane, out_plane, box, stats, target, str(src)) for box in boxes])
+            where = Path(src).resolve()  # tasks may run on workers in another folder
+            stats = plane_stats(where, plane, (h, w), dtype, chunk, seg.norm, run)
+            parts = run(chunk_task, [(seg_ref, where, plane, out_plane, box, stats, target.resolve(), str(src))
+                                     for box in boxes])
             for part in parts:
                 foreground += part["foreground"]
                 for row in part["objects"]:

@@ -111,10 +111,15 @@ def worker_threads(threads: int | None, slots_by_host: dict[str, int]) -> int:
 
 
 def segment_task(segment_one, cfg, task: str, tables, src: Path, dst: Path, threads: int | None,
-                 slots_by_host: dict[str, int]) -> dict:
-    """One file on a worker: batch.segment_one with this worker's Segmenter; its log lines come back to the client."""
+                 slots_by_host: dict[str, int], cwd: str) -> dict:
+    """One file on a worker: batch.segment_one with this worker's Segmenter; its log lines come back to the client.
+
+    The worker works in the client's folder `cwd` (the same path on a shared disk), so relative input and output
+    paths mean what they mean to the client and the tables name them as a run without --cluster does."""
     from distributed import get_worker
 
+    if os.getcwd() != cwd:
+        os.chdir(cwd)
     t0 = time.perf_counter()
     text = io.StringIO()
     with contextlib.redirect_stderr(text):
@@ -138,7 +143,11 @@ class Batch:
         import dask
         from dask.distributed import Client
 
-        self.cfg, self.task, self.tables, self.segment_one = cfg, task, tables, segment_one
+        import dataclasses
+
+        # the model by its absolute path: chunk tasks (chunked.py) may load it on a worker in another folder
+        self.cfg = dataclasses.replace(cfg, model=cfg.model.resolve())
+        self.task, self.tables, self.segment_one, self.cwd = task, tables, segment_one, os.getcwd()
         self.name, self.total, self.kind = task.script, total, kind
         self.futures: dict = {}
         self.cluster = None
@@ -173,7 +182,7 @@ class Batch:
     def submit(self, src: Path, dst: Path) -> None:
         """Send one file to the cluster."""
         future = self.client.submit(segment_task, self.segment_one, self.cfg, self.task.name, self.tables, src, dst,
-                                    self.threads, self.slots_by_host, key=f"segment-{self.task.name}-"
+                                    self.threads, self.slots_by_host, self.cwd, key=f"segment-{self.task.name}-"
                                     f"{uuid.uuid4().hex}", pure=False)
         self.futures[future] = (src, dst)
 
