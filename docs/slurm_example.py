@@ -47,8 +47,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--partition", default=None, help="#SBATCH -p")
     slurm.add_argument("--account", default=None, help="#SBATCH -A")
     slurm.add_argument("--gpus-per-job", type=int, default=0,
-                       help="GPUs per job (then use --workers-per-job equal to it: each worker takes the GPU "
-                            "CUDA_VISIBLE_DEVICES gives it, or share one GPU with --workers-per-job 1)")
+                       help="GPUs per job; with GPUs use 1 here and --workers-per-job 1 (every worker of a job "
+                            "would pick the job's first GPU): one worker per GPU, more jobs for more GPUs")
     slurm.add_argument("--dry-run", action="store_true", help="print the job script SLURM would get and stop")
     return p
 
