@@ -272,10 +272,37 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=cli.finite_int(low=64), default=256)
     p.add_argument("--seed", type=int, default=9500, help="seed of every drawn case (calibration uses 9100)")
     p.add_argument("--threads", type=cli.finite_int(low=1), default=2)
+    p.add_argument("--rescore", type=Path, default=None, metavar="RESULTS_JSON",
+                   help="only print the table again from an earlier run's results.json with the current limits")
+    p.add_argument("--timing-size", type=cli.finite_int(low=0), default=2048,
+                   help="also time the check on one generator image of this size per task (0: skip)")
     return p
 
 
+def timing(task: str, args) -> str:
+    """One line: the check's share of segmenting one --timing-size generator image (file to written mask)."""
+    seg, _ = qc_calibrate.segmenter(task, tasks.TASKS[task].model_path, threads=args.threads)
+    image, _ = qc_calibrate.synthetic(task, 0, args.seed + 9, args.timing_size)
+    folder = args.output_dir / "timing"
+    folder.mkdir(parents=True, exist_ok=True)
+    qc_calibrate.segment_array(seg, image[:256, :256], folder, f"{task}_warm")  # one-off costs (ONNX export)
+    before, t0 = seg.qc_seconds, time.perf_counter()
+    qc_calibrate.segment_array(seg, image, folder, task)
+    total, check = time.perf_counter() - t0, seg.qc_seconds - before
+    return (f"{task}: one {args.timing_size}^2 image: the quality check took {check:.2f} s of {total:.1f} s "
+            f"({100 * check / total:.1f}%; {seg.path})")
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.rescore:
+        from synseg.segment import qc
+
+        results = json.loads(args.rescore.read_text())
+        for r in results:
+            figures = {k: float(r[k]) if r.get(k) not in (None, "") else float("nan") for k in qc.FIGURES}
+            r["qc"] = "+".join(qc.check(figures, r["task"])) or "ok"
+        print(table(results))
+        return 0
     if not REAL.is_dir():
         print(f"{REAL}: not found; the real cases need ../shared/realdata (see its README)", file=sys.stderr)
         return 2
@@ -292,6 +319,9 @@ def main(args: argparse.Namespace) -> int:
         total, check = sum(r["seconds"] for r in mine), sum(r["qc_seconds"] for r in mine)
         print(f"{task}: the quality check took {check:.1f} s of {total:.1f} s of segmentation "
               f"({100 * check / total:.1f}%) over {len(mine)} cases")
+    if args.timing_size:
+        for task in dict.fromkeys(r["task"] for r in results):
+            print(timing(task, args))
     scored = [r for r in results if "actual_score" in r]
     if scored:
         print("\n| real image | expected spot F1 | actual spot F1 (3 px) | qc |\n|---|---|---|---|")
