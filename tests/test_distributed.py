@@ -230,7 +230,8 @@ def test_chunked_probability_equals_the_whole_image(tmp_path, models):
 
 
 def test_chunked_zarr_and_tiff_masks_and_objects_equal_the_in_memory_path(tmp_path, models):
-    """The command line on an OME-Zarr, and on a TIFF read as zarr (--chunk-size), in 64 px chunks: the same mask
+    """The command line on an OME-Zarr, and on a TIFF read as zarr (--chunk-size), in 64 px chunks, in this
+    process and on a LocalCluster: the same mask
     and the same objects (each counted once, also on chunk borders) as the TIFF segmented whole; the mask is an
     OME-Zarr with the input's pixel size."""
     import csv
@@ -245,7 +246,9 @@ def test_chunked_zarr_and_tiff_masks_and_objects_equal_the_in_memory_path(tmp_pa
              "--precision", "fp32"]
     runs = {"whole": ("-i", tif, "-o", tmp_path / "whole"), "zarr": ("-i", src, "-o", tmp_path / "zarr",
                                                                     "--chunk-size", "64"),
-            "tiff": ("-i", tif, "-o", tmp_path / "tiff", "--chunk-size", "64")}
+            "tiff": ("-i", tif, "-o", tmp_path / "tiff", "--chunk-size", "64"),
+            # the chunks as tasks of a LocalCluster (worker_client): they spread over both workers
+            "cluster": ("-i", src, "-o", tmp_path / "cluster", "--chunk-size", "64", "--cluster", "local:2")}
     masks, objects = {}, {}
     for name, args in runs.items():
         code, err = command(*args, *flags)
@@ -264,7 +267,7 @@ def test_chunked_zarr_and_tiff_masks_and_objects_equal_the_in_memory_path(tmp_pa
                                     if "area_px" in r else r["area"]) for r in csv.DictReader(fh))
     assert masks["whole"].any()
     assert len(objects["whole"]) > 20
-    for name in ("zarr", "tiff"):
+    for name in ("zarr", "tiff", "cluster"):
         differ = np.count_nonzero(masks[name] != masks["whole"])
         assert differ == 0, f"{name}: {differ} px differ"
         assert objects[name] == objects["whole"], name

@@ -238,6 +238,9 @@ class Batch:
                 self.client.cancel(list(self.futures))
             self.client.close()
         if self.cluster is not None:
+            # a worker that holds torch may take longer than the nanny's 4 s to exit and is then killed, with a
+            # warning; its files are all written by now, so that is no news for the user
+            logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
             with contextlib.suppress(Exception):
                 self.cluster.close()
             # a worker killed mid-write leaves .NAME.partPID files; its pid is gone now (remote pids are not ours
