@@ -271,3 +271,14 @@ def test_chunked_zarr_and_tiff_masks_and_objects_equal_the_in_memory_path(tmp_pa
         differ = np.count_nonzero(masks[name] != masks["whole"])
         assert differ == 0, f"{name}: {differ} px differ"
         assert objects[name] == objects["whole"], name
+
+
+def test_a_damaged_zarr_is_one_line(tmp_path, models):
+    bad = tmp_path / "bad.zarr"
+    bad.mkdir()
+    (bad / ".zgroup").write_text('{"zarr_format": 2}')
+    (bad / ".zattrs").write_text("{not json")
+    code, err = command("-i", bad, "-o", tmp_path / "out", "-m", models["vesicle"])
+    assert code == 1
+    one_line(err, "bad.zarr", "cannot be read as a chunked image")
+    assert not (tmp_path / "out" / "bad_mask.zarr").exists()

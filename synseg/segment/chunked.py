@@ -110,7 +110,7 @@ def open_source(path):
         else:
             names = sorted(k for k, _ in z.arrays())
             if not names:
-                raise ValueError(f"{path}: a zarr group without arrays")
+                raise ValueError("a zarr group without arrays")
             z = z[names[0]]
             attrs = dict(z.attrs)
     axes = axes or attrs.get("axes") or "Q" * (z.ndim - 2) + "YX"
@@ -346,7 +346,12 @@ def segment(seg, cfg, src: Path, dst: Path, before_mask=None) -> tuple[dict, lis
     if str(o.threshold).lower() == "otsu":
         raise ValueError(f"{src}: --threshold otsu needs the whole probability map; chunked images take a number "
                          "(e.g. 0.5)")
-    z, axes, px_file, closer = open_source(src)
+    try:
+        z, axes, px_file, closer = open_source(src)
+    except (KeyError, TypeError, ValueError, OSError, IndexError) as err:  # zarr's and tifffile's many kinds
+        text = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"{src}: cannot be read as a chunked image ({type(err).__name__}{': ' + text if text else ''})"
+                         ) from None
     shape, dtype = tuple(z.shape), z.dtype
     if closer is not None:
         closer.close()
