@@ -14,12 +14,17 @@ command finishes only what is missing.
 A worker that dies mid-file (out of memory, a lost node) is replaced by its nanny and the scheduler runs the
 file again elsewhere; after distributed.scheduler.allowed-failures deaths (3) the file fails alone, one line.
 The workers must see the same files as the client (inputs, model, output folder): a cluster's shared disk.
+Give workers one task slot each (`dask worker --nthreads 1`, as local:N and docs/slurm_example.py do) and the
+cores to torch (--threads): a file's log lines are captured per worker process, and the model is the big thing.
+Each task carries its small settings (~2.5 KB) rather than scattered data, which would be lost when every
+worker of a long batch has been replaced (SLURM jobs ending at their walltime).
 Nothing here imports dask until a Batch is made, so runs without --cluster never load it.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -142,8 +147,6 @@ class Batch:
             raise ValueError(value)
         import dask
         from dask.distributed import Client
-
-        import dataclasses
 
         # the model by its absolute path: chunk tasks (chunked.py) may load it on a worker in another folder
         self.cfg = dataclasses.replace(cfg, model=cfg.model.resolve())
