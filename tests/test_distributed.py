@@ -282,3 +282,16 @@ def test_a_damaged_zarr_is_one_line(tmp_path, models):
     assert code == 1
     one_line(err, "bad.zarr", "cannot be read as a chunked image")
     assert not (tmp_path / "out" / "bad_mask.zarr").exists()
+
+
+def test_without_cluster_dask_is_never_imported(tmp_path, models):
+    """A run without --cluster loads neither dask nor zarr (the one-process path as it was)."""
+    image = tmp_path / "a.tif"
+    tiffio.write_tiff(image, blobs((48, 48)))
+    code = ("import sys; from synseg.segment import segment_vesicle as s; "
+            f"c = s.main(s.get_args_parser().parse_args(['-i', {str(image)!r}, '-o', {str(tmp_path / 'out')!r}, "
+            f"'-m', {str(models['vesicle'])!r}, '--object-csv'])); "
+            "print(c, sorted(m for m in ('dask', 'distributed', 'zarr') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.stdout.split("\n")[-2] == "0 []", (r.stdout, r.stderr)
