@@ -12,7 +12,8 @@ objects.csv and tracks.csv are byte for byte those of a run without --cluster, a
 command finishes only what is missing.
 
 A worker that dies mid-file (out of memory, a lost node) is replaced by its nanny and the scheduler runs the
-file again elsewhere; after distributed.scheduler.allowed-failures deaths (3) the file fails alone, one line.
+file again elsewhere; after 1 + distributed.scheduler.allowed-failures deaths (4) the file fails alone, one
+line.
 The workers must see the same files as the client (inputs, model, output folder): a cluster's shared disk.
 Give workers one task slot each (`dask worker --nthreads 1`, as local:N and docs/slurm_example.py do) and the
 cores to torch (--threads): a file's log lines are captured per worker process, and the model is the big thing.
