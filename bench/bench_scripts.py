@@ -101,6 +101,7 @@ def main(args: argparse.Namespace) -> int:
         jobs = {}
         for task in args.tasks:
             src = work / f"{task}.tif"
+            (work / task).mkdir()  # each script's one-file runs keep their summary.csv in their own folder
             tifffile.imwrite(src, test_image(task, args.size, args.seed))
             name, code = FILTERS[task]
             code = code.format(bench=str(ROOT / "bench"), src=str(src), dst=str(work / f"{task}_filter.tif"))
@@ -108,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
             for model in getattr(args, f"{task}_models"):
                 for prec in args.precision:
                     runs[f"{model} {prec}"] = [sys.executable, str(ROOT / SCRIPTS[task]), "-i", str(src), "-o",
-                                               str(work / f"{task}_{len(runs)}_mask.tif"), "-m", str(model),
+                                               str(work / task / f"{len(runs)}_mask.tif"), "-m", str(model),
                                                "--precision", prec, "--overwrite"]
             jobs[task] = (name, runs)
         # one untimed pass each: file caches, and the ONNX graph of each model exported into the cache once

@@ -46,7 +46,10 @@ def tile_layout(length: int, tile: int, overlap: int, align: int) -> tuple[int, 
 
 
 BLEND = 16  # px over which two neighbouring tiles hand over to each other
-MAX_TILE = 1024  # px; larger tiles save little overlap and cost memory
+MAX_TILE = 1024  # px on accelerators; larger tiles save little overlap and cost memory there
+# px on the CPU, where the tile is as large as CPU_TILE_BUDGET allows: a compact network's overlap (two receptive
+# radii, 230-330 px at depth 4) would otherwise be most of a 1024 px tile (2.2x the pixels for a 2048^2 image)
+MAX_CPU_TILE = 2560
 CPU_TILE_BUDGET = 1.6e9  # bytes of network activations per tile on the CPU (host memory)
 ACTIVATION_BYTES = 32  # measured peak bytes per pixel per base channel in a float32 forward pass (bf16: 16)
 HALF_PROB_PIXELS = 2 ** 26  # planes above 8192^2 px keep their probability map in float16 (memory)
@@ -62,17 +65,18 @@ def default_overlap(model_args: dict) -> int:
 
 
 def auto_tile_size(model_args: dict, device_type: str, half: bool = False) -> int:
-    """Largest tile edge whose forward pass stays within CPU_TILE_BUDGET on the CPU; MAX_TILE elsewhere.
+    """Largest tile edge whose forward pass stays within CPU_TILE_BUDGET on the CPU (at most MAX_CPU_TILE);
+    MAX_TILE elsewhere.
 
     Measured: the base-64 network needs about 2 KB per tile pixel in float32 (1.48 GB for 856 x 856), half that
-    under bf16 autocast (`half`), so 880 px for base 64 in fp32 and the 1024 px cap otherwise.
+    under bf16 autocast (`half`), so 880 px for base 64 in fp32, 1248 px for base 32 and 2496 px for base 8.
     """
     align = 2 ** int(model_args.get("depth", 3))
     if device_type != "cpu":
         return MAX_TILE
     base = int(model_args.get("base_channels", 64))
     edge = math.sqrt(CPU_TILE_BUDGET / (ACTIVATION_BYTES * base / (2 if half else 1)))
-    return int(min(MAX_TILE, edge) // align * align)
+    return int(min(MAX_CPU_TILE, edge) // align * align)
 
 
 def auto_batch_size(model_args: dict, device_type: str, tile: int, half: bool = False) -> int:
