@@ -150,8 +150,12 @@ def speed_figures(out: Path, args) -> list[str]:
     methods = {"before: one frame per pass, PyTorch fp32 NCHW": segmenter("torch", False, nchw=True),
                "frame groups, PyTorch fp32 NCHW": segmenter("torch", True, nchw=True),
                "frame groups, PyTorch channels_last": segmenter("torch", True)}
-    if tiling.onnx_available():
-        methods["one frame per pass, ONNX Runtime"] = segmenter("onnx", False)
+    if tiling.onnx_available():  # fp32 only: on a bf16 CPU the scripts' auto precision is bf16, so ask for fp32
+        fp32 = dataclasses.replace(opts, precision="fp32")
+        methods["one frame per pass, ONNX Runtime"] = predict.Segmenter(
+            model, info, record, dataclasses.replace(fp32, backend="onnx", stack_planes=False), cpu)
+        methods["frame groups, ONNX Runtime fp32 (the AVX2 path)"] = predict.Segmenter(
+            model, info, record, dataclasses.replace(fp32, backend="onnx", stack_planes=True), cpu)
     auto = segmenter("auto", True)
     methods[f"auto: frame groups, {auto.path}"] = auto
     mp = sum(np.prod(tiffio.read_image(v)[0].shape) for v in videos) / 1e6
