@@ -161,6 +161,8 @@ class Batch:
 
             # one task at a time per worker process (the model is the big thing); torch gets the cores shared
             self.threads = cfg.threads or max(1, cores() // value)
+            # the worker processes read it when they import distributed: their INFO notes stay out of our log
+            os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
             self.cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=True,
                                         dashboard_address=None, silence_logs=logging.WARNING)
             self.client = Client(self.cluster)
@@ -240,6 +242,12 @@ class Batch:
         with contextlib.suppress(Exception):
             if self.futures:
                 self.client.cancel(list(self.futures))
+            if self.cluster is not None:
+                # our own workers leave before the scheduler stops: stopped together, a worker's heartbeat can
+                # meet the closed scheduler and print a traceback after a run that went well
+                logging.getLogger("distributed.core").setLevel(logging.WARNING)  # its "connection closed" notes
+                self.client.retire_workers(close_workers=True)
+        with contextlib.suppress(Exception):
             self.client.close()
         if self.cluster is not None:
             # a worker that holds torch may take longer than the nanny's 4 s to exit and is then killed, with a
