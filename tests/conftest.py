@@ -6,8 +6,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# exported ONNX graphs (predict.onnx_cache_dir) go to a folder of this test run, never the user's ~/.cache
-os.environ.setdefault("SYNSEG_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="synseg_test_cache_"))
+# exported ONNX graphs (predict.onnx_cache_dir) go to a folder of this test run, never the user's ~/.cache;
+# the folder is removed when the run ends
+if "SYNSEG_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["SYNSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="synseg_test_cache_")
+    atexit.register(shutil.rmtree, os.environ["SYNSEG_CACHE_DIR"], ignore_errors=True)
 
 import torch  # noqa: E402
 
