@@ -10,34 +10,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 
 def start_display() -> None:
-    """Xvfb on a free display number when there is no DISPLAY."""
-    if os.environ.get("DISPLAY"):
-        return
-    if shutil.which("Xvfb") is None:
-        sys.exit("error: no X display and no Xvfb; install Debian's xvfb (apt-get install xvfb) or set DISPLAY")
-    for attempt in range(3):
-        read, write = os.pipe()
-        proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                                pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(write)
-        with os.fdopen(read) as f:
-            number = f.readline().strip()
-        if number:
-            os.environ["DISPLAY"] = f":{number}"
-            # a watcher stops it once this process has ended (at exit Qt may still hold its connection)
-            subprocess.Popen(["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
-                                          f"kill {proc.pid}"], stdin=subprocess.DEVNULL, start_new_session=True)
-            return
-        time.sleep(1.0)
+    """Xvfb on a free display number when there is no DISPLAY (synseg.napari._display.start_xvfb)."""
+    from synseg.napari._display import start_xvfb
 
+    if not os.environ.get("DISPLAY") and start_xvfb("1600x1000x24") is None:
+        sys.exit("error: no X display and no Xvfb; install Debian's xvfb (apt-get install xvfb) or set DISPLAY")
 
 
 def write_window(viewer, path: Path) -> None:

@@ -8,7 +8,6 @@ The widget tests are skipped only where napari itself is not installed.
 import ast
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,36 +22,13 @@ os.environ.setdefault("NAPARI_ASYNC", "0")
 HAVE_NAPARI = importlib.util.find_spec("napari") is not None
 
 
-def _start_xvfb():
-    """A virtual X display for napari's OpenGL canvas (Qt's offscreen platform takes OpenGL from it); the
-    Xvfb process, or None when a display is already there (or napari / Xvfb are not installed)."""
-    if os.environ.get("DISPLAY") or not HAVE_NAPARI or shutil.which("Xvfb") is None:
-        return None
-    for attempt in range(3):
-        read, write = os.pipe()
-        # its own session: signals a test sends to its own process group never reach it
-        proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-                                pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        os.close(write)
-        with os.fdopen(read) as f:
-            number = f.readline().strip()
-        if number:
-            os.environ["DISPLAY"] = f":{number}"
-            # a watcher stops it once this process has ended (at exit Qt may still hold its connection)
-            subprocess.Popen(["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
-                                          f"kill {proc.pid}"], stdin=subprocess.DEVNULL, start_new_session=True)
-            return proc
-        proc.kill()
-        time.sleep(1.0)
-    return None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _virtual_display():
     """Xvfb for this module's tests, started when they start (not at collection, so the rest of the suite never
     sees its DISPLAY); the watcher stops it when pytest ends (Qt keeps its connection until then)."""
-    proc = _start_xvfb()
+    from synseg.napari._display import start_xvfb
+
+    proc = start_xvfb() if HAVE_NAPARI else None
     yield
     if proc is not None:
         os.environ.pop("DISPLAY", None)
