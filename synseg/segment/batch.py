@@ -494,8 +494,8 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
     t = p.add_argument_group("tiling and scale")
     t.add_argument("--tile-size", "--tile_size", dest="tile_size", type=cli.finite_int(low=0), default=0,
                    help="largest tile edge in px; tiles are shrunk to cover the image evenly. default 0: on the "
-                        "CPU the largest tile whose network memory stays near 1.6 GB (1024 px for the shipped base-32 "
-                        "models, and for base 64 under bf16; 880 px for base 64 in fp32), 1024 px on a GPU")
+                        "CPU the largest tile whose network memory stays near 1.6 GB, at most 2560 px (fp32: 1248 "
+                        "px for the base-32 vesicle model, 2032 px for the base-12 filament model), 1024 px on a GPU")
     t.add_argument("--overlap", type=cli.finite_int(low=0), default=None,
                    help="least overlap between tiles in px (default: twice the network's receptive radius "
                         "plus 16, which makes tiled and whole-image predictions identical)")
