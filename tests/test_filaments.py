@@ -263,3 +263,57 @@ def test_unlabelled_er_strokes_leave_the_old_er_scene_unchanged():
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     assert a[2].any()
+
+
+def _levels(signal=100.0, background=100.0, read_noise=2.0, psf=1.0):
+    return synth.Levels(psf_sigma=psf, defocus=3.0, signal=signal, background=background, cytoplasm=0.0, haze=0.0,
+                        illumination=0.0, read_noise=read_noise)
+
+
+def test_visible_mask_keeps_a_clear_line_and_drops_one_below_the_noise():
+    """Two straight lines of one mask each: brightness 1 (100 photons over 100 of background: SNR ~10) and
+    0.01 (SNR ~0.04 after the PSF). With --label-snr 1 only the clear line stays; with 0.005 both do."""
+    shape = (64, 64)
+    in_focus = np.zeros(shape, np.float32)
+    mask = np.zeros(shape, np.uint8)
+    in_focus[16, 8:56] = 1.0
+    in_focus[48, 8:56] = 0.01
+    mask[15:18, 8:56] = 1
+    mask[47:50, 8:56] = 1
+    context = synth.Context(pixel_size=0.1, psf_sigma=1.0)
+    kept = filaments.visible_mask(mask, in_focus, _levels(), context, 1.0)
+    assert kept.dtype == np.uint8 and set(np.unique(kept)) <= {0, 1}
+    assert kept[15:18, 8:56].all() and not kept[40:].any()
+    both = filaments.visible_mask(mask, in_focus, _levels(), context, 0.005)
+    assert np.array_equal(both, mask)
+    assert not np.any(kept & ~mask)  # never adds to the mask
+
+
+def test_visible_mask_counts_the_shot_noise_of_a_bright_region_under_the_line():
+    """The same line over a bright region (density 50: ~70 photons of noise s.d.) is no longer visible."""
+    shape = (64, 64)
+    in_focus = np.zeros(shape, np.float32)
+    in_focus[32, 8:56] = 0.3
+    mask = np.zeros(shape, np.uint8)
+    mask[31:34, 8:56] = 1
+    quiet = synth.Context(pixel_size=0.1, psf_sigma=1.0)
+    bright = synth.Context(pixel_size=0.1, psf_sigma=1.0, bright=np.full(shape, 50.0, np.float32))
+    assert filaments.visible_mask(mask, in_focus, _levels(), quiet, 1.0).sum() == mask.sum()
+    assert filaments.visible_mask(mask, in_focus, _levels(), bright, 1.0).sum() == 0
+
+
+def test_label_snr_changes_only_the_mask_and_only_by_removing():
+    """--label-snr draws nothing: the images are byte-identical with and without it; the mask can only shrink,
+    and on images with faint filaments it does."""
+    from synseg.generate import cytoskeleton_generator as cg
+    parser = cg.get_args_parser()
+    plain = parser.parse_args(["--output-dir", "unused", "--image-size", "96"])
+    strict = parser.parse_args(["--output-dir", "unused", "--image-size", "96", "--label-snr", "1.0"])
+    removed = 0
+    for index in range(8):
+        a_img, a_mask, _ = cg.render_one(synth.image_rng(3, index), plain)
+        b_img, b_mask, _ = cg.render_one(synth.image_rng(3, index), strict)
+        assert np.array_equal(a_img, b_img)
+        assert not np.any(b_mask & ~a_mask)
+        removed += int(a_mask.sum() - b_mask.sum())
+    assert removed > 0

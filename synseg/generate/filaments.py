@@ -102,6 +102,11 @@ class Filaments(synth.Flags):
                                 "sparse and faint at the periphery; else a few uniform patches")
     mito_prob: float = _prob("--mito-prob", 0.1,
                              "probability that an image is a mitochondria network instead of a cytoskeleton")
+    label_snr: float = option("--label-snr", default=0.0, type=float, low=0.0,
+                              help="leave out of the mask the stretches of in-focus structure that a person "
+                                   "could not see: where the line's contrast, averaged over about 0.5 um along "
+                                   "it, stays below this many noise s.d. (shot + read noise where it lies; "
+                                   "visible_mask); 0 labels everything in focus")
 
     def __post_init__(self):
         super().__post_init__()
@@ -122,6 +127,12 @@ class Filaments(synth.Flags):
         """synth's hook: the module's render with these parameters."""
         return render(rng, shape, self, context)
 
+    def relabel(self, out: synth.Rendered, levels: synth.Levels, context: synth.Context) -> np.ndarray:
+        """synth's hook, once the image's levels are known: the mask with --label-snr applied (visible_mask)."""
+        if self.label_snr <= 0 or not out.mask.any():
+            return out.mask
+        return visible_mask(out.mask, out.in_focus, levels, context, self.label_snr)
+
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Add the "structures" flags (and the original --num_curves) to a parser."""
@@ -129,6 +140,40 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     Filaments.add_to(group)
     group.add_argument("--num_curves", "--num-curves", type=int, default=None, metavar="N",
                        help="original SynSeg flag: exactly N free filaments per image (sets --filaments N N)")
+
+
+# ----------------------------------------------------------------------------------------------
+# What a person can see
+
+ALONG_UM = 0.25  # s.d. (um) of the Gaussian average along a line: an eye integrates about 0.5 um of it
+MIN_PIECES_PX = 12  # a visible stretch shorter than this many mask pixels is dropped (a speck, not a line)
+
+
+def visible_mask(mask: np.ndarray, in_focus: np.ndarray, levels: synth.Levels, context: synth.Context,
+                 label_snr: float) -> np.ndarray:
+    """The mask without the stretches no one could see: the in-focus structure's own photons (in_focus
+    blurred by the PSF) over the noise s.d. where it lies (shot noise of the structure, cytoplasm, bright
+    regions and background, plus read noise: levels.noise_sd), taken at the line's peak (a max filter over
+    the mask's half width), averaged along the mask over ALONG_UM, kept where >= label_snr. Haze, debris and
+    the camera's grain are left out of the noise (they make the rule generous). Pure: draws nothing."""
+    psf = levels.psf_sigma
+    own = synth.blur(in_focus, psf)
+    density = own.copy()
+    if context.cytoplasm is not None and levels.cytoplasm > 0:
+        density += np.float32(levels.cytoplasm) * context.cytoplasm
+    if context.bright is not None:
+        density += context.bright
+    snr = own * np.float32(levels.signal) / levels.noise_sd(density).astype(np.float32)
+    reach = max(1, int(math.ceil(1.5 * psf)))
+    peak = cv2.dilate(snr, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
+    inside = mask.astype(np.float32)
+    sigma = max(1.0, ALONG_UM / context.pixel_size)
+    along = synth.blur(peak * inside, sigma) / np.maximum(synth.blur(inside, sigma), 1e-6)
+    keep = (mask > 0) & (along >= label_snr)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(keep.astype(np.uint8), connectivity=8)
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < MIN_PIECES_PX)
+    keep[np.isin(labels, small[small > 0])] = False
+    return keep.astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------

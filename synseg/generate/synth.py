@@ -827,6 +827,9 @@ def render_one(rng: np.random.Generator, scene: Scene) -> tuple[np.ndarray, np.n
     if levels is None:
         levels = draw_levels(rng, scene, psf)
     levels = dataclasses.replace(levels, structure=out.brightness)
+    relabel = getattr(scene.structure, "relabel", None)  # a rule on what is visible, once the noise is known
+    if relabel is not None:
+        out = out._replace(mask=relabel(out, levels, context))
     image = finish_image(rng, out.in_focus, out.out_of_focus, cells, levels, scene)
     if scene.background.subtracted_prob > 0 and rng.random() < scene.background.subtracted_prob:
         image = subtract_background(rng, image, scene.background, scene.optics.pixel_size)
