@@ -63,7 +63,7 @@ def test_engine_equals_command_line(tmp_path, models, spots_image, flags):
     """Mask and object table of the plugin's engine equal SynSeg_Vesicle.py's on the same image and settings."""
     from synseg import tiffio
     from synseg.napari import engine
-    from synseg.segment import segment_vesicle
+    from synseg.segment import qc, segment_vesicle
 
     image, px = spots_image
     src, out = tmp_path / "img.tif", tmp_path / "out"
@@ -84,6 +84,9 @@ def test_engine_equals_command_line(tmp_path, models, spots_image, flags):
     np.testing.assert_array_equal(result.mask * 255, cli_mask)
     _objects_equal(result.objects, cli_rows)
     assert result.labels.max() == len(result.objects)
+    summary, = tiffio.read_csv(out / "summary.csv")  # the quality check: the same columns, figure by figure
+    for key in qc.COLUMNS:
+        assert str(result.qc[key]) == str(summary[key]), key
 
 
 def test_engine_decides_without_the_network(models, spots_image, monkeypatch):
@@ -182,6 +185,7 @@ def test_widget_segments_and_redecides(make_napari_viewer, qtbot, models, spots_
     """Segment through the button: probability, Labels and Points layers on the image's scale; a knob
     re-decides on the kept maps without the network."""
     from synseg.napari import _widget, engine
+    from synseg.segment import qc
 
     image, px = spots_image
     viewer = make_napari_viewer()
@@ -203,6 +207,8 @@ def test_widget_segments_and_redecides(make_napari_viewer, qtbot, models, spots_
     assert n > 0 and labels.data.max() == n and prob.data.shape == image.shape
     assert {"snr", "contrast", "area", "integrated_intensity", "mean_intensity"} <= set(points.features.columns)
     assert widget.progress.value == widget.progress.max
+    assert widget.quality.value == qc.verdict(widget.result.qc) and widget.quality.value.startswith("qc: ")
+    assert labels.metadata["qc"]["qc"] == widget.result.qc["qc"] and "qc_peak_snr" in labels.metadata["qc"]
 
     calls = []
     original = widget.run_state.segmenter.probabilities
@@ -218,6 +224,31 @@ def test_widget_segments_and_redecides(make_napari_viewer, qtbot, models, spots_
     _wait(qtbot, widget)
     assert widget.result.threshold == pytest.approx(0.95)
     assert calls == []  # neither knob ran the network
+
+
+@needs_napari
+def test_widget_shows_the_quality_check(make_napari_viewer, qtbot, models, spots_image):
+    """The quality label: "qc: ok" or the reasons for a normal image; a mostly-zero field (96% of the pixels at
+    0) shows mostly_zero with its advice, in the label and in the mask layer's metadata."""
+    from synseg.napari import _widget
+    from synseg.segment import qc
+
+    image, px = spots_image
+    empty = np.clip(image.astype(np.float64) - np.percentile(image, 96), 0, None).astype(image.dtype)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="fine", scale=(px, px))
+    widget = _widget.SynSegWidget(viewer)
+    widget.model.value = models["vesicle"]
+    widget.segment_button.native.click()
+    _wait(qtbot, widget)
+    assert widget.quality.value.startswith("qc: ") and "mostly_zero" not in widget.quality.value
+    viewer.add_image(empty, name="empty", scale=(px, px))
+    widget.image.value = viewer.layers["empty"]
+    widget.segment_button.native.click()
+    _wait(qtbot, widget)
+    assert "mostly_zero" in widget.quality.value.split("(")[0] and qc.ADVICE["mostly_zero"] in widget.quality.value
+    assert "mostly_zero" in viewer.layers["empty mask"].metadata["qc"]["qc"].split("+")
+    assert float(viewer.layers["empty mask"].metadata["qc"]["qc_zero"]) > 0.9
 
 
 @needs_napari

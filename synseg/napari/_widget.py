@@ -7,6 +7,10 @@ of image, task, model or pixel size needs Segment again. Layers written (named a
 "<image> probability" (Image), "<image> mask" (Labels, one label per vesicle as objects.csv numbers them
 per plane), "<image> spots" (Points, features = the objects.csv columns), "<image> tracks" (Tracks), all
 with the input layer's scale and translate, so they sit on the image in 2D, in T/Z stacks and in um.
+
+The quality check (synseg/segment/qc.py, the command line's qc column) is shown under the knobs: "qc: ok"
+with the expected score, or the reasons with what to do; the mask layer's metadata["qc"] holds the qc
+columns (qc, expected_score and the figures) as summary.csv would.
 """
 from __future__ import annotations
 
@@ -64,6 +68,13 @@ def tracks_of(rows: list[dict]) -> np.ndarray:
                     np.float64).reshape(-1, 4)
 
 
+def qc_text(row: dict) -> str:
+    """The quality label's text from a result's qc columns (qc.verdict: the command line's log line)."""
+    from synseg.segment import qc
+
+    return qc.verdict(row) if row else ""
+
+
 class SynSegWidget(widgets.Container):
     """Segment the chosen image layer with a SynSeg model; results as layers, knobs re-decide live."""
 
@@ -106,10 +117,16 @@ class SynSegWidget(widgets.Container):
         self.progress = widgets.ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = widgets.Label(label="status", value="choose an image and press Segment")
         self.status.native.setWordWrap(True)  # a long decision line wraps instead of widening the dock
+        self.quality = widgets.Label(label="quality", value="",
+                                     tooltip="the per-image quality check (the qc column of summary.csv): ok, or "
+                                             "why the mask may not be trusted and what to do; the expected score "
+                                             "is spot F1 (vesicles) or skeleton F1 (filaments), n/a without a "
+                                             "calibration for this model")
+        self.quality.native.setWordWrap(True)
         self.native.setMaximumWidth(480)
         self.extend([self.image, self.task, self.model, self.pixel_size, self.segment_button, self.cancel_button,
                      self.progress, self.threshold, self.contrast_cut, self.min_snr, self.spot_core, self.track,
-                     self.search_range, self.track_memory, self.status])
+                     self.search_range, self.track_memory, self.status, self.quality])
 
         self.image.changed.connect(self._image_changed)
         self.task.changed.connect(self._task_changed)
@@ -289,6 +306,7 @@ class SynSegWidget(widgets.Container):
         extra = f", {len({r['track_id'] for r in result.tracks})} track(s)" if result.tracks else ""
         self.status.value = f"{what}{extra} at threshold {result.threshold:g}" + (
             f"; {result.notes[0]}" if len(result.notes) == 1 else "")
+        self.quality.value = qc_text(result.qc)
         if self._pending:
             self._decide()
 
@@ -326,6 +344,7 @@ class SynSegWidget(widgets.Container):
                       face_color="transparent", border_color="yellow", border_width=0.1, symbol="disc")
         else:
             self._put(f"{base} mask", "labels", result.mask.astype(np.int32), layer, opacity=0.5)
+        self.viewer.layers[f"{base} mask"].metadata["qc"] = dict(result.qc)
         name = f"{base} tracks"
         if result.tracks:
             self._put(name, "tracks", tracks_of(result.tracks), layer, tail_length=10)

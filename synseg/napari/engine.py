@@ -17,10 +17,15 @@ What is kept between calls: the probability maps (until the image, model or pixe
 split mask of each threshold (the watershed split depends on the threshold only), so a change of a
 decision knob (contrast cut, --min-snr, --spot-core) re-runs the decision step and the measures alone.
 Tracks come from batch.track_objects, the code behind --track.
+
+The quality check (synseg/segment/qc.py) runs on every decision with the command line's code: the same
+planes (qc.planes_to_measure), qc.plane_figures on the split mask before and the mask after the decision
+step, qc.summary with the segmenter's calibration (the expected score only for the weights it was made for).
+The image's own figures need no model and are kept per plane. Result.qc holds summary.csv's qc columns.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +74,7 @@ class Result:
     tracks: list[dict]  # tracks.csv rows (batch.TRACK_FIELDS) when tracking was asked for, else []
     notes: list[str]  # one line per plane: the decision step's log line (spots.describe_cut)
     threshold: float
+    qc: dict = field(default_factory=dict)  # summary.csv's qc columns (qc, expected_score, figures: qc.summary)
 
 
 _SEGMENTERS: dict = {}  # (model path, mtime, task, backend) -> (model, info); loading is the slow part
@@ -129,6 +135,7 @@ class Run:
         self.factor, self.scale_note = self.segmenter.scale_for(self.planes.shape[1:], self.pixel_size_um)
         self.probs: list[np.ndarray | None] | None = None
         self._split: dict = {}  # (threshold, split) -> list of split masks per plane
+        self._qc_image: dict = {}  # plane index -> qc.image_figures (they need neither the network nor a knob)
 
     def predict(self):
         """The network on every plane; yields (planes done, planes in all) after each, so it can be stopped."""
@@ -172,7 +179,7 @@ class Run:
 
     def decide(self, decision: Decision, source: str = "") -> Result:
         """Threshold, split, decision step, measures (and tracks): predict.Segmenter.segment after the network."""
-        from synseg.segment import postprocess, spots
+        from synseg.segment import postprocess, qc, spots
 
         if self.probs is None:
             raise RuntimeError("run the network first (predict)")
@@ -183,8 +190,11 @@ class Run:
         labels = np.zeros(shape, np.int32)
         measure = self.task.measure(Path(source))
         notes = []
+        checked, figures = set(qc.planes_to_measure(len(self.planes))), []
         for k, (plane, prob, base) in enumerate(zip(self.planes, self.probs, split)):
             if base is None:
+                if k in checked:
+                    figures.append(qc.constant_plane())
                 continue
             mask = base.copy()
             if d.contrast_cut or d.min_snr > 0 or d.spot_core > 0:
@@ -192,11 +202,19 @@ class Run:
                                                core=d.spot_core)
                 notes.append(f"{'plane ' + str(k) + ': ' if len(shape) and shape[0] > 1 else ''}"
                              f"{spots.describe_cut(cut)}")
+            if k in checked:
+                if k not in self._qc_image:
+                    self._qc_image[k] = qc.image_figures(plane, self.factor, self.segmenter.norm)
+                figures.append(qc.plane_figures(plane, prob, base, mask, self.factor, self.segmenter.norm,
+                                                self.task.name, image=self._qc_image[k]))
             masks[k] = mask
             measure.add(k, mask, plane, prob if measure.uses_prob else None)
             if self.task.object_table:
                 labels[k] = postprocess.label8(mask)[0]
-        measure.summary(self.pixel_size_um)
+        row = {"shape": "x".join(map(str, self.shape)), "scale": f"{self.factor:.4g}",
+               "foreground_fraction": f"{float(np.count_nonzero(masks)) / max(masks.size, 1):.6f}",
+               **measure.summary(self.pixel_size_um)}
+        quality = qc.summary(figures, self.task.name, self.segmenter.calibration, row)
         objects = measure.objects
         tracks = self._tracks(objects, d) if d.track else []
         prob_stack = np.zeros(shape, np.float32)
@@ -205,7 +223,7 @@ class Run:
                 prob_stack[k] = prob
         return Result(probability=prob_stack.reshape(self.shape), mask=masks.reshape(self.shape),
                       labels=labels.reshape(self.shape), objects=objects, tracks=tracks, notes=notes,
-                      threshold=d.threshold)
+                      threshold=d.threshold, qc=quality)
 
     def _tracks(self, objects: list[dict], d: Decision) -> list[dict]:
         """tracks.csv rows of a T, Y, X stack (batch.track_objects, the code behind --track)."""

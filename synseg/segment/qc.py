@@ -247,12 +247,19 @@ def model_figures(image: dict, prob: np.ndarray, candidates: np.ndarray, mask: n
     return out
 
 
-def plane_figures(plane, prob, candidates, mask, factor: float, norm: dict, task: str) -> dict:
-    """Every figure of one plane (image_figures and model_figures)."""
-    image = image_figures(plane, factor, norm)
+def plane_figures(plane, prob, candidates, mask, factor: float, norm: dict, task: str,
+                  image: dict | None = None) -> dict:
+    """Every figure of one plane (image_figures and model_figures). `image`: image_figures of the plane when
+    already measured (the napari engine keeps them while the decision knobs move; they need no model)."""
+    image = image_figures(plane, factor, norm) if image is None else image
     out = {**image, **model_figures(image, prob, candidates, mask, factor, task)}
-    out.pop("_salient")
+    out.pop("_salient", None)
     return out
+
+
+def constant_plane() -> dict:
+    """The figures of a constant plane (nothing to normalise, no network): all saturated, all zero."""
+    return {"qc_saturated": 1.0, "qc_zero": 1.0}
 
 
 def planes_to_measure(count: int) -> list[int]:
@@ -291,6 +298,15 @@ def check(figures: dict, task: str) -> list[str]:
 def describe(reasons: list[str]) -> str:
     """The qc log line's text: each reason with what to do."""
     return "; ".join(f"{r}: {ADVICE[r]}" for r in reasons)
+
+
+def verdict(row: dict) -> str:
+    """One line from a file's qc columns (summary): "qc: ok (expected score 0.812)", or for a flagged image
+    "qc: REASONS (expected score ...): " and each reason with what to do (the command line's log line)."""
+    score = row.get("expected_score") or "n/a"
+    if row.get("qc", "ok") == "ok":
+        return f"qc: ok (expected score {score})"
+    return f"qc: {row['qc']} (expected score {score}): {describe(row['qc'].split('+'))}"
 
 
 # --------------------------------------------------------------------------- expected score
