@@ -121,3 +121,48 @@ def test_batch_writes_qc_columns_logs_flags_and_counts_them(tmp_path, models, ca
     assert run_inprocess(SynSeg_Vesicle, "-i", src / "a_normal.tif", "-o", tmp_path / "out2", "-m", models["vesicle"],
                          "--qc-calibration", right) == 0
     assert read_rows(tmp_path / "out2" / "summary.csv")[0]["expected_score"] == "0.420"
+
+
+def _jpeg_comb_reference(plane) -> float:
+    """jpeg_comb as first written: the full 8x8 DCT of every block, each frequency and step in a loop."""
+    h, w = plane.shape[0] // 8 * 8, plane.shape[1] // 8 * 8
+    blocks = np.asarray(plane[:h, :w], np.float64).reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3).reshape(
+        -1, 8, 8)
+    c = qc._dct_matrix()
+    coef, best = c @ blocks @ c.T, 1.0
+    for u, v in qc.JPEG_FREQUENCIES:
+        values = np.rint(coef[:, u, v]).astype(np.int64)
+        values = values[values != 0]
+        for q in range(2, 17):
+            share = float(np.mean(values % q == 0))
+            best = max(best, q * (share - 2.0 * np.sqrt(share * (1.0 - share) / len(values))))
+    return best
+
+
+def test_the_cheap_figures_equal_the_plain_computations():
+    """The check's shortcuts (issue 31: at most 10% of a batch's time) give the plain computations' numbers:
+    percentiles from a partial sort or a histogram, the JPEG comb from the few DCT terms it reads, and the
+    figures from a noise model fitted once for network and check."""
+    from synseg import normalization
+    from synseg.segment import tiling
+
+    rng = np.random.default_rng(4)
+    for shape in ((8, 8), (37, 91), (256, 256)):
+        z = (rng.standard_normal(shape) * rng.uniform(0.1, 50)).astype(np.float32)
+        assert qc.percentile_999(z) == pytest.approx(float(np.percentile(z, 99.9)), rel=1e-6, abs=1e-12)
+    image = spots_image(seed=5)
+    grey = np.clip(image / np.percentile(image, 99.5) * 255, 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, 70])
+    for plane in (image, grey, cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)):
+        assert qc.jpeg_comb(plane) == pytest.approx(_jpeg_comb_reference(plane), abs=1e-9)
+    for factor in (1.0, 0.5):
+        model = qc.noise_model_at_scale(image, factor, LOCAL)
+        plain, shared = qc.image_figures(image, factor, LOCAL), qc.image_figures(image, factor, LOCAL, model)
+        tail = np.percentile(image, [0.1, 50, 99.9])
+        assert plain["qc_tail"] == pytest.approx((tail[2] - tail[1]) / (tail[1] - tail[0]), rel=1e-9)
+        for key in qc.FIGURES:
+            if key in plain:
+                assert shared[key] == pytest.approx(plain[key], rel=1e-9, nan_ok=True), key
+        x = tiling.resize_plane(image.astype(np.float32), (64, 64)) if factor != 1.0 else image
+        assert model == normalization.noise_model(x, LOCAL)  # what the network's normalisation fits
+    assert qc.noise_model_at_scale(image, 1.0, {"mode": "percentile"}) is None

@@ -136,13 +136,15 @@ class Run:
         self.probs: list[np.ndarray | None] | None = None
         self._split: dict = {}  # (threshold, split) -> list of split masks per plane
         self._qc_image: dict = {}  # plane index -> qc.image_figures (they need neither the network nor a knob)
+        self._qc_models: dict = {}  # plane index -> its noise model (Segmenter.qc_models)
 
     def predict(self):
         """The network on every plane; yields (planes done, planes in all) after each, so it can be stopped."""
         live = [k for k, plane in enumerate(self.planes) if plane.min() != plane.max()]
         probs: list[np.ndarray | None] = [None] * len(self.planes)
         yield 0, len(self.planes)
-        maps = self.segmenter.probabilities(self.planes, live, self.factor, progress=False)
+        self._qc_models = self.segmenter.qc_models(self.planes, live, self.factor)  # fitted once: network and qc
+        maps = self.segmenter.probabilities(self.planes, live, self.factor, progress=False, stats=self._qc_models)
         for n, k in enumerate(live, start=1):
             prob = next(maps)
             if not np.isfinite(prob.max()):
@@ -204,7 +206,8 @@ class Run:
                              f"{spots.describe_cut(cut)}")
             if k in checked:
                 if k not in self._qc_image:
-                    self._qc_image[k] = qc.image_figures(plane, self.factor, self.segmenter.norm)
+                    self._qc_image[k] = qc.image_figures(plane, self.factor, self.segmenter.norm,
+                                                         self._qc_models.get(k))
                 figures.append(qc.plane_figures(plane, prob, base, mask, self.factor, self.segmenter.norm,
                                                 self.task.name, image=self._qc_image[k]))
             masks[k] = mask

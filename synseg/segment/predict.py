@@ -314,32 +314,44 @@ class Segmenter:
                              f"--resize_size, the right --pixel-size in um, or --no-rescale")
         return f, note
 
-    def probability(self, plane: np.ndarray, factor: float, progress: bool) -> np.ndarray:
+    def probability(self, plane: np.ndarray, factor: float, progress: bool, stats: dict | None = None) -> np.ndarray:
         """Probability map of one raw 2D plane on its own grid (tiling.plane_probability with this run's settings)."""
         return tiling.plane_probability(self.net, plane, factor, self.norm, tile_size=self.tile_size,
                                         overlap=self.overlap, batch_size=self.batch_size, device=self.device,
-                                        amp_dtype=self.amp, tta=self.options.tta, progress=progress)
+                                        amp_dtype=self.amp, tta=self.options.tta, progress=progress, stats=stats)
 
-    def probabilities(self, planes: np.ndarray, live: list[int], factor: float, progress: bool):
+    def qc_models(self, planes: np.ndarray, live: list[int], factor: float) -> dict:
+        """{plane index: noise model} of the live planes the quality check measures, where the network's
+        normalisation uses the very same model (qc.noise_model_at_scale): fitted once, handed to both."""
+        out = {}
+        for k in qc.planes_to_measure(len(planes)):
+            if k in live and (model := qc.noise_model_at_scale(planes[k], factor, self.norm)) is not None:
+                out[k] = model
+        return out
+
+    def probabilities(self, planes: np.ndarray, live: list[int], factor: float, progress: bool,
+                      stats: dict | None = None):
         """Yield the probability map of each plane listed in `live`, in order.
 
         Planes that fit one tile go through the network several at a time (tiling.stack_probability; a
         60-frame 256 px movie is 4 forward passes with 1024 px tiles), each normalised on its own; larger
-        planes one at a time, tiled.
+        planes one at a time, tiled. `stats`: {plane index: normalisation statistics} already known (qc_models).
         """
+        stats = stats or {}
         per_pass = tiling.planes_per_pass(planes.shape[1:], factor, self.tile_size, self.batch_size,
                                           self.net.depth) if self.options.stack_planes else 0
         if per_pass <= 1 or len(live) <= 1:
             for k in live:
-                yield self.probability(planes[k], factor, progress)
+                yield self.probability(planes[k], factor, progress, stats.get(k))
             return
         for i in range(0, len(live), per_pass):
             group = live[i:i + per_pass]
             if len(group) == 1:
-                yield self.probability(planes[group[0]], factor, progress)
+                yield self.probability(planes[group[0]], factor, progress, stats.get(group[0]))
                 continue
             yield from tiling.stack_probability(self.net, [planes[k] for k in group], factor, self.norm,
-                                                device=self.device, amp_dtype=self.amp, tta=self.options.tta)
+                                                device=self.device, amp_dtype=self.amp, tta=self.options.tta,
+                                                stats=[stats.get(k) for k in group])
 
     def segment(self, src: Path, dst: Path, before_mask=None) -> tuple[dict, list[dict]]:
         """Segment one file, write its outputs; returns (summary row, object rows).
@@ -364,7 +376,8 @@ class Segmenter:
         thresholds = []
         big = planes.shape[1] * planes.shape[2] > 4 * self.tile_size ** 2
         live = [k for k, plane in enumerate(planes) if plane.min() != plane.max()]
-        maps = self.probabilities(planes, live, factor, progress=big)
+        known = self.qc_models(planes, live, factor)  # the measured planes' noise model: network and check
+        maps = self.probabilities(planes, live, factor, progress=big, stats=known)
         for k, plane in enumerate(planes):
             if plane.min() == plane.max():  # constant plane: nothing to find, and nothing to normalise
                 if len(planes) == 1:
@@ -395,7 +408,8 @@ class Segmenter:
                 log(f"{src}: {'plane ' + str(k) + ': ' if len(planes) > 1 else ''}{spots.describe_cut(cut)}")
             if k in checked:
                 t0 = time.perf_counter()
-                figures.append(qc.plane_figures(plane, prob, candidates, mask, factor, self.norm, self.task.name))
+                figures.append(qc.plane_figures(plane, prob, candidates, mask, factor, self.norm, self.task.name,
+                                                model=known.get(k)))
                 self.qc_seconds += time.perf_counter() - t0
             del candidates
             if not measure.uses_prob:

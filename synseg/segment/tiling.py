@@ -348,18 +348,19 @@ def planes_per_pass(shape: tuple[int, int], factor: float, tile_size: int, batch
 
 
 def stack_probability(net, planes, factor: float, normalization: dict, *, device, amp_dtype=None,
-                      tta: bool = False) -> list[np.ndarray]:
+                      tta: bool = False, stats: list | None = None) -> list[np.ndarray]:
     """Probability maps (float32, each on its plane's grid) of raw 2D planes of one shape, in one forward pass.
 
     For planes that fit one tile (planes_per_pass > 0): each is resized, normalised with its own statistics and
     padded exactly as plane_probability does it, so the maps equal plane_probability's up to float rounding
-    (a batch may sum the convolutions in another order; tests/test_predict.py).
+    (a batch may sum the convolutions in another order; tests/test_predict.py). `stats`: per plane, its
+    normalization_stats when already known (None entries are computed here).
     """
     from synseg.normalization import apply_normalization, normalization_stats
 
     align = 2 ** net.depth
     tiles, shape = [], None
-    for plane in planes:
+    for i, plane in enumerate(planes):
         h, w = plane.shape
         x = plane
         if factor != 1.0:
@@ -367,8 +368,9 @@ def stack_probability(net, planes, factor: float, normalization: dict, *, device
         hh, ww = x.shape
         ph, pw = (-hh) % align, (-ww) % align
         mode = "reflect" if (ph < hh and pw < ww) else "edge"
-        stats = normalization_stats(x, normalization)
-        tiles.append(apply_normalization(read_tile(x, 0, 0, hh + ph, ww + pw, mode), normalization, stats))
+        known = stats[i] if stats is not None else None
+        known = normalization_stats(x, normalization) if known is None else known
+        tiles.append(apply_normalization(read_tile(x, 0, 0, hh + ph, ww + pw, mode), normalization, known))
         shape = (h, w, hh, ww)
     h, w, hh, ww = shape
     prob = forward_tiles(net, np.stack(tiles), device, amp_dtype, tta)[:, :hh, :ww]  # (N, hh, ww)
@@ -382,12 +384,13 @@ def stack_probability(net, planes, factor: float, normalization: dict, *, device
 
 def plane_probability(net, plane: np.ndarray, factor: float, normalization: dict, *, tile_size: int, overlap: int,
                       batch_size: int, device, amp_dtype=None, tta: bool = False,
-                      progress: bool = False) -> np.ndarray:
+                      progress: bool = False, stats: dict | None = None) -> np.ndarray:
     """Probability map of one raw 2D plane on its own grid (float16 above HALF_PROB_PIXELS, else float32).
 
     The plane is resized by `factor` for prediction (resize_plane) and the map resized back. Tiles are
     normalised one at a time with the whole plane's statistics (normalization.normalization_stats), so an
-    unscaled plane is never copied to float32 in full.
+    unscaled plane is never copied to float32 in full. `stats`: those statistics when already known (the
+    quality check's noise model of a measured plane, qc.noise_model_at_scale; computed here when None).
     """
     from synseg.normalization import apply_normalization, normalization_stats
 
@@ -395,7 +398,7 @@ def plane_probability(net, plane: np.ndarray, factor: float, normalization: dict
     x = plane
     if factor != 1.0:
         x = resize_plane(plane.astype(np.float32), (max(1, round(h * factor)), max(1, round(w * factor))))
-    stats = normalization_stats(x, normalization)
+    stats = normalization_stats(x, normalization) if stats is None else stats
     half = h * w > HALF_PROB_PIXELS
     prob = predict_probability(net, x, tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device,
                                amp_dtype=amp_dtype, tta=tta, progress=progress,
