@@ -73,10 +73,17 @@ def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float 
     from synseg.segment import spots
 
     mask = np.asarray(mask, bool)
+    whole = None  # a plane of one window (spots.label_windows) is labelled once, for the estimate and the split
+    if len(spots._bands(mask.shape)) == 1:
+        labels, n = label8(mask)
+        whole = labels, n, np.bincount(labels.ravel(), minlength=n + 1)
     if min_distance is None:
-        areas = [np.bincount(labels.ravel(), minlength=last + 1)[first:last + 1]
-                 for _, labels, first, last in spots.label_windows(mask)]
-        areas = np.concatenate(areas) if areas else np.zeros(0)
+        if whole is not None:
+            areas = whole[2][1:]
+        else:
+            areas = [np.bincount(labels.ravel(), minlength=last + 1)[first:last + 1]
+                     for _, labels, first, last in spots.label_windows(mask)]
+            areas = np.concatenate(areas) if areas else np.zeros(0)
         if areas.size == 0:
             return mask.copy()
         min_distance = max(2.0, math.sqrt(float(np.median(areas)) / math.pi))
@@ -85,6 +92,9 @@ def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float 
     pad = int(math.ceil(3 * sigma))
     min_area = math.pi * md ** 2  # a component smaller than one typical vesicle is left whole
     out = mask if in_place else mask.copy()
+    if whole is not None:
+        _split_window(out, whole[0], 1, whole[1], intensity, md, sigma, pad, min_area, whole[2])
+        return out
     source = PackedMask(mask) if in_place else mask  # objects are found in the mask as it came in
     for y0, labels, first, last in spots.label_windows(source, margin=pad):
         _split_window(out[y0:y0 + len(labels)], labels, first, last, intensity[y0:y0 + len(labels)],
@@ -106,32 +116,123 @@ class PackedMask:
 
 
 def _split_window(out: np.ndarray, labels: np.ndarray, first: int, last: int, intensity: np.ndarray,
-                  md: int, sigma: float, pad: int, min_area: float) -> None:
-    """split_touching for the components first..last of one window, written into `out` (the window's rows)."""
+                  md: int, sigma: float, pad: int, min_area: float, areas: np.ndarray | None = None) -> None:
+    """split_touching for the components first..last of one window, written into `out` (the window's rows).
+
+    A component is split only where skimage's peak_local_max finds two or more seeds in it. Which components
+    those are is decided for all of them at once (_needs_split: their smoothed crops side by side in a few
+    strips, one filter call each), and only those go through the per-component steps below, so a plane of
+    thousands of single vesicles costs a few array passes instead of thousands of peak_local_max calls.
+    """
+    from scipy import ndimage
+
+    if areas is None:
+        areas = np.bincount(labels.ravel(), minlength=last + 1)
+    h, w = labels.shape
+    boxes = []
+    for idx, sl in enumerate(ndimage.find_objects(labels, max_label=last)[first - 1:], start=first):
+        if sl is None or areas[idx] < min_area:
+            continue
+        boxes.append((idx, max(sl[0].start - pad, 0), max(sl[1].start - pad, 0), min(sl[0].stop + pad, h),
+                      min(sl[1].stop + pad, w)))
+    if not boxes:
+        return
+    boxes = np.array(boxes, np.int64)
+    for idx, y0, x0, y1, x1 in boxes[_needs_split(labels, intensity, boxes, md, sigma)]:
+        _split_component(out, labels, intensity, idx, y0, x0, y1, x1, md, sigma)
+
+
+def _split_component(out, labels, intensity, idx, y0, x0, y1, x1, md, sigma) -> None:
+    """The seeded watershed of one component in its crop [y0:y1, x0:x1], written into `out`."""
     from scipy import ndimage
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
     from synseg.metrics import separate_touching
 
-    areas = np.bincount(labels.ravel(), minlength=last + 1)
-    h, w = labels.shape
-    for idx, sl in enumerate(ndimage.find_objects(labels, max_label=last)[first - 1:], start=first):
-        if sl is None or areas[idx] < min_area:
-            continue
-        y0, x0 = max(sl[0].start - pad, 0), max(sl[1].start - pad, 0)
-        y1, x1 = min(sl[0].stop + pad, h), min(sl[1].stop + pad, w)
-        region = labels[y0:y1, x0:x1] == idx
-        smooth = ndimage.gaussian_filter(intensity[y0:y1, x0:x1].astype(np.float32), sigma)
-        peaks = peak_local_max(smooth, min_distance=md, labels=region.astype(np.int32), exclude_border=False)
-        if len(peaks) < 2:
-            continue
-        markers = np.zeros(region.shape, np.int32)
-        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-        parts = watershed(-smooth, markers, mask=region)
-        keep = separate_touching(parts) > 0
-        sub = out[y0:y1, x0:x1]
-        sub[region] = keep[region]
+    region = labels[y0:y1, x0:x1] == idx
+    smooth = ndimage.gaussian_filter(intensity[y0:y1, x0:x1].astype(np.float32), sigma)
+    peaks = peak_local_max(smooth, min_distance=md, labels=region.astype(np.int32), exclude_border=False)
+    if len(peaks) < 2:
+        return
+    markers = np.zeros(region.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    parts = watershed(-smooth, markers, mask=region)
+    keep = separate_touching(parts) > 0
+    sub = out[y0:y1, x0:x1]
+    sub[region] = keep[region]
+
+
+def _reflect(i: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Index into a line of length n of position i under scipy.ndimage's 'reflect' extension (d c b a | a b c d)."""
+    m = np.mod(i, 2 * n)
+    return np.where(m >= n, 2 * n - 1 - m, m)
+
+
+def _needs_split(labels: np.ndarray, intensity: np.ndarray, boxes: np.ndarray, md: int, sigma: float) -> np.ndarray:
+    """Bool per row (idx, y0, x0, y1, x1) of `boxes`: may peak_local_max find two or more seeds in that component?
+
+    False only where _split_component certainly finds fewer than two, so skipping those changes nothing. Each crop
+    is smoothed exactly as _split_component smooths it (reflected at the crop's own edges: the crop is laid into a
+    strip with `reach` reflected pixels around it, where `reach` is the Gaussian's radius, and a pixel of the crop
+    sees the same values in the same order as in the crop alone). Then, as peak_local_max does: seed candidates are
+    the component's pixels equal to the maximum of the component within (2 md + 1)^2 and above the crop's minimum;
+    seeds are taken greedily, brightest first, each at least md (Chebyshev) from the seeds before, so there are two
+    or more exactly when some candidate lies md or more from the first. A component where every pixel is such a
+    maximum (peak_local_max's 'trivial image' rule) is reported True and left to _split_component.
+    """
+    from scipy import ndimage
+
+    reach = int(4.0 * sigma + 0.5)  # gaussian_filter's radius at its default truncate=4
+    idx, y0, x0, y1, x1 = boxes.T
+    hc, wc = y1 - y0, x1 - x0
+    hp, wp = hc + 2 * reach, wc + 2 * reach
+    need = np.zeros(len(boxes), bool)
+    bg = np.finfo(np.float32).min
+    order = np.argsort(hp, kind="stable")
+    # strips of crops of similar height (at most 25% + 8 rows of padding below each), side by side
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and hp[order[stop]] <= 1.25 * hp[order[start]] + 8 and \
+                wp[order[start:stop + 1]].sum() * hp[order[stop]] <= 2 ** 22:
+            stop += 1
+        group = order[start:stop]
+        start = stop
+        height = int(hp[group].max())
+        widths = wp[group]
+        col0 = np.concatenate([[0], np.cumsum(widths)[:-1]])
+        crop = np.repeat(np.arange(len(group)), widths)  # strip column -> crop (within the group)
+        local_c = np.arange(int(widths.sum())) - col0[crop] - reach  # column within the crop, -reach..wc+reach-1
+        local_r = np.arange(height)[:, None] - reach  # (height, 1)
+        g = group[crop]
+        cols = x0[g] + _reflect(local_c, wc[g])
+        rows = y0[g][None, :] + _reflect(local_r, hc[g][None, :])
+        strip = intensity[rows, cols[None, :]].astype(np.float32)
+        smooth = ndimage.gaussian_filter(strip, sigma)
+        inside = (local_r >= 0) & (local_r < hc[g][None, :]) & (local_c >= 0)[None, :] & (local_c < wc[g])[None, :]
+        region = inside & (labels[rows, cols[None, :]] == idx[g][None, :])
+        # the crop's minimum (peak_local_max's threshold): per column, then per crop
+        low = np.minimum.reduceat(np.where(inside, smooth, np.inf).min(axis=0), col0)
+        values = np.where(region, smooth, bg)
+        peak = region & (values == ndimage.maximum_filter(values, size=2 * md + 1, mode="constant", cval=bg))
+        count = np.add.reduceat(peak.sum(axis=0), col0)
+        trivial = count == np.add.reduceat(region.sum(axis=0), col0)
+        peak &= smooth > low[crop][None, :]
+        r, c = np.nonzero(peak)
+        k = crop[c]
+        lr, lc = local_r[r, 0], local_c[c]
+        # brightest first, ties in raster order of the crop (peak_local_max's stable sort)
+        first = np.lexsort((lr * wc[group[k]] + lc, -smooth[r, c], k))
+        k, lr, lc = k[first], lr[first], lc[first]
+        lead = np.ones(len(k), bool)
+        lead[1:] = k[1:] != k[:-1]
+        top = np.flatnonzero(lead)[np.cumsum(lead) - 1]
+        far = np.maximum(np.abs(lr - lr[top]), np.abs(lc - lc[top])) >= md
+        split = np.zeros(len(group), bool)
+        split[k[far]] = True
+        need[group] = split | trivial
+    return need
 
 
 def object_table(labels: np.ndarray, intensity: np.ndarray, band: int | None = None, row0: int = 0) -> list[dict]:
@@ -144,17 +245,17 @@ def object_table(labels: np.ndarray, intensity: np.ndarray, band: int | None = N
     n = int(labels.max())
     if n == 0:
         return []
+    from synseg.segment import spots
+
+    intensity = np.asarray(intensity)
     band = band or max(1, min(1024, 2 ** 21 // labels.shape[1]))
     area, sum_y, sum_x, sum_i = (np.zeros(n + 1) for _ in range(4))
-    cols = np.arange(labels.shape[1], dtype=np.float64)
-    for y0 in range(0, labels.shape[0], band):
-        lab = labels[y0:y0 + band]
-        flat = lab.ravel()
-        rows = np.repeat(np.arange(row0 + y0, row0 + y0 + lab.shape[0], dtype=np.float64), lab.shape[1])
-        area += np.bincount(flat, minlength=n + 1)
-        sum_y += np.bincount(flat, weights=rows, minlength=n + 1)
-        sum_x += np.bincount(flat, weights=np.tile(cols, lab.shape[0]), minlength=n + 1)
-        sum_i += np.bincount(flat, weights=intensity[y0:y0 + band].ravel().astype(np.float64), minlength=n + 1)
+    # the objects' pixels only, band by band in raster order: the sums of a whole-band bincount, to the bit
+    for rr, cc, lb in spots._object_pixels(labels, band):
+        area += np.bincount(lb, minlength=n + 1)
+        sum_y += np.bincount(lb, weights=(rr + row0).astype(np.float64), minlength=n + 1)
+        sum_x += np.bincount(lb, weights=cc.astype(np.float64), minlength=n + 1)
+        sum_i += np.bincount(lb, weights=intensity[rr, cc].astype(np.float64), minlength=n + 1)
     return [{"label": i, "centroid_y": sum_y[i] / area[i], "centroid_x": sum_x[i] / area[i],
              "area_px": int(area[i]), "mean_intensity": sum_i[i] / area[i]} for i in range(1, n + 1) if area[i]]
 

@@ -77,6 +77,21 @@ def label_windows(mask: np.ndarray, margin: int = 0, rows: int | None = None):
 
 
 
+def _object_pixels(labels: np.ndarray, band: int):
+    """Yield (rows, cols, labels) of the labelled pixels of each band of `band` rows, in raster order."""
+    for y0 in range(0, labels.shape[0], band):
+        rr, cc = np.nonzero(labels[y0:y0 + band])
+        yield rr + y0, cc, labels[y0:y0 + band][rr, cc]
+
+
+def _grown(mask: np.ndarray) -> np.ndarray:
+    """`mask` grown by 2 px (4-connected steps: scipy's binary_dilation(mask, iterations=2)), by OpenCV."""
+    import cv2
+
+    diamond = np.array([[0, 0, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0], [0, 0, 1, 0, 0]], np.uint8)
+    return cv2.dilate(mask.view(np.uint8), diamond, borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
+
+
 def _ring_offsets(inner: float, outer: float) -> np.ndarray:
     """(M, 2) integer (dy, dx) offsets with inner <= distance <= outer."""
     r = int(math.ceil(outer))
@@ -109,25 +124,28 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
         return []
     h, w = img.shape
     band = band or max(1, min(1024, 2 ** 21 // w))
-    cols = np.arange(w, dtype=np.float64)
+    # The objects' pixels, band by band in raster order: each sum below adds them in the order a sum over the
+    # whole band adds them (the background pixels only ever went to bin 0), so the figures are the same to the bit.
+    pixels = list(_object_pixels(lab, band))
+    prob = None if prob is None else np.asarray(prob)
     area, sum_y, sum_x = (np.zeros(n + 1) for _ in range(3))
     peak = np.full(n + 1, -np.inf)
     pmax = np.full(n + 1, np.nan)
-    for y0 in range(0, h, band):
-        lb = lab[y0:y0 + band].ravel()
-        rows = np.repeat(np.arange(row0 + y0, row0 + y0 + len(lb) // w, dtype=np.float64), w)
+    values = []
+    for rr, cc, lb in pixels:
+        values.append(img[rr, cc].astype(np.float64))
         area += np.bincount(lb, minlength=n + 1)
-        sum_y += np.bincount(lb, weights=rows, minlength=n + 1)
-        sum_x += np.bincount(lb, weights=np.tile(cols, len(lb) // w), minlength=n + 1)
-        np.maximum.at(peak, lb, img[y0:y0 + band].ravel().astype(np.float64))
+        sum_y += np.bincount(lb, weights=(rr + row0).astype(np.float64), minlength=n + 1)
+        sum_x += np.bincount(lb, weights=cc.astype(np.float64), minlength=n + 1)
+        np.maximum.at(peak, lb, values[-1])
         if prob is not None:
             pb = np.full(n + 1, -np.inf)
-            np.maximum.at(pb, lb, np.asarray(prob[y0:y0 + band], np.float64).ravel())
+            np.maximum.at(pb, lb, prob[rr, cc].astype(np.float64))
             pmax = np.fmax(pmax, np.where(np.isfinite(pb), pb, np.nan))
     present = area[1:] > 0
     centre = np.stack([sum_y[1:], sum_x[1:]], axis=1) / np.maximum(area[1:, None], 1)
     # Local background: ring around the geometric centre, other objects (grown by 2 px) left out.
-    busy = ndimage.binary_dilation(lab > 0, iterations=2)
+    busy = _grown(lab > 0)
     offsets = _ring_offsets(*RING)
     background = np.zeros(n + 1, np.float64)
     noise = np.ones(n + 1, np.float64)
@@ -151,14 +169,12 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     del busy
     # Sub-pixel centre and integrated intensity from the background-subtracted signal, band by band.
     total, wy, wx, integrated = (np.zeros(n + 1) for _ in range(4))
-    for y0 in range(0, h, band):
-        lb = lab[y0:y0 + band].ravel()
-        rows = np.repeat(np.arange(row0 + y0, row0 + y0 + len(lb) // w, dtype=np.float64), w)
-        diff = img[y0:y0 + band].ravel().astype(np.float64) - background[lb]
-        sig = np.where(lb > 0, np.maximum(diff, 0.0), 0.0)
+    for (rr, cc, lb), vals in zip(pixels, values):
+        diff = vals - background[lb]
+        sig = np.maximum(diff, 0.0)
         total += np.bincount(lb, weights=sig, minlength=n + 1)
-        wy += np.bincount(lb, weights=sig * rows, minlength=n + 1)
-        wx += np.bincount(lb, weights=sig * np.tile(cols, len(lb) // w), minlength=n + 1)
+        wy += np.bincount(lb, weights=sig * (rr + row0).astype(np.float64), minlength=n + 1)
+        wx += np.bincount(lb, weights=sig * cc.astype(np.float64), minlength=n + 1)
         integrated += np.bincount(lb, weights=diff, minlength=n + 1)
     out = []
     for i in np.flatnonzero(present) + 1:
@@ -344,12 +360,29 @@ def core_pixels(labels: np.ndarray, image: np.ndarray, rows: list[dict], first: 
     contrast = np.array([r["contrast"] for r in rows], np.float64)
     background = np.array([r["background"] for r in rows], np.float64)
     level[mine] = np.where(contrast > 0, background + core * contrast, -np.inf)
-    values = np.asarray(image, np.float64)
-    candidate = (labels > 0) & (values >= level[labels])
+    rr, cc = np.nonzero(labels)
+    lb = labels[rr, cc]
+    values = np.asarray(image)[rr, cc].astype(np.float64)
+    above = values >= level[lb]
+    candidate = np.zeros(labels.shape, bool)
+    candidate[rr[above], cc[above]] = True
     parts, _ = ndimage.label(candidate, structure=np.ones((3, 3), bool))
-    peaks = ndimage.maximum_position(values, labels, mine)  # the brightest pixel of each object
+    # The part holding each object's brightest pixel. Where an object's brightest value is reached in pixels of two
+    # parts (ties), the part is the one of the pixel scipy's maximum_position names, asked of the whole plane as
+    # before: its choice among ties rests on the order of an unstable sort of every pixel.
+    top = np.full(n + 1, -np.inf)
+    np.maximum.at(top, lb, values)
+    at = values == top[lb]
+    owner, part = lb[at], parts[rr[at], cc[at]]
+    low, high = np.full(n + 1, np.iinfo(np.int64).max), np.full(n + 1, -1)
+    np.minimum.at(low, owner, part)
+    np.maximum.at(high, owner, part)
     wanted = np.zeros(int(parts.max()) + 1, bool)
-    wanted[[parts[p] for p in peaks]] = True
+    if np.any(low[mine] != high[mine]):
+        peaks = ndimage.maximum_position(np.asarray(image, np.float64), labels, mine)
+        wanted[[parts[p] for p in peaks]] = True
+    else:
+        wanted[low[mine]] = True
     wanted[0] = False
     others = np.ones(n + 1, bool)
     others[mine] = False
