@@ -166,3 +166,27 @@ def test_the_cheap_figures_equal_the_plain_computations():
         x = tiling.resize_plane(image.astype(np.float32), (64, 64)) if factor != 1.0 else image
         assert model == normalization.noise_model(x, LOCAL)  # what the network's normalisation fits
     assert qc.noise_model_at_scale(image, 1.0, {"mode": "percentile"}) is None
+
+
+def test_mask_shapes_tell_lines_spots_and_solid_blobs_apart():
+    """qc_elongated (vesicles): pieces of line in the mask, not spots; qc_solid (filaments): solid blobs, not
+    lines; both at the model's scale (factor), and each turns into its reason for its task only."""
+    spots = np.zeros((96, 96), np.uint8)
+    for y in range(8, 96, 16):
+        for x in range(8, 96, 16):
+            cv2.circle(spots, (x, y), 2, 1, -1)
+    lines = np.zeros((96, 96), np.uint8)
+    for y in range(8, 96, 16):
+        cv2.line(lines, (5, y), (60, y + 10), 1, 2)
+    blobs = np.zeros((96, 96), np.uint8)
+    cv2.circle(blobs, (30, 30), 14, 1, -1)
+    cv2.circle(blobs, (70, 66), 11, 1, -1)
+    assert qc.elongated(spots, 1.0) == (0.0, 36)
+    assert qc.elongated(lines, 1.0)[0] == 1.0 and qc.elongated(lines | spots, 1.0)[0] > 0.5
+    assert qc.elongated(spots, 0.5) == (0.0, 36)  # spots of 13 px are 3 model px at half scale: not counted
+    assert qc.solid(lines, 1.0) == 0.0 and qc.solid(spots, 1.0) == 0.0
+    assert qc.solid(blobs, 1.0) > 0.4 and qc.solid(blobs, 0.25) == 0.0  # 4x finer pixels: 3.5-7 model px wide
+    assert qc.elongated(np.zeros((8, 8), bool), 1.0) == (0.0, 0) and qc.solid(np.zeros((8, 8), bool), 1.0) == 0.0
+    figures = {"qc_peak_snr": 20.0, "qc_elongated": 0.3, "qc_solid": 0.3}
+    assert qc.check(figures, "vesicle") == ["wrong_structure"]
+    assert qc.check(figures, "cytoskeleton") == ["too_coarse"]

@@ -304,7 +304,7 @@ SUMMARY_COLUMNS = ("file", "mask", "shape", "axes", "pixel_size_um", "scale", "t
                    "qc", "expected_score")  # qc.py: "ok" or the reasons, and the expected score beside it
 # qc.FIGURES: the figures behind the qc column, the last columns of summary.csv
 QC_FIGURES = ("qc_saturated", "qc_zero", "qc_jpeg", "qc_tail", "qc_peak_snr", "qc_extent", "qc_width",
-              "qc_blobness", "qc_uncertain", "qc_unexplained", "qc_kept")
+              "qc_blobness", "qc_uncertain", "qc_unexplained", "qc_kept", "qc_elongated", "qc_solid")
 # spots.measure_spots: sub-pixel centre of the background-subtracted signal, local background and contrast
 SPOT_FIELDS = ("y", "x", "peak", "background", "contrast", "snr", "integrated_intensity", "peak_probability")
 OBJECT_FIELDS = ["file", "plane", "label", "centroid_y", "centroid_x", "area", "area_unit", "mean_intensity",

@@ -21,6 +21,11 @@ image a model is known to fail on (bench/qc_validation.py); never per image:
     qc_uncertain    share of the pixels above probability 0.3 that stay below 0.7
     qc_unexplained  share of the salient pixels (local contrast >= SALIENT) that the mask, grown by 3 px, misses
     qc_kept         share of the candidate objects the decision step kept (vesicles; 1 for filaments)
+    qc_elongated    vesicles: share of the mask's area in objects of at least 9 model px whose principal axes
+                    differ by more than ELONGATED (moments): pieces of line, not spots (filament images given to the
+                    vesicle model, halos of phase contrast, structure shrunk by a wrong pixel size)
+    qc_solid        filaments: share of the mask's pixels at least SOLID model px inside its edge (distance
+                    transform): solid blobs, not lines (nuclei or broad bright objects given to the filament model)
 
 check(figures, task) turns them into the `qc` column: "ok", or the reasons joined by "+", each a word the
 README explains (saturated, mostly_zero, jpeg, not_fluorescence, no_structure, too_fine, too_coarse,
@@ -46,6 +51,8 @@ FORMAT = "synseg-qc/2"  # /2: count per 10^4 model px (size_free), not per image
 MAX_PLANES = 8  # planes of a stack that are measured (evenly spaced); the figures are their medians
 MAX_SIDE = 2048  # a larger plane is measured on its central MAX_SIDE x MAX_SIDE window (input grid)
 SALIENT = 5.0  # local contrast (noise units) from which a pixel counts as clear structure
+ELONGATED = 3.0  # qc_elongated: principal-axis ratio from which a mask object counts as a piece of line
+SOLID = 3.5  # qc_solid: model px from the mask's edge from which a mask pixel counts as inside a solid blob
 
 FIGURES = postprocess.QC_FIGURES  # summary.csv's last columns (tasks.Task.summary_fields)
 COLUMNS = ("qc", "expected_score", *FIGURES)
@@ -59,11 +66,15 @@ LIMITS = {  # generator figures below: 120 held-out images per task (bench/qc_ca
     "qc_tail": (0.6, None),  # generator images: 1st percentile 0.58-1.0; brightfield 0.26-0.51, phase 0.42-0.6
     "qc_peak_snr": (3.0, None),  # generator images: 1st percentile 2.8-3.1; pure noise 2.2-2.9
 }
+# qc_elongated and qc_solid (issue 31, bench/qc_validation.py --seed 9700): each limit the first 0.01 step with
+# at most one of the 120 held-out generator images (bench/qc_calibrate.py --dump) above it. Vesicle generator
+# qc_elongated: 0.049 at most but one image (0.16); filament generator qc_solid: 0.078 at most; filament
+# images in the vesicle model 0.07-0.34, nuclei in the filament model up to 0.12.
 TASK_LIMITS = {
     "vesicle": {"qc_extent": (None, 3.2), "qc_width": (0.4, None), "qc_blobness": (0.3, None),
-                "qc_uncertain": (None, 0.45), "qc_unexplained": (None, 0.95)},
+                "qc_uncertain": (None, 0.45), "qc_unexplained": (None, 0.95), "qc_elongated": (None, 0.05)},
     "cytoskeleton": {"qc_extent": (None, 3.2), "qc_width": (0.9, None), "qc_blobness": (None, 0.55),
-                     "qc_uncertain": (None, 0.9), "qc_unexplained": (None, 0.95)},
+                     "qc_uncertain": (None, 0.9), "qc_unexplained": (None, 0.95), "qc_solid": (None, 0.08)},
 }
 # shapes and misses are judged only where structure stands clearly above the noise: in a faint image the
 # salient maxima are mostly noise specks (round, one pixel wide) and the network rightly marks few of them
@@ -80,6 +91,8 @@ REASONS = {  # figure -> (reason when below the low limit, reason when above the
     "qc_blobness": ("wrong_structure", "wrong_structure"),
     "qc_uncertain": (None, "uncertain"),
     "qc_unexplained": (None, "wrong_structure"),
+    "qc_elongated": (None, "wrong_structure"),
+    "qc_solid": (None, "too_coarse"),
 }
 ADVICE = {
     "saturated": "much of the image is clipped at its top value: re-acquire or export without saturation",
@@ -261,6 +274,45 @@ def _count(mask: np.ndarray) -> int:
     return int(cv2.connectedComponents(np.ascontiguousarray(mask, np.uint8), connectivity=8)[0]) - 1
 
 
+def elongated(mask: np.ndarray, factor: float) -> tuple[float, int]:
+    """(qc_elongated, object count) of a 2D mask on the input grid (`factor`: input px -> model px): the share
+    of the mask's area in objects of at least 9 model px whose principal axes differ by more than ELONGATED
+    (each object's second moments, with a pixel's own 1/12)."""
+    import cv2
+
+    m = np.ascontiguousarray(mask, np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    sized = area * factor * factor >= 9
+    sized[0] = False
+    total = area[sized].sum()
+    if not total:
+        return 0.0, n - 1
+    ys, xs = np.nonzero(m)
+    lab = labels[ys, xs]
+    count = np.maximum(area, 1.0)
+    ys, xs = ys.astype(np.float64), xs.astype(np.float64)
+    my, mx = np.bincount(lab, ys, n) / count, np.bincount(lab, xs, n) / count
+    vyy = np.bincount(lab, ys * ys, n) / count - my * my + 1 / 12
+    vxx = np.bincount(lab, xs * xs, n) / count - mx * mx + 1 / 12
+    vxy = np.bincount(lab, ys * xs, n) / count - my * mx
+    half = np.sqrt(((vyy - vxx) / 2) ** 2 + vxy ** 2)
+    ratio = np.sqrt(((vyy + vxx) / 2 + half) / np.maximum((vyy + vxx) / 2 - half, 1e-12))
+    return float(area[sized & (ratio > ELONGATED)].sum() / total), n - 1
+
+
+def solid(mask: np.ndarray, factor: float) -> float:
+    """qc_solid of a 2D mask on the input grid: the share of its pixels at least SOLID model px inside its edge."""
+    import cv2
+
+    m = np.ascontiguousarray(mask, np.uint8)
+    total = np.count_nonzero(m)
+    if not total:
+        return 0.0
+    depth = cv2.distanceTransform(np.pad(m, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    return float(np.count_nonzero(depth >= SOLID / factor)) / total
+
+
 def model_figures(image: dict, prob: np.ndarray, candidates: np.ndarray, mask: np.ndarray, factor: float,
                   task: str) -> dict:
     """The figures that need the model's output: uncertain probabilities, salient structure the mask misses,
@@ -281,11 +333,16 @@ def model_figures(image: dict, prob: np.ndarray, candidates: np.ndarray, mask: n
         out["qc_unexplained"] = float(np.count_nonzero(salient & (grown == 0))) / np.count_nonzero(salient)
     else:
         out["qc_unexplained"] = 0.0
+    # the mask's shape: spots should not be pieces of line (vesicles), filaments not solid blobs (cytoskeleton);
+    # each task measures the one its limits use (the other column stays empty)
     if task == "vesicle":
-        before, after = _count(candidates), _count(mask)
+        out["qc_elongated"], after = elongated(mask, factor)
+        before = _count(candidates)
         out["qc_kept"] = after / before if before else 1.0
+        out["qc_solid"] = float("nan")
     else:
         out["qc_kept"] = 1.0
+        out["qc_elongated"], out["qc_solid"] = float("nan"), solid(mask, factor)
     return out
 
 
