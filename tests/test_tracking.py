@@ -199,3 +199,61 @@ def test_scoring_refuses_a_track_with_two_points_in_one_frame():
         tracking.link_scores(rows, rows)
     with pytest.raises(ValueError, match="lacks track_id"):
         tracking.track_summary([{"frame": 0, "y": 0.0, "x": 0.0}])
+
+
+def laptrack_successors(coords, cost, reach, memory):
+    """The successor map laptrack.LapTrack gives with link()'s settings (the library link() called before)."""
+    laptrack = pytest.importorskip("laptrack")
+    tracker = laptrack.LapTrack(
+        metric="sqeuclidean", cutoff=cost, track_start_cost=2 * cost, track_end_cost=2 * cost,
+        gap_closing_metric=tracking._gap_cost, gap_closing_cutoff=reach if memory else False,
+        gap_closing_max_frame_count=memory + 1, segment_start_cost=2 * reach, segment_end_cost=2 * reach,
+        no_splitting_cost=2 * reach, no_merging_cost=2 * reach, splitting_cutoff=False, merging_cutoff=False)
+    graph = tracker.predict(coords)
+    out = {}
+    for a, b in graph.edges:
+        assert a not in out
+        out[tuple(map(int, a))] = tuple(map(int, b))
+    return out
+
+
+def random_video(seed, frames=25, n=30, size=60.0, step=2.5, keep=0.85, clutter=3):
+    """Random walkers in a small field (crowded: links compete), some missed per frame, spurious points, empty
+    frames, integer-rounded coordinates in some frames (equal costs), as (y, x, frame) arrays per frame."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(0, size, (n, 2))
+    coords = []
+    for t in range(frames):
+        pos += rng.normal(0, step, pos.shape)
+        pts = pos[rng.random(n) < keep]
+        pts = np.concatenate([pts, rng.uniform(0, size, (rng.integers(0, clutter + 1), 2))])
+        if t % 7 == 3:
+            pts = np.round(pts)
+        if t == 11 and seed % 2:
+            pts = pts[:0]
+        pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
+        coords.append(np.column_stack([pts, np.full(len(pts), float(t))]))
+    return coords
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_own_lap_tracker_gives_laptracks_links(seed):
+    """tracking.lap_successors builds laptrack's cost matrices entry for entry: the same links, gaps closed alike."""
+    coords = random_video(seed)
+    for search, memory in ((5.0, 0), (5.0, 1), (3.0, 2), (8.0, 1)):
+        reach = search ** 2 * (1 + 1e-9)
+        cost = reach + 1.0
+        assert tracking.lap_successors(coords, cost, reach, memory) == laptrack_successors(coords, cost, reach, memory)
+
+
+def test_link_does_not_import_laptrack():
+    import subprocess
+    import sys
+
+    code = ("import sys; from synseg.segment import tracking; "
+            "tracking.link([{'frame': t, 'y': 1.0 + t, 'x': 2.0} for t in range(5)], 3.0, memory=1); "
+            "print(sorted(m for m in ('laptrack', 'pandas', 'networkx', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -19,6 +19,9 @@ trackpy's Crocker-Grier linker resolves ambiguous subnetworks by exhaustive sear
 raises in crowded fields, and handles gaps by "memory" inside the same step rather than as a separate
 gap-closing assignment; laptrack's two explicit assignments are the standard formulation, have no such
 cap and would also allow splitting and merging later (vesicle fission and fusion), which are left off here.
+The two assignments are built here (lap_successors) with laptrack's cost matrices, entry for entry, and solved
+by the same scipy routine, so the tracks are laptrack's (tests/test_tracking.py compares them) without its
+import, which brought pandas, networkx, scikit-learn and scipy.stats into every --track run (1-2 s).
 
 Costs are set here, not estimated from the data, so the result does not depend on what else is in the
 video: a link costs its squared displacement and is allowed up to `search_range_px`; ending or starting a
@@ -91,6 +94,96 @@ def _gap_cost(end, start) -> float:
     return ((start[0] - end[0]) ** 2 + (start[1] - end[1]) ** 2) / (start[2] - end[2]) ** 2
 
 
+EPSILON = 1e-6  # laptrack adds this to every cost of its matrices
+
+
+def _assignment(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
+    """The column assigned to each row of a square sparse cost matrix (laptrack's lap_optimization: scipy's
+    min_weight_full_bipartite_matching on the entries in the order given, which decides between equal costs)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+    matrix = coo_matrix(coo_matrix((data, (rows, cols)), shape=(size, size)))
+    r, c = min_weight_full_bipartite_matching(matrix)
+    return c[np.argsort(r)]
+
+
+def _frame_links(c1: np.ndarray, c2: np.ndarray, cutoff: float, start_cost: float, end_cost: float) -> np.ndarray:
+    """Index in c2 of the point each point of c1 is linked to (-1: its track ends): laptrack's frame-to-frame
+    assignment (LapTrack._predict_links with build_frame_cost_matrix), entry for entry."""
+    from scipy.spatial.distance import cdist
+
+    m, n = len(c1), len(c2)
+    dist = cdist(c1, c2, metric="sqeuclidean")
+    r, c = np.where(dist < cutoff)
+    data = np.concatenate([dist[r, c], np.ones(n) * end_cost, np.ones(m) * start_cost]).astype(np.float32)
+    # the lower-right block: the transposed links at the matrix's least cost
+    data = np.concatenate([data, np.full(len(r), data.min(), np.float32)]) + EPSILON
+    rows = np.concatenate([r, np.arange(m, m + n), np.arange(m), c + m])
+    cols = np.concatenate([c, np.arange(n), np.arange(n, n + m), r + n])
+    to = _assignment(data, rows, cols, m + n)[:m]
+    return np.where(to < n, to, -1)
+
+
+def lap_successors(coords: list[np.ndarray], cost: float, reach: float, memory: int) -> dict:
+    """{node: next node of its track} of the points coords[f][j] (nodes (f, j)); what link() asked of
+    laptrack.LapTrack(metric="sqeuclidean", cutoff=cost, track_start_cost=track_end_cost=2 cost, gap_closing_metric=
+    _gap_cost, gap_closing_cutoff=reach (none when memory is 0), gap_closing_max_frame_count=memory + 1,
+    segment_start_cost=segment_end_cost=no_splitting_cost=no_merging_cost=2 reach, no splitting, no merging).predict,
+    built here with the same cost matrices, entry for entry, and the same solver, so the tracks are the same; without
+    laptrack's import (pandas, networkx, scikit-learn, scipy.stats: 1-2 s of every --track run) and its per-segment
+    pandas rows.
+
+    Frame links: one assignment per pair of consecutive frames. Gap closing: the segments (chains of frame links)
+    in the order of their first node, each segment's end joined to the start of one beginning 2..memory + 1 frames
+    later, by one assignment over all segments (build_segment_cost_matrix without splitting and merging columns).
+    """
+    successor = {}
+    for f in range(len(coords) - 1):
+        if len(coords[f]) and len(coords[f + 1]):
+            to = _frame_links(coords[f], coords[f + 1], cost, 2 * cost, 2 * cost)
+            successor.update({(f, j): (f + 1, int(k)) for j, k in enumerate(to) if k >= 0})
+    if not memory:
+        return successor
+    linked = set(successor.values())
+    firsts = [(f, j) for f, c in enumerate(coords) for j in range(len(c)) if (f, j) not in linked]
+    lasts = []
+    for node in firsts:
+        while node in successor:
+            node = successor[node]
+        lasts.append(node)
+    if not firsts:
+        return successor
+    first_frame = np.array([f for f, _ in firsts])
+    last_frame = np.array([f for f, _ in lasts])
+    first_xyz = np.array([coords[f][j] for f, j in firsts])
+    last_xyz = np.array([coords[f][j] for f, j in lasts])
+    from scipy.spatial.distance import cdist
+
+    gap_rows, gap_cols, gap_data = [], [], []
+    for i in range(len(firsts)):
+        apart = first_frame - last_frame[i]
+        candidates = np.flatnonzero((apart >= 1) & (apart <= memory + 1))
+        if not len(candidates):
+            continue
+        costs = cdist(last_xyz[i:i + 1], first_xyz[candidates], metric=_gap_cost)[0]  # laptrack's own call
+        near = np.flatnonzero(costs < reach)
+        gap_rows.append(np.full(len(near), i))
+        gap_cols.append(candidates[near])
+        gap_data.append(costs[near])
+    if not gap_rows or not sum(map(len, gap_rows)):
+        return successor
+    m = len(firsts)
+    r, c = np.concatenate(gap_rows), np.concatenate(gap_cols)
+    data = np.concatenate([np.concatenate(gap_data).astype(np.float32), np.ones(m) * (2 * reach),
+                           np.ones(m) * (2 * reach), np.full(len(r), 2 * reach)]).astype(np.float32) + EPSILON
+    rows = np.concatenate([r, np.arange(m, 2 * m), np.arange(m), c + m])
+    cols = np.concatenate([c, np.arange(m), np.arange(m, 2 * m), r + m])
+    to = _assignment(data, rows, cols, 2 * m)[:m]
+    successor.update({lasts[i]: firsts[k] for i, k in enumerate(to) if k < m})
+    return successor
+
+
 def link(detections, search_range_px: float, memory: int = 0) -> list[dict]:
     """Rows of `detections` with a `track_id` (1..n) added, sorted by track_id then frame.
 
@@ -120,22 +213,14 @@ def link(detections, search_range_px: float, memory: int = 0) -> list[dict]:
         coords[f - first] = np.column_stack([yx[idx], frames[idx].astype(np.float64)])
         node_row.update({(int(f) - first, j): int(i) for j, i in enumerate(idx)})
 
-    from laptrack import LapTrack  # import here: it pulls in pandas and networkx, which only tracking needs
-
     reach = search_range_px ** 2 * (1 + 1e-9)  # laptrack keeps links strictly below the cutoff; this makes it <=
     cost = reach + 1.0  # the frame axis's share
-    tracker = LapTrack(
-        metric="sqeuclidean", cutoff=cost, track_start_cost=2 * cost, track_end_cost=2 * cost,
-        gap_closing_metric=_gap_cost, gap_closing_cutoff=reach if memory else False,
-        gap_closing_max_frame_count=memory + 1,  # a frame difference of memory + 1 skips memory frames
-        segment_start_cost=2 * reach, segment_end_cost=2 * reach, no_splitting_cost=2 * reach,
-        no_merging_cost=2 * reach,
-        splitting_cutoff=False, merging_cutoff=False)
-    graph = tracker.predict(coords)
+    successor = lap_successors(coords, cost, reach, memory)
 
     rank = np.empty(len(rows), np.int64)
     rank[order] = np.arange(len(rows))
-    starts = sorted((node for node in graph.nodes if graph.in_degree(node) == 0), key=lambda n: rank[node_row[n]])
+    linked = set(successor.values())
+    starts = sorted((node for node in node_row if node not in linked), key=lambda n: rank[node_row[n]])
     out = []
     for track_id, node in enumerate(starts, start=1):
         while node is not None:
@@ -143,10 +228,7 @@ def link(detections, search_range_px: float, memory: int = 0) -> list[dict]:
             row = {k: v for k, v in rows[i].items() if k != "track_id"}
             row.update(frame=int(frames[i]), y=float(yx[i, 0]), x=float(yx[i, 1]))
             out.append({"track_id": track_id, **row})
-            nxt = list(graph.successors(node))
-            if len(nxt) > 1:  # cannot happen with splitting off; guards a laptrack change
-                raise RuntimeError(f"laptrack split a track at {node}: {nxt}")
-            node = nxt[0] if nxt else None
+            node = successor.get(node)
     if len(out) != len(rows):
         raise RuntimeError(f"linking placed {len(out)} of {len(rows)} detections in tracks")
     return out
