@@ -5,6 +5,7 @@ spots.measure_spots, spots.core_pixels and postprocess.object_table (objects' pi
 earlier implementations, kept here verbatim as references: masks equal, every table value equal.
 """
 import math
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -303,3 +304,15 @@ def test_core_pixels_with_tied_peaks_in_two_parts_asks_maximum_position(monkeypa
     got = spots.core_pixels(labels, image, rows, 1, 0.5)
     assert calls and got.sum() == 1  # one of the two peaks, alone above half its contrast
     np.testing.assert_array_equal(got, ref_core_pixels(labels, image, rows, 1, 0.5))
+
+
+def test_nanmedian_rows_equals_numpys_nanmedian():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, m = rng.integers(1, 60), rng.integers(1, 220)
+        values = np.round(rng.normal(100, 30, (n, m)), rng.integers(0, 3)) * rng.choice([1, 1e-3, 257])
+        values[rng.random((n, m)) < rng.random()] = np.nan
+        values[0] = np.nan if rng.random() < 0.3 else values[0]
+        with np.errstate(invalid="ignore"), pytest.warns() if np.isnan(values).all(axis=1).any() else nullcontext():
+            want = np.nanmedian(values, axis=1)
+        np.testing.assert_array_equal(spots.nanmedian_rows(values), want)

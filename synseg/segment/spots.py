@@ -92,6 +92,20 @@ def _grown(mask: np.ndarray) -> np.ndarray:
     return cv2.dilate(mask.view(np.uint8), diamond, borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
 
 
+def nanmedian_rows(values: np.ndarray) -> np.ndarray:
+    """np.nanmedian(values, axis=1) of a 2D float array, to the bit (NaN where a row holds no number), without the
+    masked-array machinery numpy uses for rows this short (about 1 ms a call, four calls a frame). Like numpy: the
+    mean of the two middle numbers, (low + high) / 2, or (x + x) / 2 for an odd count."""
+    ordered = np.sort(values, axis=1)  # NaN last
+    count = np.count_nonzero(~np.isnan(values), axis=1)
+    high = count // 2
+    low = np.where(count % 2 == 1, high, high - 1)
+    rows = np.arange(len(values))
+    out = (ordered[rows, np.maximum(low, 0)] + ordered[rows, np.minimum(high, values.shape[1] - 1)]) / 2.0
+    out[count == 0] = np.nan
+    return out
+
+
 def _ring_offsets(inner: float, outer: float) -> np.ndarray:
     """(M, 2) integer (dy, dx) offsets with inner <= distance <= outer."""
     r = int(math.ceil(outer))
@@ -161,8 +175,8 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
         use = np.where(free.sum(axis=1, keepdims=True) >= 8, free, inside)
         vals[~use] = np.nan
         with np.errstate(invalid="ignore"):
-            med = np.nanmedian(vals, axis=1)
-            mad = np.nanmedian(np.abs(vals - med[:, None]), axis=1)
+            med = nanmedian_rows(vals)
+            mad = nanmedian_rows(np.abs(vals - med[:, None]))
             sd = np.nanstd(vals, axis=1)
         background[1 + start:1 + start + len(c)] = np.nan_to_num(med)
         noise[1 + start:1 + start + len(c)] = np.maximum(np.nan_to_num(np.maximum(1.4826 * mad, 0.5 * sd)), 1e-6)
