@@ -185,7 +185,7 @@ def test_mask_shapes_tell_lines_spots_and_solid_blobs_apart():
     assert qc.elongated(lines, 1.0)[0] == 1.0 and qc.elongated(lines | spots, 1.0)[0] > 0.5
     assert qc.elongated(spots, 0.5) == (0.0, 36)  # spots of 13 px are 3 model px at half scale: not counted
     assert qc.solid(lines, 1.0) == 0.0 and qc.solid(spots, 1.0) == 0.0
-    assert qc.solid(blobs, 1.0) > 0.4 and qc.solid(blobs, 0.25) == 0.0  # 4x finer pixels: 3.5-7 model px wide
+    assert qc.solid(blobs, 1.0) > 0.4 and qc.solid(blobs, 0.25) == 0.0  # 4x finer pixels: 5.5-7 model px wide
     assert qc.elongated(np.zeros((8, 8), bool), 1.0) == (0.0, 0) and qc.solid(np.zeros((8, 8), bool), 1.0) == 0.0
     figures = {"qc_peak_snr": 20.0, "qc_elongated": 0.3, "qc_solid": 0.3}
     assert qc.check(figures, "vesicle") == ["wrong_structure"]

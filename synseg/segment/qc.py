@@ -52,7 +52,7 @@ MAX_PLANES = 8  # planes of a stack that are measured (evenly spaced); the figur
 MAX_SIDE = 2048  # a larger plane is measured on its central MAX_SIDE x MAX_SIDE window (input grid)
 SALIENT = 5.0  # local contrast (noise units) from which a pixel counts as clear structure
 ELONGATED = 3.0  # qc_elongated: principal-axis ratio from which a mask object counts as a piece of line
-SOLID = 3.5  # qc_solid: model px from the mask's edge from which a mask pixel counts as inside a solid blob
+SOLID = 4.0  # qc_solid: model px from the mask's edge from which a mask pixel counts as inside a solid blob
 
 FIGURES = postprocess.QC_FIGURES  # summary.csv's last columns (tasks.Task.summary_fields)
 COLUMNS = ("qc", "expected_score", *FIGURES)
@@ -66,15 +66,17 @@ LIMITS = {  # generator figures below: 120 held-out images per task (bench/qc_ca
     "qc_tail": (0.6, None),  # generator images: 1st percentile 0.58-1.0; brightfield 0.26-0.51, phase 0.42-0.6
     "qc_peak_snr": (3.0, None),  # generator images: 1st percentile 2.8-3.1; pure noise 2.2-2.9
 }
-# qc_elongated and qc_solid (issue 31, bench/qc_validation.py --seed 9700): each limit the first 0.01 step with
-# at most one of the 120 held-out generator images (bench/qc_calibrate.py --dump) above it. Vesicle generator
-# qc_elongated: 0.049 at most but one image (0.16); filament generator qc_solid: 0.078 at most; filament
-# images in the vesicle model 0.07-0.34, nuclei in the filament model up to 0.12.
+# qc_elongated and qc_solid (issue 31): each limit the first 0.01 step with at most one of the 120 held-out
+# generator images (bench/qc_calibrate.py --dump) above it. Vesicle generator qc_elongated: 0.049 at most but one
+# image (0.16); filament generator qc_solid: 0.037 at most (real filament quadrants 0.024 at most); filament
+# images in the vesicle model 0.07-0.34, nuclei in the filament model 0.04-0.11. (SOLID 4 model px was picked
+# over 3.5 on the --seed 9700 cases, where 3.5 px needed a limit of 0.08 that let two nuclei fields through;
+# --seed 9800, drawn after, agrees: 51 -> 52 of 57 flagged, no good case more.)
 TASK_LIMITS = {
     "vesicle": {"qc_extent": (None, 3.2), "qc_width": (0.4, None), "qc_blobness": (0.3, None),
                 "qc_uncertain": (None, 0.45), "qc_unexplained": (None, 0.95), "qc_elongated": (None, 0.05)},
     "cytoskeleton": {"qc_extent": (None, 3.2), "qc_width": (0.9, None), "qc_blobness": (None, 0.55),
-                     "qc_uncertain": (None, 0.9), "qc_unexplained": (None, 0.95), "qc_solid": (None, 0.08)},
+                     "qc_uncertain": (None, 0.9), "qc_unexplained": (None, 0.95), "qc_solid": (None, 0.04)},
 }
 # shapes and misses are judged only where structure stands clearly above the noise: in a faint image the
 # salient maxima are mostly noise specks (round, one pixel wide) and the network rightly marks few of them
