@@ -190,3 +190,17 @@ def test_mask_shapes_tell_lines_spots_and_solid_blobs_apart():
     figures = {"qc_peak_snr": 20.0, "qc_elongated": 0.3, "qc_solid": 0.3}
     assert qc.check(figures, "vesicle") == ["wrong_structure"]
     assert qc.check(figures, "cytoskeleton") == ["too_coarse"]
+
+
+def test_score_inputs_and_an_earlier_calibration_format(tmp_path, models):
+    """log_ and inv_ inputs; a synseg-qc/2 file (inputs this code still computes) is still read."""
+    x = qc.score_features({"count": 3.0, "qc_peak_snr": float("nan")}, ("log_count", "inv_count", "qc_peak_snr"))
+    np.testing.assert_allclose(x, [np.log(4.0), 0.25, 0.0])
+    assert "qc_kept" not in qc.SCORE_INPUTS and "inv_count" in qc.SCORE_INPUTS
+    model, _ = unet.load_model(models["vesicle"])
+    path = calibration_file(tmp_path / "old.json", qc.weights_hash(model))
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "format": "synseg-qc/2"}))
+    assert qc.load_calibration(path, "vesicle", qc.weights_hash(model))[0] is not None
+    path.write_text(json.dumps({**record, "format": "synseg-qc/1"}))
+    assert qc.load_calibration(path, "vesicle", qc.weights_hash(model))[0] is None
