@@ -3,6 +3,7 @@
 Example:
     python bench/bench_scripts.py --size 2048 --repeats 3
     python bench/bench_scripts.py --vesicle-models models/vesicle.pth runs/v6.pth --precision fp32 auto
+    git worktree add /tmp/before HEAD~3 && python bench/bench_scripts.py --baseline /tmp/before   # before/after
 
 What a user waits for: `python SynSeg_Vesicle.py -i image.tif -o out/` from start to written mask (imports,
 model load, ONNX session, tiles, decision step, tables), against a script that imports scikit-image, reads the
@@ -11,7 +12,9 @@ stretch, threshold 0.2; Sato + Otsu: sigmas 1-2 px, Otsu on the response; bench/
 from start to finish. Every model file given and every --precision runs once per round, the filter between
 them, rounds interleaved; reported: the best of the rounds and its ratio to the filter's best. The CPU's
 bf16/AMX flags and the load are printed: `--precision fp32` is the path an AVX2-only CPU takes (ONNX Runtime
-fp32 when installed), `auto` the one this CPU takes. Compare figures of one run only.
+fp32 when installed), `auto` the one this CPU takes. Compare figures of one run only. --baseline DIR also runs
+the scripts of another checkout (e.g. a git worktree of an earlier commit) in every round, interleaved with
+these, so that before and after are timed side by side under the same load.
 """
 from __future__ import annotations
 
@@ -67,7 +70,11 @@ def test_image(task: str, size: int, seed: int) -> np.ndarray:
 
 
 def timed(cmd: list[str], env: dict) -> float:
-    """Wall seconds of a command; raises when it fails."""
+    """Wall seconds of a command; raises when it fails. A baseline checkout's script runs with that checkout first
+    on PYTHONPATH."""
+    script = Path(cmd[1]) if len(cmd) > 1 else ROOT
+    if script.suffix == ".py" and script.parent != ROOT:
+        env = dict(env, PYTHONPATH=str(script.parent))
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -87,6 +94,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="script precisions to time (fp32: the AVX2-only CPU path)")
     p.add_argument("--threads", type=cli.finite_int(1, 256), default=2, help="OMP threads for every process")
     p.add_argument("--seed", type=int, default=0, help="seed of the test images")
+    p.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                   help="another checkout (e.g. a git worktree of an earlier commit) whose scripts run too, "
+                        "interleaved with these in every round, with the same models")
     return p
 
 
@@ -106,11 +116,14 @@ def main(args: argparse.Namespace) -> int:
             name, code = FILTERS[task]
             code = code.format(bench=str(ROOT / "bench"), src=str(src), dst=str(work / f"{task}_filter.tif"))
             runs = {name: [sys.executable, "-c", code]}
+            roots = [("", ROOT)] + ([("baseline ", args.baseline.resolve())] if args.baseline else [])
             for model in getattr(args, f"{task}_models"):
                 for prec in args.precision:
-                    runs[f"{model} {prec}"] = [sys.executable, str(ROOT / SCRIPTS[task]), "-i", str(src), "-o",
-                                               str(work / task / f"{len(runs)}_mask.tif"), "-m", str(model),
-                                               "--precision", prec, "--overwrite"]
+                    for tag, root in roots:
+                        runs[f"{tag}{model} {prec}"] = [
+                            sys.executable, str(root / SCRIPTS[task]), "-i", str(src), "-o",
+                            str(work / task / f"{len(runs)}_mask.tif"), "-m", str(Path(model).resolve()),
+                            "--precision", prec, "--overwrite"]
             jobs[task] = (name, runs)
         # one untimed pass each: file caches, and the ONNX graph of each model exported into the cache once
         for task, (_, runs) in jobs.items():
@@ -128,7 +141,8 @@ def main(args: argparse.Namespace) -> int:
             base = min(times[(task, name)])
             for k in runs:
                 best = min(times[(task, k)])
-                print(f"  {task:12s} {k:60s} {best:6.2f} s  {best / base:5.2f}x {name}")
+                print(f"  {task:12s} {k:60s} {best:6.2f} s  {best / base:5.2f}x {name}  (all: "
+                      f"{', '.join(f'{t:.2f}' for t in times[(task, k)])})")
     return 0
 
 

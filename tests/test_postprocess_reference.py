@@ -316,3 +316,24 @@ def test_nanmedian_rows_equals_numpys_nanmedian():
         with np.errstate(invalid="ignore"), pytest.warns() if np.isnan(values).all(axis=1).any() else nullcontext():
             want = np.nanmedian(values, axis=1)
         np.testing.assert_array_equal(spots.nanmedian_rows(values), want)
+
+
+def test_skeleton_stats_neighbour_counts_equal_scipys_convolve(monkeypatch):
+    """skeleton_stats counts skeleton neighbours with OpenCV's filter2D: the junctions of scipy's convolve."""
+    rng = np.random.default_rng(3)
+    mask = ndimage.binary_dilation(rng.random((300, 260)) < 0.004, iterations=1)
+    for _ in range(40):  # random lines: crossings make junctions
+        y0, x0, y1, x1 = rng.integers(0, 260, 4)
+        n = max(abs(y1 - y0), abs(x1 - x0)) + 1
+        mask[np.linspace(y0, y1, n).round().astype(int), np.linspace(x0, x1, n).round().astype(int)] = True
+    mask = ndimage.binary_dilation(mask)
+    got = postprocess.skeleton_stats(mask, band=97)
+    import cv2
+
+    kernel = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
+    s = (rng.random((50, 70)) < 0.4).view(np.uint8)
+    np.testing.assert_array_equal(cv2.filter2D(s, -1, kernel, borderType=cv2.BORDER_CONSTANT),
+                                  ndimage.convolve(s, kernel, mode="constant"))
+    monkeypatch.setattr(cv2, "filter2D", lambda s, depth, k, borderType: ndimage.convolve(s, k, mode="constant"))
+    want = postprocess.skeleton_stats(mask, band=97)
+    assert got == want and got[1] > 10
