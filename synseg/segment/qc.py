@@ -154,8 +154,8 @@ def jpeg_comb(plane: np.ndarray) -> float:
         if n < 30:
             continue
         if values.max() < 4 * n + 4096:  # multiples of q counted from a histogram of the values
-            counts = np.bincount(values)
-            share = np.array([counts[::q].sum() for q in qs]) / n
+            counts = np.bincount(values).astype(np.float64)
+            share = (counts @ (np.arange(len(counts))[:, None] % qs == 0)) / n
         else:
             share = np.count_nonzero(values[:, None] % qs == 0, axis=0) / n
         # its lower 2-s.e. bound: a few values prove nothing
@@ -172,19 +172,20 @@ def _neighbour_mean(z: np.ndarray) -> np.ndarray:
     return cv2.filter2D(z, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
 
 
-def extent(z: np.ndarray, top: float) -> float:
+def extent(z: np.ndarray, top: float, near: np.ndarray | None = None) -> float:
     """Gaussian sigma (px) that the 4-neighbour mean over the value implies, over all the salient pixels (local
     contrast >= SALIENT and >= half the 99.9th percentile `top`) together: large for broad bright objects
     (nuclei, structure enlarged by a wrong pixel size), which the local background partly removes. nan when
-    fewer than 8 such pixels."""
+    fewer than 8 such pixels. `near`: _neighbour_mean(z) when already computed."""
     salient = z >= max(SALIENT, 0.5 * top)
     if np.count_nonzero(salient) < 8:
         return float("nan")
-    ratio = min(max(float(_neighbour_mean(z)[salient].sum() / z[salient].sum()), 1e-6), 1 - 1e-6)
+    near = _neighbour_mean(z) if near is None else near
+    ratio = min(max(float(near[salient].sum() / z[salient].sum()), 1e-6), 1 - 1e-6)
     return math.sqrt(-1.0 / (2.0 * math.log(ratio)))
 
 
-def peak_shape(z: np.ndarray, most: int = 2000) -> dict:
+def peak_shape(z: np.ndarray, most: int = 2000, near: np.ndarray | None = None) -> dict:
     """Width and roundness of the salient local maxima (local contrast >= SALIENT, the `most` highest) of a
     local-contrast image z: qc_width, the median Gaussian sigma (px) that each peak's 4-neighbour mean over its
     height implies; qc_blobness, the median ratio of the smaller to the larger Hessian eigenvalue magnitude
@@ -198,7 +199,7 @@ def peak_shape(z: np.ndarray, most: int = 2000) -> dict:
     if len(ys) > most:
         top = np.argsort(z[ys, xs])[-most:]
         ys, xs = ys[top], xs[top]
-    ratio = np.clip(_neighbour_mean(z)[ys, xs] / z[ys, xs], 1e-6, 1 - 1e-6)
+    ratio = np.clip((_neighbour_mean(z) if near is None else near)[ys, xs] / z[ys, xs], 1e-6, 1 - 1e-6)
     s = cv2.GaussianBlur(z, (0, 0), 1.0)
     dyy = cv2.Sobel(s, cv2.CV_32F, 0, 2, ksize=3)[ys, xs]
     dxx = cv2.Sobel(s, cv2.CV_32F, 2, 0, ksize=3)[ys, xs]
@@ -264,8 +265,9 @@ def image_figures(plane: np.ndarray, factor: float, norm: dict, model: dict | No
     model = normalization.noise_model(x, spec) if model is None else model
     z = normalization.local_contrast(x, spec, model)  # bright detail in noise units
     out["qc_peak_snr"] = percentile_999(z)
-    out["qc_extent"] = extent(z, out["qc_peak_snr"])
-    out.update(peak_shape(z))
+    near = _neighbour_mean(z)  # one filter for both
+    out["qc_extent"] = extent(z, out["qc_peak_snr"], near)
+    out.update(peak_shape(z, near=near))
     out["_salient"] = z >= SALIENT  # kept for model_figures, dropped from the row
     return out
 
