@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from synseg.train import augment
+from synseg.train import augment, distill
 from synseg.train.runtime import Runtime, all_reduce_sum
 from synseg import cli
 from synseg import metrics
@@ -85,6 +85,8 @@ class Config:
     seed: int = 0
     resume: str | None = None  # "last" (--resume alone) or a path
     init_weights: Path | None = None
+    teacher: Path | None = None  # distill.py
+    distill_weight: float = 0.5
     device: str = "cuda"
     precision: str = "auto"
     num_workers: int = 4
@@ -394,13 +396,14 @@ def train_step(model, x, y, loss_fn, optimizer, scaler, rt: Runtime) -> torch.Te
     return loss.detach()
 
 
-def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, rt: Runtime, desc: str) -> dict:
-    """One pass over the training loader; returns the mean loss over all processes and the step count."""
+def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, rt: Runtime, desc: str, teacher=None) -> dict:
+    """One training pass (targets blended by `teacher`, distill.Teacher, when given); mean loss and step count."""
     model.train()
     total, count, steps = torch.zeros((), device=rt.device), 0, 0
     bar = tqdm(loader, desc=desc, disable=not rt.main, leave=False, dynamic_ncols=True)
     for x, y in bar:
         x, y = to_device(x, rt), y.to(rt.device, non_blocking=True)
+        y = teacher.targets(x, y) if teacher else y
         loss = train_step(model, x, y, loss_fn, optimizer, scaler, rt)
         scheduler.step()
         total += loss * x.shape[0]
@@ -593,6 +596,9 @@ def train_loop(cfg: Config, model: nn.Module, data: Loaders, optim: Optimisation
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     loss_fn = SegmentationLoss(cfg.loss)
     optimizer, scheduler, scaler = optim.optimizer, optim.scheduler, optim.scaler
+    teacher = cfg.teacher and distill.Teacher.load(cfg.teacher, tasks.TASKS[cfg.preset], rt, cfg.distill_weight)
+    if teacher:  # the checkpoints record which teacher taught the run
+        checkpoint = {**checkpoint, "train_args": {**checkpoint["train_args"], **teacher.record}}
 
     tag = f"fold {fold} " if fold is not None else ""
     best_path, last_path = out_dir / f"best_{task}_model.pth", out_dir / "last.pth"
@@ -604,7 +610,7 @@ def train_loop(cfg: Config, model: nn.Module, data: Loaders, optim: Optimisation
         torch.manual_seed(int(np.random.SeedSequence((cfg.seed, epoch, rt.rank)).generate_state(1)[0]))
         lr = optimizer.param_groups[0]["lr"]
         train = train_one_epoch(net, data.train, loss_fn, optimizer, scheduler, scaler, rt,
-                                desc=f"{tag}epoch {epoch}/{cfg.epochs}")
+                                desc=f"{tag}epoch {epoch}/{cfg.epochs}", teacher=teacher)
         if rt.world_size > 1:  # evaluate every shard with rank 0's batch-norm statistics
             for buf in model.buffers():
                 dist.broadcast(buf, 0)
@@ -726,6 +732,10 @@ def get_args_parser(preset_name: str, description: str | None = None) -> argpars
     train.add_argument("--init-weights", type=Path, default=None, metavar="PATH",
                        help="fine-tune: start from the weights of this checkpoint (same model flags), with a "
                             f"new optimizer and learning-rate schedule, e.g. models/{task.name}.pth on new data")
+    train.add_argument("--teacher", type=Path, default=None, metavar="PATH",
+                       help="distil: a trained model of this task whose probabilities are blended into the targets")
+    train.add_argument("--distill-weight", type=cli.finite_float(above=0.0, high=1.0), default=0.5,
+                       help="with --teacher: target = (1 - W) x mask + W x teacher probability")
     hw = parser.add_argument_group("hardware")
     hw.add_argument("--device", default="cuda", help="cuda, cuda:N, cpu, mps or auto")
     hw.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -776,8 +786,9 @@ def check_args(cfg: Config) -> None:
     if cfg.resume is not None and cfg.init_weights is not None:
         raise TrainingError("--resume and --init-weights exclude each other: --resume continues a run, "
                             "--init-weights starts a new one from a model's weights")
-    if cfg.init_weights is not None and not cfg.init_weights.is_file():
-        raise TrainingError(f"--init-weights: {cfg.init_weights} not found")
+    for flag, path in (("--init-weights", cfg.init_weights), ("--teacher", cfg.teacher)):
+        if path is not None and not Path(path).is_file():
+            raise TrainingError(f"{flag}: {path} not found")
     if cfg.folds and cfg.resume not in (None, "last"):
         raise TrainingError("with --folds, use --resume alone: each fold resumes from its own last.pth")
 
