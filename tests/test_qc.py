@@ -204,3 +204,22 @@ def test_score_inputs_and_an_earlier_calibration_format(tmp_path, models):
     assert qc.load_calibration(path, "vesicle", qc.weights_hash(model))[0] is not None
     path.write_text(json.dumps({**record, "format": "synseg-qc/1"}))
     assert qc.load_calibration(path, "vesicle", qc.weights_hash(model))[0] is None
+
+
+def test_a_measured_plane_fits_its_noise_model_once(tmp_path, monkeypatch):
+    """With local-contrast normalisation the network and the check share one noise-model fit per measured plane
+    (Segmenter.qc_models -> tiling stats and qc.image_figures), and the figures equal the check's own fit."""
+    from synseg import normalization
+    from tests.test_predict import sharp_model
+
+    path = tmp_path / "local.pth"
+    unet.save_checkpoint(path, sharp_model(seed=1), task="vesicle", normalization=dict(LOCAL), pixel_size_um=0.1)
+    write(tmp_path / "in" / "a.tif", spots_image(96, seed=2), pixel_size=0.1)
+    fits = []
+    real_fit = normalization.noise_model
+    monkeypatch.setattr(normalization, "noise_model", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    assert run_inprocess(SynSeg_Vesicle, "-i", tmp_path / "in", "-o", tmp_path / "out", "-m", path) == 0
+    assert len(fits) == 1
+    row = read_rows(tmp_path / "out" / "summary.csv")[0]
+    own = qc.image_figures(spots_image(96, seed=2), 1.0, LOCAL)  # fitted here, on its own
+    assert float(row["qc_peak_snr"]) == pytest.approx(own["qc_peak_snr"], rel=1e-3)

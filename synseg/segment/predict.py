@@ -338,16 +338,20 @@ class Segmenter:
         planes one at a time, tiled. `stats`: {plane index: normalisation statistics} already known (qc_models).
         """
         stats = stats or {}
+
+        def one(k: int) -> np.ndarray:  # stats only when known: a stand-in probability() may not take them
+            return self.probability(planes[k], factor, progress, **({"stats": stats[k]} if k in stats else {}))
+
         per_pass = tiling.planes_per_pass(planes.shape[1:], factor, self.tile_size, self.batch_size,
                                           self.net.depth) if self.options.stack_planes else 0
         if per_pass <= 1 or len(live) <= 1:
             for k in live:
-                yield self.probability(planes[k], factor, progress, stats.get(k))
+                yield one(k)
             return
         for i in range(0, len(live), per_pass):
             group = live[i:i + per_pass]
             if len(group) == 1:
-                yield self.probability(planes[group[0]], factor, progress, stats.get(group[0]))
+                yield one(group[0])
                 continue
             yield from tiling.stack_probability(self.net, [planes[k] for k in group], factor, self.norm,
                                                 device=self.device, amp_dtype=self.amp, tta=self.options.tta,
@@ -377,7 +381,7 @@ class Segmenter:
         big = planes.shape[1] * planes.shape[2] > 4 * self.tile_size ** 2
         live = [k for k, plane in enumerate(planes) if plane.min() != plane.max()]
         known = self.qc_models(planes, live, factor)  # the measured planes' noise model: network and check
-        maps = self.probabilities(planes, live, factor, progress=big, stats=known)
+        maps = self.probabilities(planes, live, factor, progress=big, **({"stats": known} if known else {}))
         for k, plane in enumerate(planes):
             if plane.min() == plane.max():  # constant plane: nothing to find, and nothing to normalise
                 if len(planes) == 1:
