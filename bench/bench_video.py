@@ -19,8 +19,9 @@ Example (from the repository root):
    tracking in this process (predict.Segmenter with SynSeg_Vesicle.py's defaults, then batch.track_objects),
    interleaved per repeat: "before", one frame per forward pass in PyTorch fp32 NCHW (the path before stacking
    and backend choice), beside "one pass per frame group" with PyTorch and with each backend, and "auto", what
-   the script picks on this machine (its path is named). Reported: megapixels per second including linking,
-   the ratios to "before", the CPU flags, and whether every method gave the same masks (pixels that differ).
+   the script picks on this machine (its path is named); --speed-methods picks some of them. Reported: megapixels
+   per second including linking, the ratios to the first method ("before"), the CPU flags, and whether every method
+   gave the same masks (pixels that differ).
    Target: >= 1 MP/s on 2 cores. --only speed runs this alone.
 
 Targets: |spot F1 last - first| <= 0.05; link recall and precision >= 0.95; per-frame Dice
@@ -147,17 +148,20 @@ def speed_figures(out: Path, args) -> list[str]:
             seg.net, seg.path = tiling.prepare_model(model, cpu, channels_last=False), "PyTorch cpu fp32, NCHW"
         return seg
 
-    methods = {"before: one frame per pass, PyTorch fp32 NCHW": segmenter("torch", False, nchw=True),
-               "frame groups, PyTorch fp32 NCHW": segmenter("torch", True, nchw=True),
-               "frame groups, PyTorch channels_last": segmenter("torch", True)}
+    wanted = set(args.speed_methods)
+    makers = {"before": ("before: one frame per pass, PyTorch fp32 NCHW", lambda: segmenter("torch", False, nchw=True)),
+              "groups-nchw": ("frame groups, PyTorch fp32 NCHW", lambda: segmenter("torch", True, nchw=True)),
+              "groups-cl": ("frame groups, PyTorch channels_last", lambda: segmenter("torch", True))}
     if tiling.onnx_available():  # fp32 only: on a bf16 CPU the scripts' auto precision is bf16, so ask for fp32
         fp32 = dataclasses.replace(opts, precision="fp32")
-        methods["one frame per pass, ONNX Runtime"] = predict.Segmenter(
-            model, info, record, dataclasses.replace(fp32, backend="onnx", stack_planes=False), cpu)
-        methods["frame groups, ONNX Runtime fp32 (the AVX2 path)"] = predict.Segmenter(
-            model, info, record, dataclasses.replace(fp32, backend="onnx", stack_planes=True), cpu)
+        makers["onnx-frames"] = ("one frame per pass, ONNX Runtime", lambda: predict.Segmenter(
+            model, info, record, dataclasses.replace(fp32, backend="onnx", stack_planes=False), cpu))
+        makers["onnx-groups"] = ("frame groups, ONNX Runtime fp32 (the AVX2 path)", lambda: predict.Segmenter(
+            model, info, record, dataclasses.replace(fp32, backend="onnx", stack_planes=True), cpu))
+    methods = {name: make() for key, (name, make) in makers.items() if key in wanted}
     auto = segmenter("auto", True)
-    methods[f"auto: frame groups, {auto.path}"] = auto
+    if "auto" in wanted or not methods:
+        methods[f"auto: frame groups, {auto.path}"] = auto
     mp = sum(np.prod(tiffio.read_image(v)[0].shape) for v in videos) / 1e6
     per_pass = tiling.planes_per_pass((args.image_size,) * 2, 1.0, auto.tile_size, auto.batch_size, auto.net.depth)
     lines = [f"speed: {len(videos)} vesicle videos x {args.frames} frames of {args.image_size}^2 px ({mp:.1f} MP), "
@@ -191,9 +195,12 @@ def speed_figures(out: Path, args) -> list[str]:
         lines.append(f"  {name}: {mp / best:.3f} MP/s ({best:.1f} s), {min(times[first]) / best:.2f}x before; "
                      f"mask pixels differing from before: {diff}")
     best_auto = mp / min(times[next(reversed(methods))])
-    lines.append(f"  target >= 1 MP/s including linking: {'met' if best_auto >= 1 else 'NOT met'} "
-                 f"({best_auto:.3f} MP/s); load after {load()}")
+    lines.append(f"  target >= 1 MP/s including linking ({next(reversed(methods))}): "
+                 f"{'met' if best_auto >= 1 else 'NOT met'} ({best_auto:.3f} MP/s); load after {load()}")
     return lines
+
+
+SPEED_METHODS = ("before", "groups-nchw", "groups-cl", "onnx-frames", "onnx-groups", "auto")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -213,6 +220,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", action="store_true", help="also run the speed comparison (part 3)")
     p.add_argument("--speed-videos", type=int, default=5, help="vesicle videos for the speed comparison")
     p.add_argument("--repeats", type=int, default=1, help="interleaved rounds of the speed comparison")
+    p.add_argument("--speed-methods", nargs="+", default=list(SPEED_METHODS), choices=SPEED_METHODS,
+                   help="the paths the speed comparison times (before: one frame per pass in PyTorch fp32 NCHW, "
+                        "the first one given is the reference of the ratios; onnx-*: ONNX Runtime fp32, "
+                        "when installed; auto: what the script picks on this CPU)")
     return p
 
 
