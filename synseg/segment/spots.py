@@ -140,18 +140,15 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     band = band or max(1, min(1024, 2 ** 21 // w))
     # The objects' pixels, band by band in raster order: each sum below adds them in the order a sum over the
     # whole band adds them (the background pixels only ever went to bin 0), so the figures are the same to the bit.
-    pixels = list(_object_pixels(lab, band))
     prob = None if prob is None else np.asarray(prob)
     area, sum_y, sum_x = (np.zeros(n + 1) for _ in range(3))
     peak = np.full(n + 1, -np.inf)
     pmax = np.full(n + 1, np.nan)
-    values = []
-    for rr, cc, lb in pixels:
-        values.append(img[rr, cc].astype(np.float64))
+    for rr, cc, lb in _object_pixels(lab, band):
         area += np.bincount(lb, minlength=n + 1)
         sum_y += np.bincount(lb, weights=(rr + row0).astype(np.float64), minlength=n + 1)
         sum_x += np.bincount(lb, weights=cc.astype(np.float64), minlength=n + 1)
-        np.maximum.at(peak, lb, values[-1])
+        np.maximum.at(peak, lb, img[rr, cc].astype(np.float64))
         if prob is not None:
             pb = np.full(n + 1, -np.inf)
             np.maximum.at(pb, lb, prob[rr, cc].astype(np.float64))
@@ -183,8 +180,8 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     del busy
     # Sub-pixel centre and integrated intensity from the background-subtracted signal, band by band.
     total, wy, wx, integrated = (np.zeros(n + 1) for _ in range(4))
-    for (rr, cc, lb), vals in zip(pixels, values):
-        diff = vals - background[lb]
+    for rr, cc, lb in _object_pixels(lab, band):  # again, band by band: a dense plane's pixels are never all held
+        diff = img[rr, cc].astype(np.float64) - background[lb]
         sig = np.maximum(diff, 0.0)
         total += np.bincount(lb, weights=sig, minlength=n + 1)
         wy += np.bincount(lb, weights=sig * (rr + row0).astype(np.float64), minlength=n + 1)
