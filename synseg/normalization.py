@@ -91,8 +91,9 @@ def normalization_stats(image: np.ndarray, spec: dict) -> dict:
     return {"min": float(x.min()), "max": float(x.max())}
 
 
-def apply_normalization(image: np.ndarray, spec: dict, stats: dict) -> np.ndarray:
-    """Normalise an image, or any crop of it, with the whole image's `stats` (normalization_stats): float32."""
+def apply_normalization(image: np.ndarray, spec: dict, stats: dict, keep: dict | None = None) -> np.ndarray:
+    """Normalise an image, or any crop of it, with the whole image's `stats` (normalization_stats): float32.
+    `keep`: see local_contrast (mode "local" only)."""
     x = np.asarray(image, dtype=np.float32)
     mode = spec.get("mode", "standardize")
     if mode == "standardize":
@@ -108,7 +109,7 @@ def apply_normalization(image: np.ndarray, spec: dict, stats: dict) -> np.ndarra
         lo, hi = stats["min"], stats["max"]
         return (x - lo) * np.float32(255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
     if mode == "local":
-        return local_contrast(x, spec, stats)
+        return local_contrast(x, spec, stats, keep)
     raise ValueError(f"unknown normalization mode {mode!r}; use {', '.join(MODES)}")
 
 
@@ -192,7 +193,7 @@ def noise_model(image: np.ndarray, spec: dict) -> dict:
     return {"alpha": alpha, "beta": beta, "floor": floor}
 
 
-def local_contrast(x: np.ndarray, spec: dict, model: dict) -> np.ndarray:
+def local_contrast(x: np.ndarray, spec: dict, model: dict, keep: dict | None = None) -> np.ndarray:
     """(x - local background) / noise, float32 (mode "local"): a punctum or a filament that stands k noise
     units above its own surroundings reads about k wherever it lies, beside a saturated cell body or on a
     dim edge of the field. Background: local_background (spec "radius"); noise: the image's noise_model at
@@ -202,17 +203,25 @@ def local_contrast(x: np.ndarray, spec: dict, model: dict) -> np.ndarray:
     Local: a crop gives the same values as the whole image more than 2 x radius from its edges, so tiles
     with the predictor's margins are normalised on their own with the whole plane's model. A constant
     image maps to zeros.
+
+    `keep`: a dict that receives "z", the contrast before the compression (a copy where it is compressed): bit
+    for bit local_contrast(x, {**spec, "compress": None}, model), what the quality check measures, so that a
+    plane normalised whole for the network need not be normalised again for the check (tiling.plane_probability).
     """
     b = local_background(x, float(spec.get("radius", LOCAL_RADIUS)))
     residual = np.asarray(x, np.float32) - b
     floor = model["floor"]
     if floor <= 0:
+        if keep is not None:
+            keep["z"] = np.zeros_like(residual)
         return np.zeros_like(residual)
     b *= np.float32(model["alpha"])
     b += np.float32(model["beta"])
     np.maximum(b, np.float32(floor * floor), out=b)
     np.sqrt(b, out=b)
     residual /= b
+    if keep is not None:
+        keep["z"] = residual.copy() if spec.get("compress") == "asinh" else residual
     if spec.get("compress") == "asinh":
         # noise and faint structure (|z| < ~2) stay nearly linear; a spot 250 noise units high reads ~6, so
         # the few bright objects of an image do not dominate the network's activations

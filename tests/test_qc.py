@@ -1,6 +1,7 @@
 """The quality check (synseg/segment/qc.py): its rules on tiny images made here, its columns and log lines in a
 batch, and the refusal of a calibration made for other weights."""
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -150,6 +151,9 @@ def test_the_cheap_figures_equal_the_plain_computations():
     for shape in ((8, 8), (37, 91), (256, 256)):
         z = (rng.standard_normal(shape) * rng.uniform(0.1, 50)).astype(np.float32)
         assert qc.percentile_999(z) == pytest.approx(float(np.percentile(z, 99.9)), rel=1e-6, abs=1e-12)
+    big = rng.standard_normal((1024, 1024)).astype(np.float32)  # the partial sort of the top values only
+    for z in (big, np.where(big > 3.2, big, 0).astype(np.float32), np.round(big * 2).astype(np.float32)):
+        assert qc.percentile_999(z) == float(np.percentile(z, 99.9))
     image = spots_image(seed=5)
     grey = np.clip(image / np.percentile(image, 99.5) * 255, 0, 255).astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, 70])
@@ -223,3 +227,39 @@ def test_a_measured_plane_fits_its_noise_model_once(tmp_path, monkeypatch):
     row = read_rows(tmp_path / "out" / "summary.csv")[0]
     own = qc.image_figures(spots_image(96, seed=2), 1.0, LOCAL)  # fitted here, on its own
     assert float(row["qc_peak_snr"]) == pytest.approx(own["qc_peak_snr"], rel=1e-3)
+
+
+def test_the_network_and_the_check_share_a_measured_plane_local_contrast(tmp_path, monkeypatch):
+    """Where the network normalises a measured plane whole (one unpadded tile, alone or in a stack), the check
+    reads that plane's local contrast (tiling contrast= -> qc.image_figures z) instead of a second grey opening,
+    and its figures are the check's own to the bit; a padded plane (90 px: not a multiple of 2**depth) is
+    normalised again by the check."""
+    from synseg import normalization
+    from tests.test_predict import sharp_model
+
+    path = tmp_path / "local.pth"
+    unet.save_checkpoint(path, sharp_model(seed=1), task="vesicle", normalization=dict(LOCAL), pixel_size_um=0.1)
+    stack = np.stack([spots_image(96, seed=s) for s in (2, 3, 4)])
+    write(tmp_path / "in" / "a.tif", stack[0], pixel_size=0.1)
+    write(tmp_path / "in" / "b.tif", stack, pixel_size=0.1, axes="TYX")
+    write(tmp_path / "in" / "c.tif", stack[1][:90, :90], pixel_size=0.1)
+    openings, kept = [], []
+    real_background, real_contrast = normalization.local_background, normalization.local_contrast
+    monkeypatch.setattr(normalization, "local_background", lambda *a: openings.append(1) or real_background(*a))
+    monkeypatch.setattr(normalization, "local_contrast",
+                        lambda x, spec, model, keep=None: kept.append(keep is not None)
+                        or real_contrast(x, spec, model, keep))
+    assert run_inprocess(SynSeg_Vesicle, "-i", tmp_path / "in", "-o", tmp_path / "out", "-m", path) == 0
+    # per measured plane: one fit (noise_model) and one normalisation (network, kept for the check); c: the
+    # check's own normalisation besides
+    assert len(openings) == 2 * 5 + 1 and kept.count(True) == 4
+    rows = {Path(r["file"]).name: r for r in read_rows(tmp_path / "out" / "summary.csv")}
+    for name, planes in (("a.tif", stack[:1]), ("b.tif", stack), ("c.tif", stack[1:2, :90, :90])):
+        own = [qc.image_figures(p, 1.0, LOCAL) for p in planes]
+        for key in ("qc_peak_snr", "qc_extent", "qc_width", "qc_blobness"):
+            assert rows[name][key] == f"{np.median([f[key] for f in own]):.4g}", (name, key)
+    model = qc.noise_model_at_scale(stack[0], 1.0, LOCAL)
+    keep = {}
+    normalization.apply_normalization(stack[0], LOCAL, model, keep)
+    z = real_contrast(stack[0].astype(np.float32), {**LOCAL, "compress": None}, model)
+    assert np.array_equal(keep["z"], z)

@@ -314,11 +314,13 @@ class Segmenter:
                              f"--resize_size, the right --pixel-size in um, or --no-rescale")
         return f, note
 
-    def probability(self, plane: np.ndarray, factor: float, progress: bool, stats: dict | None = None) -> np.ndarray:
+    def probability(self, plane: np.ndarray, factor: float, progress: bool, stats: dict | None = None,
+                    contrast: dict | None = None) -> np.ndarray:
         """Probability map of one raw 2D plane on its own grid (tiling.plane_probability with this run's settings)."""
         return tiling.plane_probability(self.net, plane, factor, self.norm, tile_size=self.tile_size,
                                         overlap=self.overlap, batch_size=self.batch_size, device=self.device,
-                                        amp_dtype=self.amp, tta=self.options.tta, progress=progress, stats=stats)
+                                        amp_dtype=self.amp, tta=self.options.tta, progress=progress, stats=stats,
+                                        contrast=contrast)
 
     def qc_models(self, planes: np.ndarray, live: list[int], factor: float) -> dict:
         """{plane index: noise model} of the live planes the quality check measures, where the network's
@@ -330,17 +332,19 @@ class Segmenter:
         return out
 
     def probabilities(self, planes: np.ndarray, live: list[int], factor: float, progress: bool,
-                      stats: dict | None = None):
+                      stats: dict | None = None, contrast: dict | None = None):
         """Yield the probability map of each plane listed in `live`, in order.
 
         Planes that fit one tile go through the network several at a time (tiling.stack_probability; a
         60-frame 256 px movie is 4 forward passes with 1024 px tiles), each normalised on its own; larger
-        planes one at a time, tiled. `stats`: {plane index: normalisation statistics} already known (qc_models).
+        planes one at a time, tiled. `stats`: {plane index: normalisation statistics} already known (qc_models);
+        `contrast`: {plane index: a dict for the plane's local contrast} (tiling.plane_probability's contrast).
         """
-        stats = stats or {}
+        stats, contrast = stats or {}, contrast or {}
 
         def one(k: int) -> np.ndarray:  # stats only when known: a stand-in probability() may not take them
-            return self.probability(planes[k], factor, progress, **({"stats": stats[k]} if k in stats else {}))
+            return self.probability(planes[k], factor, progress, **({"stats": stats[k]} if k in stats else {}),
+                                    **({"contrast": contrast[k]} if k in contrast else {}))
 
         per_pass = tiling.planes_per_pass(planes.shape[1:], factor, self.tile_size, self.batch_size,
                                           self.net.depth) if self.options.stack_planes else 0
@@ -355,7 +359,8 @@ class Segmenter:
                 continue
             yield from tiling.stack_probability(self.net, [planes[k] for k in group], factor, self.norm,
                                                 device=self.device, amp_dtype=self.amp, tta=self.options.tta,
-                                                stats=[stats.get(k) for k in group])
+                                                stats=[stats.get(k) for k in group],
+                                                contrast=[contrast.get(k) for k in group])
 
     def segment(self, src: Path, dst: Path, before_mask=None) -> tuple[dict, list[dict]]:
         """Segment one file, write its outputs; returns (summary row, object rows).
@@ -381,7 +386,9 @@ class Segmenter:
         big = planes.shape[1] * planes.shape[2] > 4 * self.tile_size ** 2
         live = [k for k, plane in enumerate(planes) if plane.min() != plane.max()]
         known = self.qc_models(planes, live, factor)  # the measured planes' noise model: network and check
-        maps = self.probabilities(planes, live, factor, progress=big, **({"stats": known} if known else {}))
+        contrast = {k: {} for k in known}  # and their local contrast, where the network computes it whole
+        maps = self.probabilities(planes, live, factor, progress=big,
+                                  **({"stats": known, "contrast": contrast} if known else {}))
         for k, plane in enumerate(planes):
             if plane.min() == plane.max():  # constant plane: nothing to find, and nothing to normalise
                 if len(planes) == 1:
@@ -413,7 +420,7 @@ class Segmenter:
             if k in checked:
                 t0 = time.perf_counter()
                 figures.append(qc.plane_figures(plane, prob, candidates, mask, factor, self.norm, self.task.name,
-                                                model=known.get(k)))
+                                                model=known.get(k), z=contrast.get(k, {}).pop("z", None)))
                 self.qc_seconds += time.perf_counter() - t0
             del candidates
             if not measure.uses_prob:

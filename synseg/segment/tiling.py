@@ -348,13 +348,14 @@ def planes_per_pass(shape: tuple[int, int], factor: float, tile_size: int, batch
 
 
 def stack_probability(net, planes, factor: float, normalization: dict, *, device, amp_dtype=None,
-                      tta: bool = False, stats: list | None = None) -> list[np.ndarray]:
+                      tta: bool = False, stats: list | None = None, contrast: list | None = None) -> list[np.ndarray]:
     """Probability maps (float32, each on its plane's grid) of raw 2D planes of one shape, in one forward pass.
 
     For planes that fit one tile (planes_per_pass > 0): each is resized, normalised with its own statistics and
     padded exactly as plane_probability does it, so the maps equal plane_probability's up to float rounding
     (a batch may sum the convolutions in another order; tests/test_predict.py). `stats`: per plane, its
-    normalization_stats when already known (None entries are computed here).
+    normalization_stats when already known (None entries are computed here). `contrast`: per plane, a dict or
+    None, as in plane_probability.
     """
     from synseg.normalization import apply_normalization, normalization_stats
 
@@ -370,7 +371,8 @@ def stack_probability(net, planes, factor: float, normalization: dict, *, device
         mode = "reflect" if (ph < hh and pw < ww) else "edge"
         known = stats[i] if stats is not None else None
         known = normalization_stats(x, normalization) if known is None else known
-        tiles.append(apply_normalization(read_tile(x, 0, 0, hh + ph, ww + pw, mode), normalization, known))
+        keep = contrast[i] if contrast is not None and not (ph or pw) else None  # the whole plane, unpadded
+        tiles.append(apply_normalization(read_tile(x, 0, 0, hh + ph, ww + pw, mode), normalization, known, keep))
         shape = (h, w, hh, ww)
     h, w, hh, ww = shape
     prob = forward_tiles(net, np.stack(tiles), device, amp_dtype, tta)[:, :hh, :ww]  # (N, hh, ww)
@@ -384,13 +386,16 @@ def stack_probability(net, planes, factor: float, normalization: dict, *, device
 
 def plane_probability(net, plane: np.ndarray, factor: float, normalization: dict, *, tile_size: int, overlap: int,
                       batch_size: int, device, amp_dtype=None, tta: bool = False,
-                      progress: bool = False, stats: dict | None = None) -> np.ndarray:
+                      progress: bool = False, stats: dict | None = None, contrast: dict | None = None) -> np.ndarray:
     """Probability map of one raw 2D plane on its own grid (float16 above HALF_PROB_PIXELS, else float32).
 
     The plane is resized by `factor` for prediction (resize_plane) and the map resized back. Tiles are
     normalised one at a time with the whole plane's statistics (normalization.normalization_stats), so an
     unscaled plane is never copied to float32 in full. `stats`: those statistics when already known (the
     quality check's noise model of a measured plane, qc.noise_model_at_scale; computed here when None).
+    `contrast`: a dict that receives "z", the plane's local contrast at the model's scale before compression
+    (normalization.local_contrast's keep), where the network normalises the plane whole (one tile, unpadded)
+    by local contrast: what the quality check measures with the same noise model (qc.image_figures' z).
     """
     from synseg.normalization import apply_normalization, normalization_stats
 
@@ -399,10 +404,11 @@ def plane_probability(net, plane: np.ndarray, factor: float, normalization: dict
     if factor != 1.0:
         x = resize_plane(plane.astype(np.float32), (max(1, round(h * factor)), max(1, round(w * factor))))
     stats = normalization_stats(x, normalization) if stats is None else stats
-    half = h * w > HALF_PROB_PIXELS
+    half, whole = h * w > HALF_PROB_PIXELS, x.shape
     prob = predict_probability(net, x, tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device,
                                amp_dtype=amp_dtype, tta=tta, progress=progress,
-                               normalize=lambda tile: apply_normalization(tile, normalization, stats),
+                               normalize=lambda tile: apply_normalization(
+                                   tile, normalization, stats, contrast if tile.shape == whole else None),
                                out_dtype=np.float16 if half and factor == 1.0 else np.float32)
     del x
     if prob.shape != (h, w):
