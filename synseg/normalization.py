@@ -91,7 +91,7 @@ def normalization_stats(image: np.ndarray, spec: dict) -> dict:
     return {"min": float(x.min()), "max": float(x.max())}
 
 
-def apply_normalization(image: np.ndarray, spec: dict, stats: dict, keep: dict | None = None) -> np.ndarray:
+def apply_normalization(image: np.ndarray, spec: dict, stats: dict, keep=None) -> np.ndarray:
     """Normalise an image, or any crop of it, with the whole image's `stats` (normalization_stats): float32.
     `keep`: see local_contrast (mode "local" only)."""
     x = np.asarray(image, dtype=np.float32)
@@ -131,12 +131,23 @@ def _gauss(x: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
 
 
+def _disc_radius(radius: float) -> int:
+    """The opening's disc radius in whole px."""
+    return max(1, int(round(radius)))
+
+
+def local_reach(spec: dict) -> int:
+    """px from a crop's edge within which local_contrast of the crop may differ from the whole image's (the
+    opening erodes, then dilates, by the disc's radius); at an edge the crop shares with the image, none."""
+    return 2 * _disc_radius(float(spec.get("radius", LOCAL_RADIUS)))
+
+
 def local_background(x: np.ndarray, radius: float) -> np.ndarray:
     """Grey opening with a disc of `radius` px (float32): puncta and filaments narrower than the disc go,
     cell bodies, sheets, gradients and their sharp edges stay."""
     import cv2
 
-    r = max(1, int(round(radius)))
+    r = _disc_radius(radius)
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     return cv2.morphologyEx(np.ascontiguousarray(x, dtype=np.float32), cv2.MORPH_OPEN, disc,
                             borderType=cv2.BORDER_REFLECT_101)
@@ -193,7 +204,7 @@ def noise_model(image: np.ndarray, spec: dict) -> dict:
     return {"alpha": alpha, "beta": beta, "floor": floor}
 
 
-def local_contrast(x: np.ndarray, spec: dict, model: dict, keep: dict | None = None) -> np.ndarray:
+def local_contrast(x: np.ndarray, spec: dict, model: dict, keep=None) -> np.ndarray:
     """(x - local background) / noise, float32 (mode "local"): a punctum or a filament that stands k noise
     units above its own surroundings reads about k wherever it lies, beside a saturated cell body or on a
     dim edge of the field. Background: local_background (spec "radius"); noise: the image's noise_model at
@@ -204,16 +215,17 @@ def local_contrast(x: np.ndarray, spec: dict, model: dict, keep: dict | None = N
     with the predictor's margins are normalised on their own with the whole plane's model. A constant
     image maps to zeros.
 
-    `keep`: a dict that receives "z", the contrast before the compression (a copy where it is compressed): bit
-    for bit local_contrast(x, {**spec, "compress": None}, model), what the quality check measures, so that a
-    plane normalised whole for the network need not be normalised again for the check (tiling.plane_probability).
+    `keep`: a function called with the contrast before the compression, bit for bit local_contrast(x, {**spec,
+    "compress": None}, model), what the quality check measures (it copies what it needs: the array is then
+    compressed in place), so that a plane the network normalises need not be normalised again for the check
+    (tiling.plane_probability).
     """
     b = local_background(x, float(spec.get("radius", LOCAL_RADIUS)))
     residual = np.asarray(x, np.float32) - b
     floor = model["floor"]
     if floor <= 0:
         if keep is not None:
-            keep["z"] = np.zeros_like(residual)
+            keep(np.zeros_like(residual))
         return np.zeros_like(residual)
     b *= np.float32(model["alpha"])
     b += np.float32(model["beta"])
@@ -221,7 +233,7 @@ def local_contrast(x: np.ndarray, spec: dict, model: dict, keep: dict | None = N
     np.sqrt(b, out=b)
     residual /= b
     if keep is not None:
-        keep["z"] = residual.copy() if spec.get("compress") == "asinh" else residual
+        keep(residual)
     if spec.get("compress") == "asinh":
         # noise and faint structure (|z| < ~2) stay nearly linear; a spot 250 noise units high reads ~6, so
         # the few bright objects of an image do not dominate the network's activations

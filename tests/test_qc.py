@@ -230,10 +230,10 @@ def test_a_measured_plane_fits_its_noise_model_once(tmp_path, monkeypatch):
 
 
 def test_the_network_and_the_check_share_a_measured_plane_local_contrast(tmp_path, monkeypatch):
-    """Where the network normalises a measured plane whole (one unpadded tile, alone or in a stack), the check
-    reads that plane's local contrast (tiling contrast= -> qc.image_figures z) instead of a second grey opening,
-    and its figures are the check's own to the bit; a padded plane (90 px: not a multiple of 2**depth) is
-    normalised again by the check."""
+    """Where the network normalises an unpadded measured plane by local contrast (whole, alone or in a stack, or
+    tile by tile), the check reads that plane's local contrast (tiling contrast= -> qc.image_figures z) instead
+    of a second grey opening, and its figures are the check's own to the bit; a padded plane (90 px: not a
+    multiple of 2**depth) is normalised again by the check."""
     from synseg import normalization
     from tests.test_predict import sharp_model
 
@@ -243,6 +243,7 @@ def test_the_network_and_the_check_share_a_measured_plane_local_contrast(tmp_pat
     write(tmp_path / "in" / "a.tif", stack[0], pixel_size=0.1)
     write(tmp_path / "in" / "b.tif", stack, pixel_size=0.1, axes="TYX")
     write(tmp_path / "in" / "c.tif", stack[1][:90, :90], pixel_size=0.1)
+    write(tmp_path / "big" / "d.tif", spots_image(192, seed=6), pixel_size=0.1)
     openings, kept = [], []
     real_background, real_contrast = normalization.local_background, normalization.local_contrast
     monkeypatch.setattr(normalization, "local_background", lambda *a: openings.append(1) or real_background(*a))
@@ -253,13 +254,46 @@ def test_the_network_and_the_check_share_a_measured_plane_local_contrast(tmp_pat
     # per measured plane: one fit (noise_model) and one normalisation (network, kept for the check); c: the
     # check's own normalisation besides
     assert len(openings) == 2 * 5 + 1 and kept.count(True) == 4
+    openings.clear()
+    assert run_inprocess(SynSeg_Vesicle, "-i", tmp_path / "big", "-o", tmp_path / "out", "-m", path,
+                         "--tile-size", "96", "--overlap", "40") == 0  # 3 x 3 tiles of 96 px
+    assert len(openings) == 1 + 9
     rows = {Path(r["file"]).name: r for r in read_rows(tmp_path / "out" / "summary.csv")}
-    for name, planes in (("a.tif", stack[:1]), ("b.tif", stack), ("c.tif", stack[1:2, :90, :90])):
+    for name, planes in (("a.tif", stack[:1]), ("b.tif", stack), ("c.tif", stack[1:2, :90, :90]),
+                         ("d.tif", [spots_image(192, seed=6)])):
         own = [qc.image_figures(p, 1.0, LOCAL) for p in planes]
         for key in ("qc_peak_snr", "qc_extent", "qc_width", "qc_blobness"):
             assert rows[name][key] == f"{np.median([f[key] for f in own]):.4g}", (name, key)
-    model = qc.noise_model_at_scale(stack[0], 1.0, LOCAL)
-    keep = {}
-    normalization.apply_normalization(stack[0], LOCAL, model, keep)
-    z = real_contrast(stack[0].astype(np.float32), {**LOCAL, "compress": None}, model)
-    assert np.array_equal(keep["z"], z)
+
+
+def test_the_local_contrast_of_a_tiled_plane_is_the_whole_plane_s():
+    """tiling.plane_probability's contrast: the tiles' local contrast away from their inner edges, put together,
+    equals the whole plane's to the bit; overlaps too narrow to cover the plane give none; a padded plane none."""
+    import torch
+
+    from synseg import normalization
+    from synseg.segment import tiling
+    from tests.test_predict import sharp_model
+
+    net = tiling.prepare_model(sharp_model(seed=1), torch.device("cpu"))
+    image = spots_image(200, seed=7)
+    for factor in (1.0, 0.8):
+        x = image.astype(np.float32)
+        if factor != 1.0:
+            x = tiling.resize_plane(x, (160, 160))
+        model = normalization.noise_model(x, LOCAL)
+        whole = normalization.local_contrast(x, {**LOCAL, "compress": None}, model)
+        for tile, overlap, shared in ((512, 16, True), (64, 32, True), (48, 28, True), (64, 20, False)):
+            contrast = {}
+            prob = tiling.plane_probability(net, image, factor, LOCAL, tile_size=tile, overlap=overlap, batch_size=2,
+                                            device=torch.device("cpu"), stats=model, contrast=contrast)
+            plain = tiling.plane_probability(net, image, factor, LOCAL, tile_size=tile, overlap=overlap,
+                                             batch_size=2, device=torch.device("cpu"), stats=model)
+            assert np.array_equal(prob, plain)  # the network's input is untouched
+            assert ("z" in contrast) == shared, (factor, tile, overlap)
+            if shared:
+                assert np.array_equal(contrast["z"], whole), (factor, tile, overlap)
+    contrast = {}
+    tiling.plane_probability(net, image[:198, :198], 1.0, LOCAL, tile_size=64, overlap=32, batch_size=2,
+                             device=torch.device("cpu"), contrast=contrast)
+    assert contrast == {}

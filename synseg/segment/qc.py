@@ -402,7 +402,8 @@ def combine(per_plane: list[dict]) -> dict:
     out = {}
     for name in FIGURES:
         values = [p[name] for p in per_plane if name in p and p[name] == p[name]]
-        out[name] = float(np.median(values)) if values else float("nan")
+        out[name] = (float(values[0]) if len(values) == 1 else  # a single plane: its value (np.median's, faster)
+                     float(np.median(values)) if values else float("nan"))
     return out
 
 

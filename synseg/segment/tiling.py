@@ -249,13 +249,15 @@ def read_tile(image: np.ndarray, y: int, x: int, th: int, tw: int, mode: str) ->
 
 def predict_probability(model, image: np.ndarray, *, tile_size: int = 512, overlap: int = 64,
                         batch_size: int = 4, device=None, amp_dtype=None, tta: bool = False,
-                        progress: bool = False, normalize=None, out_dtype=np.float32) -> np.ndarray:
+                        progress: bool = False, normalize=None, normalize_at=None,
+                        out_dtype=np.float32) -> np.ndarray:
     """Foreground probability (out_dtype, same shape) of one 2D image, predicted tile by tile.
 
     `model` returns logits. `image` is float32 (H, W) already normalised, or any 2D array together with
     `normalize`, a function that maps a crop of it to the normalised float32 crop (the whole image's
     statistics, normalization.apply_normalization), so no normalised copy of the plane is ever made. An image no larger
-    than a tile is predicted whole. With tta the four flips of every tile are averaged. Tiles go row by row;
+    than a tile is predicted whole; `normalize_at(crop, y, x)`, when given, is told the crop's top-left corner
+    too. With tta the four flips of every tile are averaged. Tiles go row by row;
     the blend is summed in a buffer one tile row high, and finished rows are divided by their summed window
     and written to the output, so the only full-size array is the output itself.
     """
@@ -263,6 +265,7 @@ def predict_probability(model, image: np.ndarray, *, tile_size: int = 512, overl
 
     device = device or next(model.parameters()).device
     normalize = normalize or (lambda t: np.asarray(t, np.float32))
+    normalize_at = normalize_at or (lambda t, y, x: normalize(t))
     h, w = image.shape
     align = 2 ** model.depth
     ph, pw = (-h) % align, (-w) % align
@@ -301,7 +304,8 @@ def predict_probability(model, image: np.ndarray, *, tile_size: int = 512, overl
     bar = tqdm(total=len(jobs), desc="tiles", unit="tile", leave=False, disable=not progress, mininterval=1.0)
     for k in range(0, len(jobs), batch_size):
         batch = jobs[k:k + batch_size]
-        tiles = np.stack([normalize(read_tile(image, ys[i], xs[j], ty, tx, mode)) for i, j in batch])
+        tiles = np.stack([normalize_at(read_tile(image, ys[i], xs[j], ty, tx, mode), ys[i], xs[j])
+                          for i, j in batch])
         prob = forward_tiles(model, tiles, device, amp_dtype, tta)  # (B, ty, tx)
         for (i, j), p in zip(batch, prob):
             if i != state["row"]:  # first tile of a new tile row: the rows above its start are final
@@ -371,7 +375,9 @@ def stack_probability(net, planes, factor: float, normalization: dict, *, device
         mode = "reflect" if (ph < hh and pw < ww) else "edge"
         known = stats[i] if stats is not None else None
         known = normalization_stats(x, normalization) if known is None else known
-        keep = contrast[i] if contrast is not None and not (ph or pw) else None  # the whole plane, unpadded
+        keep = None
+        if contrast is not None and contrast[i] is not None and not (ph or pw):  # the whole plane, unpadded
+            keep = lambda z, into=contrast[i]: into.__setitem__("z", z.copy())  # noqa: E731
         tiles.append(apply_normalization(read_tile(x, 0, 0, hh + ph, ww + pw, mode), normalization, known, keep))
         shape = (h, w, hh, ww)
     h, w, hh, ww = shape
@@ -384,6 +390,35 @@ def stack_probability(net, planes, factor: float, normalization: dict, *, device
     return out
 
 
+CONTRAST_PIXELS = 2 ** 24  # plane_probability keeps the local contrast of planes up to 4096^2 px (64 MB)
+
+
+def _contrast_keeper(shape: tuple[int, int], normalization: dict, stats: dict):
+    """(normalize_at, done) for predict_probability on an unpadded plane of `shape`: normalize_at normalises each
+    tile as apply_normalization does and copies the part of its local contrast (before compression) that
+    equals the whole plane's into a plane-sized array; done() returns that array, or None when the tiles'
+    parts left a row or column out (overlaps narrower than 2 x local_reach)."""
+    from synseg.normalization import apply_normalization, local_reach
+
+    out = np.empty(shape, np.float32)
+    rows, cols = np.zeros(shape[0], bool), np.zeros(shape[1], bool)  # the tiles form a grid: rows x columns
+    m = local_reach(normalization)
+
+    def normalize_at(tile: np.ndarray, y: int, x: int) -> np.ndarray:
+        th, tw = tile.shape
+        y0, y1 = y + (m if y > 0 else 0), y + th - (m if y + th < shape[0] else 0)
+        x0, x1 = x + (m if x > 0 else 0), x + tw - (m if x + tw < shape[1] else 0)
+        keep = None
+        if y1 > y0 and x1 > x0:
+            rows[y0:y1], cols[x0:x1] = True, True
+
+            def keep(z):
+                out[y0:y1, x0:x1] = z[y0 - y:y1 - y, x0 - x:x1 - x]
+        return apply_normalization(tile, normalization, stats, keep)
+
+    return normalize_at, lambda: out if rows.all() and cols.all() else None
+
+
 def plane_probability(net, plane: np.ndarray, factor: float, normalization: dict, *, tile_size: int, overlap: int,
                       batch_size: int, device, amp_dtype=None, tta: bool = False,
                       progress: bool = False, stats: dict | None = None, contrast: dict | None = None) -> np.ndarray:
@@ -394,8 +429,10 @@ def plane_probability(net, plane: np.ndarray, factor: float, normalization: dict
     unscaled plane is never copied to float32 in full. `stats`: those statistics when already known (the
     quality check's noise model of a measured plane, qc.noise_model_at_scale; computed here when None).
     `contrast`: a dict that receives "z", the plane's local contrast at the model's scale before compression
-    (normalization.local_contrast's keep), where the network normalises the plane whole (one tile, unpadded)
-    by local contrast: what the quality check measures with the same noise model (qc.image_figures' z).
+    (normalization.local_contrast's keep) when the network normalises it by local contrast and the plane is
+    not padded (a multiple of 2**depth) nor over CONTRAST_PIXELS: what the quality check measures with the
+    same noise model (qc.image_figures' z). Each tile gives the part more than local_reach from its edges
+    inside the plane, the same numbers as the whole plane's; the overlaps cover the rest.
     """
     from synseg.normalization import apply_normalization, normalization_stats
 
@@ -404,13 +441,19 @@ def plane_probability(net, plane: np.ndarray, factor: float, normalization: dict
     if factor != 1.0:
         x = resize_plane(plane.astype(np.float32), (max(1, round(h * factor)), max(1, round(w * factor))))
     stats = normalization_stats(x, normalization) if stats is None else stats
-    half, whole = h * w > HALF_PROB_PIXELS, x.shape
+    half = h * w > HALF_PROB_PIXELS
+    normalize_at = None
+    if (contrast is not None and normalization.get("mode") == "local" and x.size <= CONTRAST_PIXELS
+            and not (x.shape[0] % 2 ** net.depth or x.shape[1] % 2 ** net.depth)):
+        normalize_at, done = _contrast_keeper(x.shape, normalization, stats)
     prob = predict_probability(net, x, tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device,
                                amp_dtype=amp_dtype, tta=tta, progress=progress,
-                               normalize=lambda tile: apply_normalization(
-                                   tile, normalization, stats, contrast if tile.shape == whole else None),
+                               normalize=lambda tile: apply_normalization(tile, normalization, stats),
+                               normalize_at=normalize_at,
                                out_dtype=np.float16 if half and factor == 1.0 else np.float32)
     del x
+    if normalize_at is not None and (z := done()) is not None:
+        contrast["z"] = z
     if prob.shape != (h, w):
         prob = resize_plane(prob, (h, w))
         np.clip(prob, 0.0, 1.0, out=prob)
