@@ -166,10 +166,17 @@ def lap_successors(coords: list[np.ndarray], cost: float, reach: float, memory: 
         candidates = np.flatnonzero((apart >= 1) & (apart <= memory + 1))
         if not len(candidates):
             continue
-        costs = cdist(last_xyz[i:i + 1], first_xyz[candidates], metric=_gap_cost)[0]  # laptrack's own call
+        # _gap_cost over all candidates at once, then exactly (laptrack's per-pair call, whose ** 2 is libm's pow,
+        # not always x * x) for those within a hair of the cutoff: the figures laptrack's cdist gives them
+        d = first_xyz[candidates] - last_xyz[i]
+        rough = (d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) / (d[:, 2] * d[:, 2])
+        close = candidates[rough < reach * (1 + 1e-9)]
+        if not len(close):
+            continue
+        costs = cdist(last_xyz[i:i + 1], first_xyz[close], metric=_gap_cost)[0]
         near = np.flatnonzero(costs < reach)
         gap_rows.append(np.full(len(near), i))
-        gap_cols.append(candidates[near])
+        gap_cols.append(close[near])
         gap_data.append(costs[near])
     if not gap_rows or not sum(map(len, gap_rows)):
         return successor
