@@ -246,6 +246,8 @@ class Batch:
                 # our own workers leave before the scheduler stops: stopped together, a worker's heartbeat can
                 # meet the closed scheduler and print a traceback after a run that went well
                 logging.getLogger("distributed.core").setLevel(logging.WARNING)  # its "connection closed" notes
+                # every outcome is in: what our own workers say while they leave (a peer that left first) is noise
+                self.client.run(_quiet_at_exit)
                 self.client.retire_workers(close_workers=True)
         with contextlib.suppress(Exception):
             self.client.close()
@@ -265,3 +267,8 @@ def dask_allowed_failures() -> int:
     import dask
 
     return int(dask.config.get("distributed.scheduler.allowed-failures"))
+
+
+def _quiet_at_exit() -> None:
+    """Run on a local cluster's workers when the batch is done: their shutdown chatter stays out of the log."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
