@@ -539,7 +539,7 @@ def get_args_parser(task: str, description: str | None = None) -> argparse.Argum
     if record.track:
         tr = p.add_argument_group("time-lapse tracking")
         tr.add_argument("--track", action="store_true",
-                        help="link the vesicles of consecutive frames of a TYX stack into tracks (laptrack): "
+                        help="link the vesicles of consecutive frames of a TYX stack into tracks (laptrack's linking): "
                              "tracks.csv (file, track_id, frame, y, x, area, intensity) and track_summary.csv "
                              "(duration, mean speed; in s and um/s when pixel size and frame interval are known)")
         tr.add_argument("--search-range", type=cli.finite_float(above=0.0), default=None,

@@ -11,8 +11,8 @@ Stopped half-way (Ctrl-C, kill, crash)? Run the same command again: finished fil
 the tables come out as if the run had never stopped.
 
 Time-lapses (TYX): every frame is segmented; with --track the vesicles of consecutive frames are linked
-(tracking.py, laptrack) into OUTDIR/tracks.csv and OUTDIR/track_summary.csv (duration, mean speed in
-um/s when the pixel size and frame interval are known):
+(tracking.py: laptrack's linking, same tracks) into OUTDIR/tracks.csv and OUTDIR/track_summary.csv (duration,
+mean speed in um/s when the pixel size and frame interval are known):
     python SynSeg_Vesicle.py -i movie.tif -o out/ --track
 """
 import argparse
