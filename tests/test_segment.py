@@ -252,7 +252,7 @@ def test_contrast_cut_is_logged_and_can_be_turned_off(tmp_path, models, monkeypa
     src = write(tmp_path / "in" / "s.tif", img)
     # a stand-in network that finds every spot, bright or faint: the cut alone must drop the faint ones
     monkeypatch.setattr(predict.Segmenter, "probability",
-                        lambda self, plane, factor, progress: (plane > 560).astype(np.float32))
+                        lambda self, plane, factor, progress, **_: (plane > 560).astype(np.float32))
     counts = {}
     for flag in ([], ["--no-contrast-cut"]):
         out = tmp_path / ("out" + "".join(flag))

@@ -329,14 +329,14 @@ def test_nan_weights_are_refused(tmp_path, models, capsys):
 def test_nan_probability_fails_the_file(tmp_path, models, capsys, monkeypatch):
     from synseg.segment import predict
 
-    def nan_map(self, plane, factor, progress):
+    def nan_map(self, plane, factor, progress, **_):
         return np.full(plane.shape, np.nan, np.float32)
 
     monkeypatch.setattr(predict.Segmenter, "probability", nan_map)
     if hasattr(predict.Segmenter, "probabilities"):  # several planes per forward pass
         monkeypatch.setattr(predict.Segmenter, "probabilities",
-                            lambda self, planes, live, factor, progress: (nan_map(self, planes[k], factor, progress)
-                                                                          for k in live))
+                            lambda self, planes, live, factor, progress, **_: (
+                                nan_map(self, planes[k], factor, progress) for k in live))
     img = write(tmp_path / "a.tif", blobs((32, 32)))
     code, err = segment(SynSeg_Vesicle, capsys, "-i", img, "-o", tmp_path / "out", "-m", models["vesicle"])
     assert code == 1

@@ -74,7 +74,7 @@ def split_touching(mask: np.ndarray, intensity: np.ndarray, min_distance: float 
 
     mask = np.asarray(mask, bool)
     whole = None  # a plane of one window (spots.label_windows) is labelled once, for the estimate and the split
-    if len(spots._bands(mask.shape)) == 1:
+    if len(spots.bands(mask.shape)) == 1:
         labels, n = label8(mask)
         whole = labels, n, np.bincount(labels.ravel(), minlength=n + 1)
     if min_distance is None:
@@ -251,7 +251,7 @@ def object_table(labels: np.ndarray, intensity: np.ndarray, band: int | None = N
     band = band or max(1, min(1024, 2 ** 21 // labels.shape[1]))
     area, sum_y, sum_x, sum_i = (np.zeros(n + 1) for _ in range(4))
     # the objects' pixels only, band by band in raster order: the sums of a whole-band bincount, to the bit
-    for rr, cc, lb in spots._object_pixels(labels, band):
+    for rr, cc, lb in spots.object_pixels(labels, band):
         area += np.bincount(lb, minlength=n + 1)
         sum_y += np.bincount(lb, weights=(rr + row0).astype(np.float64), minlength=n + 1)
         sum_x += np.bincount(lb, weights=cc.astype(np.float64), minlength=n + 1)

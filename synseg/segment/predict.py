@@ -342,9 +342,8 @@ class Segmenter:
         """
         stats, contrast = stats or {}, contrast or {}
 
-        def one(k: int) -> np.ndarray:  # stats only when known: a stand-in probability() may not take them
-            return self.probability(planes[k], factor, progress, **({"stats": stats[k]} if k in stats else {}),
-                                    **({"contrast": contrast[k]} if k in contrast else {}))
+        def one(k: int) -> np.ndarray:
+            return self.probability(planes[k], factor, progress, stats=stats.get(k), contrast=contrast.get(k))
 
         per_pass = tiling.planes_per_pass(planes.shape[1:], factor, self.tile_size, self.batch_size,
                                           self.net.depth) if self.options.stack_planes else 0
@@ -387,8 +386,7 @@ class Segmenter:
         live = [k for k, plane in enumerate(planes) if plane.min() != plane.max()]
         known = self.qc_models(planes, live, factor)  # the measured planes' noise model: network and check
         contrast = {k: {} for k in known}  # and their local contrast, where the network computes it whole
-        maps = self.probabilities(planes, live, factor, progress=big,
-                                  **({"stats": known, "contrast": contrast} if known else {}))
+        maps = self.probabilities(planes, live, factor, progress=big, stats=known, contrast=contrast)
         for k, plane in enumerate(planes):
             if plane.min() == plane.max():  # constant plane: nothing to find, and nothing to normalise
                 if len(planes) == 1:

@@ -38,6 +38,7 @@ column stays empty ("no calibration") rather than give a wrong estimate.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -128,15 +129,11 @@ def _dct_matrix() -> np.ndarray:
 
 
 JPEG_FREQUENCIES = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1))  # low AC terms: quantised in any JPEG
-_JPEG_BASIS = []  # the (64, frequencies) basis, made once
-
-
+@functools.cache
 def _jpeg_basis() -> np.ndarray:
-    """Only the few coefficients looked at: coef[u, v] of a block B is c[u] @ B @ c[v], one column each."""
-    if not _JPEG_BASIS:
-        c = _dct_matrix()
-        _JPEG_BASIS.append(np.stack([np.outer(c[u], c[v]).ravel() for u, v in JPEG_FREQUENCIES], axis=1))
-    return _JPEG_BASIS[0]
+    """The (64, frequencies) basis, made once: coef[u, v] of a block B is c[u] @ B @ c[v], one column each."""
+    c = _dct_matrix()
+    return np.stack([np.outer(c[u], c[v]).ravel() for u, v in JPEG_FREQUENCIES], axis=1)
 
 
 def jpeg_comb(plane: np.ndarray) -> float:

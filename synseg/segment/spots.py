@@ -36,7 +36,7 @@ RING_MARGIN = int(math.ceil(RING[1])) + 3
 WINDOW_PIXELS = 2 ** 24  # about this many pixels per row window of a big plane (labels: 4 bytes each)
 
 
-def _bands(shape: tuple[int, int], margin: int = 0, rows: int | None = None) -> list[tuple[int, int]]:
+def bands(shape: tuple[int, int], margin: int = 0, rows: int | None = None) -> list[tuple[int, int]]:
     """The bands of rows [a, b) whose objects label_windows yields window by window."""
     height, width = shape
     rows = rows or max(256, WINDOW_PIXELS // max(1, width))
@@ -57,7 +57,7 @@ def label_windows(mask: np.ndarray, margin: int = 0, rows: int | None = None):
         mask = np.asarray(mask)
     height = mask.shape[0]
     structure = np.ones((3, 3), bool)
-    for a, b in _bands(mask.shape, margin, rows):
+    for a, b in bands(mask.shape, margin, rows):
         y0 = max(0, a - max(margin, 1))  # a row above, at least: an object from above shows it enters there
         halo = max(2 * margin, 64)
         while True:
@@ -77,7 +77,7 @@ def label_windows(mask: np.ndarray, margin: int = 0, rows: int | None = None):
 
 
 
-def _object_pixels(labels: np.ndarray, band: int):
+def object_pixels(labels: np.ndarray, band: int):
     """Yield (rows, cols, labels) of the labelled pixels of each band of `band` rows, in raster order."""
     for y0 in range(0, labels.shape[0], band):
         rr, cc = np.nonzero(labels[y0:y0 + band])
@@ -144,7 +144,7 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     area, sum_y, sum_x = (np.zeros(n + 1) for _ in range(3))
     peak = np.full(n + 1, -np.inf)
     pmax = np.full(n + 1, np.nan)
-    for rr, cc, lb in _object_pixels(lab, band):
+    for rr, cc, lb in object_pixels(lab, band):
         area += np.bincount(lb, minlength=n + 1)
         sum_y += np.bincount(lb, weights=(rr + row0).astype(np.float64), minlength=n + 1)
         sum_x += np.bincount(lb, weights=cc.astype(np.float64), minlength=n + 1)
@@ -180,7 +180,7 @@ def measure_spots(image: np.ndarray, labels: np.ndarray, prob: np.ndarray | None
     del busy
     # Sub-pixel centre and integrated intensity from the background-subtracted signal, band by band.
     total, wy, wx, integrated = (np.zeros(n + 1) for _ in range(4))
-    for rr, cc, lb in _object_pixels(lab, band):  # again, band by band: a dense plane's pixels are never all held
+    for rr, cc, lb in object_pixels(lab, band):  # again, band by band: a dense plane's pixels are never all held
         diff = img[rr, cc].astype(np.float64) - background[lb]
         sig = np.maximum(diff, 0.0)
         total += np.bincount(lb, weights=sig, minlength=n + 1)
@@ -344,7 +344,7 @@ def filter_spots(mask: np.ndarray, image: np.ndarray, prob: np.ndarray | None = 
     out = mask if in_place else mask.copy()
     done = 0
     structure = np.ones((3, 3), bool)
-    for (y0, n_rows, count), (a, b) in zip(windows, _bands(mask.shape, RING_MARGIN)):
+    for (y0, n_rows, count), (a, b) in zip(windows, bands(mask.shape, RING_MARGIN)):
         # The same windows again. Objects of earlier bands may be gone from `out` by now, which renumbers the
         # window but leaves this band's own objects (whole objects: removing others cannot change them).
         labels, _ = ndimage.label(out[y0:y0 + n_rows], structure=structure)
